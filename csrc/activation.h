@@ -1,0 +1,19 @@
+/* activation.h -- element-wise activations of the position-wise feed-forward
+ * network: ReLU and GELU (exact erf form and tanh approximation). */
+#ifndef PT_ACTIVATION_H
+#define PT_ACTIVATION_H
+
+#include <stdint.h>
+#include "pt_simd.h"
+
+/* y[i] = f(x[i]) for i < n; y may alias x. */
+PT_DECLARE_VARIANTS(void, pt_relu, (float *y, const float *x, int64_t n, int nthreads))
+PT_DECLARE_VARIANTS(void, pt_gelu, (float *y, const float *x, int64_t n, int nthreads))
+PT_DECLARE_VARIANTS(void, pt_gelu_tanh, (float *y, const float *x, int64_t n, int nthreads))
+
+/* Naive twins on libm (erff, tanhf), in double where it is free. */
+void pt_relu_ref(float *y, const float *x, int64_t n);
+void pt_gelu_ref(float *y, const float *x, int64_t n);
+void pt_gelu_tanh_ref(float *y, const float *x, int64_t n);
+
+#endif

@@ -1,0 +1,36 @@
+"""pytransformer: a CPU Transformer whose kernels are hand-written C.
+
+The model of "Attention Is All You Need" (Vaswani et al., 2017) on numpy
+arrays, every output checked against PyTorch.  See pytransformer.ops for the
+kernels (torch.nn.functional-shaped functions).
+"""
+from . import _kernels
+
+__version__ = "0.1.0"
+
+
+def set_num_threads(n):
+    """Threads the kernels may use (OpenMP); 1 when built without OpenMP."""
+    _kernels.set_num_threads(int(n))
+
+
+def get_num_threads():
+    return _kernels.get_num_threads()
+
+
+def cpu_info():
+    """The kernel path in use and what the machine offers.
+
+    Returns a dict with ``isa`` (the path in use: 'scalar', 'avx2' or
+    'avx512'), ``available`` (the paths this CPU and build can run),
+    ``threads`` and ``openmp``.  ``PYTRANSFORMER_ISA`` forces a path.
+    """
+    return {
+        "isa": _kernels.get_isa(),
+        "available": _kernels.available_isas(),
+        "threads": _kernels.get_num_threads(),
+        "openmp": _kernels.has_openmp(),
+    }
+
+
+__all__ = ["set_num_threads", "get_num_threads", "cpu_info", "__version__"]

@@ -1,0 +1,336 @@
+# Thin Cython layer over csrc/: check that buffers are what the kernels will
+# read (float32, C-contiguous, sizes that agree), allocate outputs, release the
+# GIL, call C.  Argument semantics (broadcasting, dtype conversion, torch-style
+# errors) live in pytransformer/ops.py; no maths lives here.
+import os
+
+import numpy as np
+cimport numpy as cnp
+from libc.stdint cimport int64_t, uint8_t
+
+cnp.import_array()
+
+cdef extern from *:
+    """
+    #if PT_HAVE_OPENMP
+    #include <omp.h>
+    static int pt_omp_max_threads(void) { return omp_get_max_threads(); }
+    #else
+    static int pt_omp_max_threads(void) { return 1; }
+    #endif
+    """
+    int PT_HAVE_OPENMP
+    int pt_omp_max_threads()
+
+ISA_NAMES = {PT_ISA_SCALAR: "scalar", PT_ISA_AVX2: "avx2", PT_ISA_AVX512: "avx512"}
+_ISA_IDS = {v: k for k, v in ISA_NAMES.items()}
+
+cdef const pt_kernel_table *K = NULL
+cdef int _nthreads = 1
+
+ACT = {None: PT_ACT_NONE, "none": PT_ACT_NONE, "relu": PT_ACT_RELU,
+       "gelu": PT_ACT_GELU, "gelu_tanh": PT_ACT_GELU_TANH}
+
+
+# ---------------------------------------------------------------- run time --
+
+def available_isas():
+    """Kernel paths this build has and this CPU can run, best last."""
+    return [n for i, n in sorted(ISA_NAMES.items()) if pt_cpu_supports(i)]
+
+
+def set_isa(name):
+    """Switch every kernel to path `name` ('scalar', 'avx2' or 'avx512')."""
+    global K
+    if name not in _ISA_IDS:
+        raise ValueError(f"unknown kernel path {name!r}; expected one of "
+                         f"{sorted(_ISA_IDS)}")
+    cdef int isa = _ISA_IDS[name]
+    if not pt_cpu_supports(isa):
+        raise RuntimeError(f"kernel path {name!r} is not available on this CPU or build; "
+                           f"available: {available_isas()}")
+    K = pt_kernels_for(isa)
+
+
+def get_isa():
+    return K.name.decode()
+
+
+def has_openmp():
+    return bool(PT_HAVE_OPENMP)
+
+
+def set_num_threads(int n):
+    global _nthreads
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    _nthreads = n if PT_HAVE_OPENMP else 1
+
+
+def get_num_threads():
+    return _nthreads
+
+
+def _init():
+    global _nthreads
+    forced = os.environ.get("PYTRANSFORMER_ISA", "").strip().lower()
+    if forced:
+        set_isa(forced)
+    else:
+        set_isa(ISA_NAMES[pt_cpu_best_isa()])
+    _nthreads = max(1, pt_omp_max_threads())
+
+_init()
+
+
+# ----------------------------------------------------------------- helpers --
+
+cdef inline float *_fptr(object a):
+    return <float *>cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef _check(object a, str name, Py_ssize_t size=-1):
+    if not isinstance(a, np.ndarray):
+        raise ValueError(f"{name}: a numpy array is needed, got {type(a).__name__}")
+    if a.dtype != np.float32 or not a.flags.c_contiguous:
+        raise ValueError(f"{name}: kernels take C-contiguous float32 arrays, "
+                         f"got {a.dtype} with strides {a.strides}")
+    if size >= 0 and a.size != size:
+        raise ValueError(f"{name}: expected {size} elements, got shape {a.shape}")
+
+
+# ------------------------------------------------------------- activations --
+
+def activation(x, str kind, bint ref=False):
+    """y = relu(x) | gelu(x) | gelu_tanh(x), elementwise, new array."""
+    _check(x, "x")
+    y = np.empty_like(x)
+    cdef float *py = _fptr(y)
+    cdef const float *px = _fptr(x)
+    cdef int64_t n = x.size
+    cdef int nt = _nthreads
+    cdef void (*f)(float *, const float *, int64_t, int) noexcept nogil
+    cdef void (*fr)(float *, const float *, int64_t) noexcept nogil
+    if kind == "relu":
+        f, fr = K.relu, pt_relu_ref
+    elif kind == "gelu":
+        f, fr = K.gelu, pt_gelu_ref
+    elif kind == "gelu_tanh":
+        f, fr = K.gelu_tanh, pt_gelu_tanh_ref
+    else:
+        raise ValueError(f"unknown activation {kind!r}")
+    with nogil:
+        if ref:
+            fr(py, px, n)
+        else:
+            f(py, px, n, nt)
+    return y
+
+
+# ----------------------------------------------------------------- softmax --
+
+def softmax(x, mask=None, tuple mask_strides=None,
+            bint ref=False):
+    """Softmax over the last axis of x (any rank >= 1).
+
+    mask: None, or a bool/float32 array whose memory the broadcast strides
+    `mask_strides` (elements, one per axis of x, from numpy broadcasting) index;
+    the caller guarantees every offset they produce lies inside `mask`.
+    """
+    _check(x, "x")
+    y = np.empty_like(x)
+    cdef int64_t n = x.shape[x.ndim - 1] if x.ndim else 1
+    cdef int64_t rows = x.size // n if n else 0
+    cdef pt_mask m
+    cdef pt_mask *pm = NULL
+    cdef int d
+    cdef int nt = _nthreads
+    if rows == 0 or n == 0:
+        return y
+    if mask is not None:
+        if x.ndim - 1 > PT_MAX_DIMS:
+            raise ValueError(f"masked softmax supports at most {PT_MAX_DIMS} leading dims")
+        if mask.dtype == np.bool_:
+            m.is_bool = 1
+        elif mask.dtype == np.float32:
+            m.is_bool = 0
+        else:
+            raise ValueError(f"mask: bool or float32 expected, got {mask.dtype}")
+        if not mask.flags.c_contiguous or len(mask_strides) != x.ndim:
+            raise ValueError("mask: expected a C-contiguous base and one stride per axis")
+        # every row offset plus the last-axis span must stay inside the mask
+        span = sum((x.shape[d] - 1) * mask_strides[d] for d in range(x.ndim))
+        if any(s < 0 for s in mask_strides) or span >= max(mask.size, 1):
+            raise ValueError("mask: broadcast strides reach outside the mask")
+        if mask_strides[x.ndim - 1] not in (0, 1):
+            raise ValueError("mask: last-axis stride must be 0 or 1")
+        m.data = cnp.PyArray_DATA(<cnp.ndarray>mask)
+        m.ndim = x.ndim - 1
+        for d in range(x.ndim - 1):
+            m.shape[d] = x.shape[d]
+            m.stride[d] = mask_strides[d]
+        m.stride_last = mask_strides[x.ndim - 1]
+        pm = &m
+    cdef float *py = _fptr(y)
+    cdef const float *px = _fptr(x)
+    with nogil:
+        if ref:
+            pt_softmax_ref(py, px, rows, n, pm)
+        else:
+            K.softmax(py, px, rows, n, pm, nt)
+    return y
+
+
+# -------------------------------------------------------------- layer norm --
+
+def layer_norm(x, int64_t n, weight=None, bias=None,
+               float eps=1e-5, bint ref=False):
+    """Normalise each group of the last n elements of x."""
+    _check(x, "x")
+    if n <= 0 or x.size % n:
+        raise ValueError(f"layer_norm: {n} does not divide x of shape {x.shape}")
+    cdef const float *pw = NULL
+    cdef const float *pb = NULL
+    if weight is not None:
+        _check(weight, "weight", n)
+        pw = _fptr(weight)
+    if bias is not None:
+        _check(bias, "bias", n)
+        pb = _fptr(bias)
+    y = np.empty_like(x)
+    cdef int64_t rows = x.size // n
+    cdef int nt = _nthreads
+    cdef float *py = _fptr(y)
+    cdef const float *px = _fptr(x)
+    with nogil:
+        if ref:
+            pt_layer_norm_ref(py, px, pw, pb, rows, n, eps)
+        else:
+            K.layer_norm(py, px, pw, pb, rows, n, eps, nt)
+    return y
+
+
+# -------------------------------------------------------------------- GEMM --
+
+def sgemm(a, b, bint trans_a=False, bint trans_b=False,
+          bias=None, act=None, a_index=None,
+          b_index=None, bint ref=False):
+    """out[i] = act(op(a[a_index[i]]) @ op(b[b_index[i]]) + bias) for each batch i.
+
+    a: (Ba, M, K) or (Ba, K, M) with trans_a; b: (Bb, K, N) or (Bb, N, K) with
+    trans_b.  a_index / b_index: int64 batch indices (default 0..B-1), which is
+    how numpy-style batch broadcasting reaches the kernel without copies.
+    Returns (B, M, N).
+    """
+    _check(a, "a")
+    _check(b, "b")
+    if a.ndim != 3 or b.ndim != 3:
+        raise ValueError("sgemm: a and b must be 3-d (batch, rows, cols)")
+    cdef int64_t M = a.shape[2] if trans_a else a.shape[1]
+    cdef int64_t Ka = a.shape[1] if trans_a else a.shape[2]
+    cdef int64_t Kb = b.shape[2] if trans_b else b.shape[1]
+    cdef int64_t N = b.shape[1] if trans_b else b.shape[2]
+    if Ka != Kb:
+        raise ValueError(f"sgemm: inner dimensions differ: a {a.shape} (trans_a={trans_a}), "
+                         f"b {b.shape} (trans_b={trans_b})")
+    if a_index is None:
+        a_index = np.arange(a.shape[0], dtype=np.int64)
+    if b_index is None:
+        b_index = np.arange(b.shape[0], dtype=np.int64)
+    if a_index.dtype != np.int64 or b_index.dtype != np.int64 or \
+            a_index.ndim != 1 or a_index.shape[0] != b_index.shape[0] or \
+            not a_index.flags.c_contiguous or not b_index.flags.c_contiguous:
+        raise ValueError("sgemm: a_index and b_index must be equal-length int64 vectors")
+    if a_index.size and (a_index.min() < 0 or a_index.max() >= a.shape[0]
+                         or b_index.min() < 0 or b_index.max() >= b.shape[0]):
+        raise ValueError("sgemm: batch index out of range")
+    cdef const float *pbias = NULL
+    if bias is not None:
+        _check(bias, "bias", N)
+        pbias = _fptr(bias)
+    cdef int iact = ACT[act]
+    cdef int64_t B = a_index.shape[0]
+    out = np.empty((B, M, N), dtype=np.float32)
+    cdef const float *pa = _fptr(a)
+    cdef const float *pb = _fptr(b)
+    cdef float *pc = _fptr(out)
+    cdef const int64_t *ai = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>a_index)
+    cdef const int64_t *bi = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>b_index)
+    cdef int64_t sa = a.shape[1] * a.shape[2], sb = b.shape[1] * b.shape[2]
+    cdef int64_t lda = a.shape[2], ldb = b.shape[2], i
+    cdef int nt = _nthreads
+    with nogil:
+        for i in range(B):
+            if ref:
+                pt_sgemm_ref(pc + i * M * N, N, pa + ai[i] * sa, lda, trans_a,
+                             pb + bi[i] * sb, ldb, trans_b, M, N, Ka, pbias, iact)
+            else:
+                K.sgemm(pc + i * M * N, N, pa + ai[i] * sa, lda, trans_a,
+                        pb + bi[i] * sb, ldb, trans_b, M, N, Ka, pbias, iact, nt)
+    return out
+
+
+cdef class PackedMatrix:
+    """A right-hand GEMM operand packed once for the current kernel path.
+
+    PackedMatrix(w, transpose=True) packs op(B) = w.T for a torch-layout Linear
+    weight w of shape (out_features, in_features).  If the kernel path changes,
+    the matrix is repacked on next use from the kept copy of the source.
+    """
+    cdef pt_packed_b *p
+    cdef readonly object source
+    cdef readonly bint transpose
+    cdef readonly int64_t K, N
+
+    def __cinit__(self, b, bint transpose=True):
+        _check(b, "weight")
+        if b.ndim != 2:
+            raise ValueError(f"PackedMatrix: a 2-d matrix is needed, got shape {b.shape}")
+        self.source = b
+        self.transpose = transpose
+        self.K = b.shape[1] if transpose else b.shape[0]
+        self.N = b.shape[0] if transpose else b.shape[1]
+        self.p = NULL
+        self._pack()
+
+    cdef _pack(self):
+        if self.p != NULL:
+            pt_packed_b_free(self.p)
+            self.p = NULL
+        cdef const float *src = _fptr(self.source)
+        cdef int64_t ldb = self.source.shape[1]
+        with nogil:
+            self.p = K.sgemm_pack_b(src, ldb, self.transpose, self.K, self.N)
+        if self.p == NULL:
+            raise MemoryError("PackedMatrix: out of memory while packing")
+
+    def __dealloc__(self):
+        if self.p != NULL:
+            pt_packed_b_free(self.p)
+
+    @property
+    def shape(self):
+        """Shape of op(B): (K, N) = (in_features, out_features)."""
+        return (self.K, self.N)
+
+    def matmul(self, a, bias=None, act=None):
+        """act(a @ op(B) + bias) for a of shape (M, K)."""
+        _check(a, "input")
+        if a.ndim != 2 or a.shape[1] != self.K:
+            raise ValueError(f"PackedMatrix.matmul: input of shape (M, {self.K}) expected, "
+                             f"got {a.shape}")
+        cdef const float *pbias = NULL
+        if bias is not None:
+            _check(bias, "bias", self.N)
+            pbias = _fptr(bias)
+        if self.p.isa != K.isa:
+            self._pack()
+        cdef int iact = ACT[act]
+        cdef int64_t M = a.shape[0]
+        out = np.empty((M, self.N), dtype=np.float32)
+        cdef int nt = _nthreads
+        cdef float *pc = _fptr(out)
+        cdef const float *pa = _fptr(a)
+        with nogil:
+            K.sgemm_packed(pc, self.N, pa, self.K, M, self.p, pbias, iact, nt)
+        return out

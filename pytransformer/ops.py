@@ -1,0 +1,249 @@
+"""torch.nn.functional-shaped operations on numpy arrays, computed by the C kernels.
+
+Every function takes and returns numpy arrays; compute is float32.  Inputs of
+another float dtype, or not C-contiguous, are converted (a copy), never
+misread.  Integer, bool (where floats are needed), complex and object arrays,
+and shapes that do not fit, raise ``ValueError`` naming the argument and the
+shapes.  Names, argument order and semantics follow ``torch.nn.functional``.
+"""
+import numbers
+
+import numpy as np
+
+from . import _kernels
+from ._kernels import PackedMatrix
+
+__all__ = [
+    "matmul", "linear", "pack_weight", "PackedMatrix", "softmax", "masked_softmax",
+    "layer_norm", "relu", "gelu",
+]
+
+
+# --------------------------------------------------------------- arguments --
+
+def as_float32(x, name):
+    """x as a C-contiguous float32 array (a copy only when needed)."""
+    a = np.asarray(x)
+    if a.dtype.kind != "f":
+        raise ValueError(f"{name}: a floating-point array is needed, got dtype {a.dtype} "
+                         f"with shape {a.shape}")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _normalize_dim(dim, ndim, name="dim"):
+    if not isinstance(dim, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {dim!r}")
+    lo = -max(ndim, 1)
+    if not lo <= dim < max(ndim, 1):
+        raise ValueError(f"{name}={dim} is out of range for an array of rank {ndim}")
+    return dim % max(ndim, 1)
+
+
+# ------------------------------------------------------------------ matmul --
+
+def _gemm_operand(x, name):
+    """(array3d, transposed): a C-contiguous batch, or the transpose of one."""
+    a = np.asarray(x)
+    if a.dtype.kind != "f":
+        raise ValueError(f"{name}: a floating-point array is needed, got dtype {a.dtype} "
+                         f"with shape {a.shape}")
+    # A transposed view of a C-contiguous float32 matrix is passed as-is, with
+    # the kernel told to read it transposed: no copy.
+    if a.dtype == np.float32 and a.ndim >= 2 and not a.flags.c_contiguous:
+        t = np.swapaxes(a, -1, -2)
+        if t.flags.c_contiguous:
+            return t.reshape((-1,) + t.shape[-2:]), True
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    return a.reshape((-1,) + a.shape[-2:]), False
+
+
+def matmul(a, b):
+    """Matrix product with numpy/torch.matmul semantics (1-d promotion, batch
+    broadcasting)."""
+    a_arr, b_arr = np.asarray(a), np.asarray(b)
+    if a_arr.ndim == 0 or b_arr.ndim == 0:
+        raise ValueError(f"matmul: both arguments need at least one dimension, got shapes "
+                         f"{a_arr.shape} and {b_arr.shape}")
+    a_vec, b_vec = a_arr.ndim == 1, b_arr.ndim == 1
+    if a_vec:
+        a_arr = a_arr[None, :]
+    if b_vec:
+        b_arr = b_arr[:, None]
+    if a_arr.shape[-1] != b_arr.shape[-2]:
+        raise ValueError(f"matmul: shapes {np.shape(a)} and {np.shape(b)} do not align "
+                         f"({a_arr.shape[-1]} != {b_arr.shape[-2]})")
+    try:
+        batch = np.broadcast_shapes(a_arr.shape[:-2], b_arr.shape[:-2])
+    except ValueError:
+        raise ValueError(f"matmul: batch dimensions of {np.shape(a)} and {np.shape(b)} "
+                         f"do not broadcast") from None
+    M, N = a_arr.shape[-2], b_arr.shape[-1]
+    out_shape = batch + (M, N)
+    a3, ta = _gemm_operand(a_arr, "a")
+    b3, tb = _gemm_operand(b_arr, "b")
+    nbatch = int(np.prod(batch, dtype=np.int64))
+    if nbatch == 0 or M == 0 or N == 0:
+        out = np.zeros(out_shape, dtype=np.float32)
+    else:
+        # Batch broadcasting by index: batch i of the result reads batch
+        # a_index[i] of a and b_index[i] of b.
+        ai = np.broadcast_to(np.arange(a3.shape[0]).reshape(a_arr.shape[:-2] or ()),
+                             batch).ravel().astype(np.int64)
+        bi = np.broadcast_to(np.arange(b3.shape[0]).reshape(b_arr.shape[:-2] or ()),
+                             batch).ravel().astype(np.int64)
+        out = _kernels.sgemm(a3, b3, ta, tb, a_index=ai, b_index=bi).reshape(out_shape)
+    if a_vec:
+        out = out[..., 0, :]
+    if b_vec:
+        out = out[..., 0]
+    return out
+
+
+def pack_weight(weight):
+    """Pack a Linear weight ``(out_features, in_features)`` once for reuse.
+
+    The result can stand for ``weight`` in :func:`linear`: model weights never
+    change at inference, so the GEMM's packing of them is paid once.
+    """
+    w = as_float32(weight, "weight")
+    if w.ndim != 2:
+        raise ValueError(f"pack_weight: weight must be 2-d (out_features, in_features), "
+                         f"got shape {w.shape}")
+    return PackedMatrix(w, True)
+
+
+def linear(input, weight, bias=None, *, activation=None):
+    """y = input @ weight.T + bias, as ``torch.nn.functional.linear``.
+
+    weight: ``(out_features, in_features)`` array, or a :func:`pack_weight`
+    result.  ``activation`` (a pytransformer extension: None, 'relu', 'gelu',
+    'gelu_tanh') is fused into the GEMM's store.
+    """
+    x = as_float32(input, "input")
+    packed = isinstance(weight, PackedMatrix)
+    if packed:
+        in_f, out_f = weight.shape
+    else:
+        w = as_float32(weight, "weight")
+        if w.ndim != 2:
+            raise ValueError(f"linear: weight must be 2-d (out_features, in_features), "
+                             f"got shape {w.shape}")
+        out_f, in_f = w.shape
+    if x.ndim == 0 or x.shape[-1] != in_f:
+        raise ValueError(f"linear: input of shape {x.shape} does not match weight with "
+                         f"in_features={in_f}")
+    b = None
+    if bias is not None:
+        b = as_float32(bias, "bias")
+        if b.shape != (out_f,):
+            raise ValueError(f"linear: bias must have shape ({out_f},), got {b.shape}")
+    if activation not in (None, "relu", "gelu", "gelu_tanh"):
+        raise ValueError(f"linear: unknown activation {activation!r}")
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, in_f)
+    if x2.shape[0] == 0 or out_f == 0:
+        return np.zeros(lead + (out_f,), dtype=np.float32)
+    if packed:
+        y = weight.matmul(x2, b, activation)
+    else:
+        y = _kernels.sgemm(x2[None], w[None], False, True, b, activation)[0]
+    return y.reshape(lead + (out_f,))
+
+
+# ----------------------------------------------------------------- softmax --
+
+def softmax(input, dim=-1):
+    """softmax(input) along ``dim``, as ``torch.softmax`` (a row of -inf gives NaN)."""
+    x = as_float32(input, "input")
+    if x.ndim == 0:
+        return _kernels.softmax(x.reshape(1)).reshape(())
+    d = _normalize_dim(dim, x.ndim)
+    if d == x.ndim - 1:
+        return _kernels.softmax(x)
+    xt = np.ascontiguousarray(np.moveaxis(x, d, -1))
+    return np.moveaxis(_kernels.softmax(xt), -1, d)
+
+
+def _mask_operand(mask, shape):
+    """A mask as (contiguous base, element strides broadcasting it to shape)."""
+    m = np.asarray(mask)
+    if m.dtype == np.bool_:
+        m = np.ascontiguousarray(m)
+    elif m.dtype.kind == "f":
+        m = np.ascontiguousarray(m, dtype=np.float32)
+    else:
+        raise ValueError(f"mask: a bool or floating-point array is needed, got dtype "
+                         f"{m.dtype} with shape {m.shape}")
+    try:
+        view = np.broadcast_to(m, shape)
+    except ValueError:
+        raise ValueError(f"mask of shape {m.shape} does not broadcast to input of shape "
+                         f"{tuple(shape)}") from None
+    return m, tuple(s // m.itemsize for s in view.strides)
+
+
+def masked_softmax(input, mask, dim=-1):
+    """softmax of input with a mask, along ``dim``.
+
+    mask broadcasts to input.  A bool mask keeps positions where it is True
+    (the scaled_dot_product_attention convention); a float mask is added to
+    the input.  A row with nothing kept gives zeros, never NaN.
+    """
+    x = as_float32(input, "input")
+    if x.ndim == 0:
+        x = x.reshape(1)
+    d = _normalize_dim(dim, x.ndim)
+    if d != x.ndim - 1:
+        full = np.broadcast_to(np.asarray(mask), x.shape) if np.ndim(mask) else mask
+        xt = np.ascontiguousarray(np.moveaxis(x, d, -1))
+        mt = np.moveaxis(np.asarray(full), d, -1) if np.ndim(mask) else full
+        return np.moveaxis(masked_softmax(xt, np.ascontiguousarray(mt), -1), -1, d)
+    base, strides = _mask_operand(mask, x.shape)
+    out = _kernels.softmax(x, base, strides)
+    return out.reshape(np.shape(input)) if np.ndim(input) == 0 else out
+
+
+# -------------------------------------------------------------- layer norm --
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Layer normalisation over the trailing ``normalized_shape`` dimensions,
+    as ``torch.nn.functional.layer_norm`` (biased variance, eps inside the
+    square root)."""
+    x = as_float32(input, "input")
+    if isinstance(normalized_shape, numbers.Integral):
+        normalized_shape = (int(normalized_shape),)
+    ns = tuple(int(s) for s in normalized_shape)
+    if len(ns) == 0 or len(ns) > x.ndim or x.shape[x.ndim - len(ns):] != ns:
+        raise ValueError(f"layer_norm: normalized_shape {ns} does not match the trailing "
+                         f"dimensions of input of shape {x.shape}")
+    n = int(np.prod(ns, dtype=np.int64))
+    params = []
+    for arr, name in ((weight, "weight"), (bias, "bias")):
+        if arr is None:
+            params.append(None)
+            continue
+        p = as_float32(arr, name)
+        if p.shape != ns:
+            raise ValueError(f"layer_norm: {name} must have shape {ns}, got {p.shape}")
+        params.append(p.reshape(-1))
+    if x.size == 0:
+        return np.empty_like(x)
+    if n == 0:
+        return np.empty_like(x)
+    return _kernels.layer_norm(x, n, params[0], params[1], float(eps))
+
+
+# ------------------------------------------------------------- activations --
+
+def relu(input):
+    """max(input, 0) element-wise (NaN propagates)."""
+    return _kernels.activation(as_float32(input, "input"), "relu")
+
+
+def gelu(input, approximate="none"):
+    """GELU, as ``torch.nn.functional.gelu``: approximate='none' is the exact
+    x/2 (1 + erf(x / sqrt 2)); 'tanh' the tanh approximation."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    kind = "gelu" if approximate == "none" else "gelu_tanh"
+    return _kernels.activation(as_float32(input, "input"), kind)

@@ -1,0 +1,98 @@
+"""Build pytransformer's C kernels into one extension, pytransformer._kernels.
+
+Every kernel file in csrc/ (except the dispatcher, cpu.c) is compiled once per
+instruction-set path -- portable scalar C, AVX2+FMA and AVX-512 -- with
+``-DPT_ISA=<n>`` and that path's ``-m`` flags, so each object exports its own
+suffixed symbols (``pt_softmax_avx512``, ...).  cpu.c picks one path at run time
+from the CPU's features.  Nothing is built with ``-march=native``: the wheel runs
+on any x86-64 machine, and on other machines only the scalar path is built.
+"""
+import glob
+import os
+import platform
+import sys
+import tempfile
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
+
+# PT_ISA values; csrc/pt_simd.h gives them names.
+ISA_PATHS = [("scalar", 0, [])]
+if X86:
+    ISA_PATHS += [
+        ("avx2", 1, ["-mavx2", "-mfma", "-mf16c"]),
+        ("avx512", 2, ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl",
+                       "-mavx2", "-mfma", "-mf16c"]),
+    ]
+
+CFLAGS = ["-O3", "-std=c11", "-fno-math-errno", "-Wall", "-Wno-unused-function"]
+KERNEL_SOURCES = sorted(
+    os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, "csrc", "*.c"))
+    if os.path.basename(p) != "cpu.c"
+)
+ALL_CSRC = sorted(os.path.relpath(p, HERE)
+                  for p in glob.glob(os.path.join(HERE, "csrc", "*.[ch]")))
+
+
+def _compiler_has_openmp(compiler):
+    """Compile and link a tiny OpenMP program; fall back to sequential kernels."""
+    if os.environ.get("PYTRANSFORMER_NO_OPENMP"):
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "omp.c")
+        with open(src, "w") as f:
+            f.write("#include <omp.h>\nint main(void){return omp_get_max_threads()<1;}\n")
+        try:
+            objs = compiler.compile([src], output_dir=tmp, extra_postargs=["-fopenmp"])
+            compiler.link_executable(objs, os.path.join(tmp, "omp"),
+                                     extra_postargs=["-fopenmp"])
+        except Exception:
+            return False
+    return True
+
+
+class BuildExt(build_ext):
+    def build_extension(self, ext):
+        omp = ["-fopenmp"] if _compiler_has_openmp(self.compiler) else []
+        self.openmp = bool(omp)
+        objects = []
+        for name, isa, flags in ISA_PATHS:
+            objects += self.compiler.compile(
+                KERNEL_SOURCES,
+                output_dir=os.path.join(self.build_temp, "isa_" + name),
+                macros=[("PT_ISA", str(isa))],
+                include_dirs=["csrc"],
+                extra_postargs=CFLAGS + flags + omp,
+            )
+        ext.extra_objects = objects
+        ext.extra_compile_args = CFLAGS + omp
+        ext.extra_link_args = omp
+        ext.define_macros = [("PT_HAVE_X86", "1" if X86 else "0"),
+                             ("PT_HAVE_OPENMP", "1" if omp else "0"),
+                             ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+        super().build_extension(ext)
+
+
+extensions = cythonize(
+    [Extension(
+        "pytransformer._kernels",
+        sources=["pytransformer/_kernels.pyx", "csrc/cpu.c"],
+        include_dirs=["csrc", numpy.get_include()],
+        depends=ALL_CSRC + ["pytransformer/_kernels.pxd"],
+    )],
+    compiler_directives={
+        "language_level": 3,
+        "boundscheck": False,
+        "wraparound": False,
+        "cdivision": True,
+        "initializedcheck": False,
+        "embedsignature": True,
+    },
+)
+
+setup(ext_modules=extensions, cmdclass={"build_ext": BuildExt})
