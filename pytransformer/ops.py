@@ -15,7 +15,7 @@ from ._kernels import PackedMatrix
 
 __all__ = [
     "matmul", "linear", "pack_weight", "PackedMatrix", "softmax", "masked_softmax",
-    "layer_norm", "relu", "gelu",
+    "layer_norm", "relu", "gelu", "scaled_dot_product_attention", "attention_with_weights",
 ]
 
 
@@ -247,3 +247,69 @@ def gelu(input, approximate="none"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
     kind = "gelu" if approximate == "none" else "gelu_tanh"
     return _kernels.activation(as_float32(input, "input"), kind)
+
+
+# ------------------------------------------------- scaled dot-product attention --
+
+def _attention_mask(attn_mask, is_causal, L, S):
+    """The SDPA mask as one bool-or-float array (None for no mask)."""
+    if is_causal:
+        if attn_mask is not None:
+            raise ValueError("scaled_dot_product_attention: give attn_mask or is_causal, "
+                             "not both")
+        return np.tril(np.ones((L, S), dtype=bool))
+    if attn_mask is None:
+        return None
+    m = np.asarray(attn_mask)
+    if m.dtype != np.bool_ and m.dtype.kind != "f":
+        raise ValueError(f"attn_mask: a bool or floating-point array is needed, got dtype "
+                         f"{m.dtype} with shape {m.shape}")
+    return m
+
+
+def _check_qkv(query, key, value):
+    q = as_float32(query, "query")
+    k = as_float32(key, "key")
+    v = as_float32(value, "value")
+    if q.ndim < 2 or k.ndim < 2 or v.ndim < 2:
+        raise ValueError(f"scaled_dot_product_attention: query, key and value need at least "
+                         f"2 dimensions, got {q.shape}, {k.shape}, {v.shape}")
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"scaled_dot_product_attention: query {q.shape}, key {k.shape} and "
+                         f"value {v.shape} do not fit (..., L, E), (..., S, E), (..., S, Ev)")
+    return q, k, v
+
+
+def attention_with_weights(query, key, value, attn_mask=None, is_causal=False, scale=None):
+    """Scaled dot-product attention that also returns the attention weights.
+
+    softmax(Q K^T * scale + mask) V with the probabilities materialised
+    (L x S per head): the path for callers that ask for the weights
+    (``need_weights``).  Returns ``(output, weights)``.  Same semantics as
+    :func:`scaled_dot_product_attention`; fully masked rows give zeros.
+    """
+    q, k, v = _check_qkv(query, key, value)
+    L, S, E = q.shape[-2], k.shape[-2], q.shape[-1]
+    scale = 1.0 / np.sqrt(E) if scale is None else float(scale)
+    scores = matmul(q, np.swapaxes(k, -1, -2))
+    scores *= np.float32(scale)
+    mask = _attention_mask(attn_mask, is_causal, L, S)
+    if mask is None:
+        weights = softmax(scores, -1)
+    else:
+        weights = masked_softmax(scores, mask, -1)
+    return matmul(weights, v), weights
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=False,
+                                 scale=None):
+    """softmax(Q K^T / sqrt(d_k) + mask) V -- "Scaled Dot-Product Attention"
+    (Vaswani et al. 2017, section 3.2.1), as
+    ``torch.nn.functional.scaled_dot_product_attention``.
+
+    query (..., L, E), key (..., S, E), value (..., S, Ev) -> (..., L, Ev).
+    attn_mask broadcasts to (..., L, S): bool True = may attend, float added.
+    is_causal: query i attends keys j <= i.  scale defaults to 1/sqrt(E).
+    Rows with nothing to attend to give zeros.
+    """
+    return attention_with_weights(query, key, value, attn_mask, is_causal, scale)[0]

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Build and run the C-level kernel tests (tests/c/test_*.c): every kernel on
+# every path this CPU runs, against its naive twin.  With SANITIZE=1 (as in
+# .ci/run) everything is built with -fsanitize=address,undefined.
+#
+#   bash tests/c/run.sh            # plain -O2 build
+#   SANITIZE=1 bash tests/c/run.sh # AddressSanitizer + UBSan
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+out="$here/build${SANITIZE:+-san}"
+mkdir -p "$out"
+CC="${CC:-gcc}"
+flags=(-O2 -g -std=c11 -Wall -Wno-unused-function -Wno-unknown-pragmas -fopenmp -I"$root/csrc")
+if [[ "${SANITIZE:-0}" == 1 ]]; then
+    flags+=(-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
+fi
+isa_flags=(""  "-mavx2 -mfma -mf16c"
+           "-mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx2 -mfma -mf16c")
+objs=()
+for src in "$root"/csrc/*.c; do
+    base="$(basename "$src" .c)"
+    if [[ "$base" == cpu ]]; then
+        "$CC" "${flags[@]}" -DPT_HAVE_X86=1 -c "$src" -o "$out/cpu.o"
+        objs+=("$out/cpu.o")
+        continue
+    fi
+    for isa in 0 1 2; do
+        # shellcheck disable=SC2086
+        "$CC" "${flags[@]}" ${isa_flags[$isa]} -DPT_ISA=$isa -c "$src" -o "$out/${base}_$isa.o"
+        objs+=("$out/${base}_$isa.o")
+    done
+done
+"$CC" "${flags[@]}" -c "$here/harness.c" -o "$out/harness.o"
+status=0
+for t in "$here"/test_*.c; do
+    name="$(basename "$t" .c)"
+    "$CC" "${flags[@]}" "$t" "$out/harness.o" "${objs[@]}" -lm -o "$out/$name"
+    echo "== $name"
+    if ! OMP_NUM_THREADS=2 "$out/$name"; then status=1; fi
+done
+exit $status
