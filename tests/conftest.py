@@ -1,0 +1,76 @@
+"""Shared test fixtures and the project's numerical tolerances.
+
+Every tolerance used against the torch oracle is stated here, once, with why.
+
+float32 has a unit roundoff u = 2**-24 ~ 6e-8.  A dot product of length K
+accumulated in float32 has a worst-case error ~K*u*sum|a_i b_i| but, with
+independent rounding errors, a typical error ~sqrt(K)*u*|a||b|.  torch and
+pytransformer both round, in different orders, so the two can differ by about
+twice that.  We allow 1e-5 * sqrt(K) * scale (scale = max |a||b| row/col norm
+products, or the largest output), which is ~100x the typical difference and
+far below any real bug (a wrong element, a missed tile, a bad bias).
+"""
+import os
+
+import numpy as np
+import pytest
+
+from pytransformer import _kernels
+
+# Element-wise and row-wise kernels (softmax, layer norm, activations):
+# a few ulp of the output's scale; torch's own vectorised exp/erf differ from
+# ours by up to ~2 ulp.
+ELEMENTWISE_ATOL = 1e-6
+ELEMENTWISE_RTOL = 1e-5
+# Layer norm divides by std: errors in the mean and variance are scaled by
+# 1/std, and outputs are O(1) with affine weights O(1).
+LAYER_NORM_ATOL = 1e-5
+# Whole models: max |err| <= 1e-4 relative to the output's scale (DESIGN.md).
+MODEL_RTOL = 1e-4
+
+
+def matmul_tol(K, scale):
+    """Absolute tolerance for a GEMM with inner dimension K."""
+    return 1e-5 * np.sqrt(max(K, 1)) * max(scale, 1e-30)
+
+
+def assert_close(actual, expected, atol, rtol=0.0, what=""):
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    np.testing.assert_allclose(actual, expected, atol=atol, rtol=rtol, err_msg=what)
+
+
+def assert_model_close(actual, expected, what=""):
+    """Whole-model comparison: max |err| <= MODEL_RTOL * max |expected|."""
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    scale = max(float(np.max(np.abs(expected))), 1e-6) if expected.size else 1.0
+    err = float(np.max(np.abs(actual - expected))) if expected.size else 0.0
+    assert err <= MODEL_RTOL * scale, f"{what}: max |err| {err:.3g} > {MODEL_RTOL} * {scale:.3g}"
+
+
+ISAS = _kernels.available_isas()
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    """Run a test on every kernel path this CPU has (internal switch)."""
+    before = _kernels.get_isa()
+    _kernels.set_isa(request.param)
+    yield request.param
+    _kernels.set_isa(before)
+
+
+@pytest.fixture(params=[1, 2])
+def threads(request):
+    before = _kernels.get_num_threads()
+    _kernels.set_num_threads(request.param)
+    yield request.param
+    _kernels.set_num_threads(before)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
