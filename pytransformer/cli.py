@@ -1,0 +1,240 @@
+"""The ``pytransformer`` command: ``demo``, ``info`` and ``bench``.
+
+    pytransformer demo ["june 3rd, 1999" ...] [--n 1000] [--seed 0] [--plot map.png]
+    pytransformer info
+    pytransformer bench [--quick]
+
+``demo`` runs the model shipped in the package (pytransformer/data) on the C
+kernels, with no PyTorch: written dates to ISO dates.  ``info`` tells which
+kernel path, threads and build flags are in use.  ``bench`` times the kernels
+and a model against numpy (and torch, when it is installed).
+"""
+import argparse
+import os
+import sys
+import sysconfig
+import time
+
+# What setup.py compiles with (kept in step with it; tests/test_demo.py checks).
+BUILD_CFLAGS = ["-O3", "-std=c11", "-fno-math-errno", "-Wall", "-Wno-unused-function"]
+BUILD_PATH_FLAGS = {
+    "scalar": [],
+    "avx2": ["-mavx2", "-mfma", "-mf16c"],
+    "avx512": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma",
+               "-mf16c"],
+}
+
+DEMO_EXAMPLES = [
+    "june 3rd, 1999",
+    "the twenty-first of december 2012",
+    "sat 1 jan 2000",
+    "1969/07/20",
+    "friday, march 5, 2021",
+    "november the eleventh, 1918",
+]
+
+
+# -------------------------------------------------------------------- info --
+
+def cmd_info(args):
+    import numpy as np
+
+    import pytransformer
+    info = pytransformer.cpu_info()
+    print(f"pytransformer {pytransformer.__version__}  ({os.path.dirname(pytransformer.__file__)})")
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}")
+    print(f"kernel path : {info['isa']}"
+          + ("  (forced by PYTRANSFORMER_ISA)" if os.environ.get("PYTRANSFORMER_ISA") else ""))
+    print(f"available   : {', '.join(info['available'])}")
+    print(f"threads     : {info['threads']}")
+    print(f"openmp      : {'yes' if info['openmp'] else 'no (kernels run sequentially)'}")
+    print("build flags : (as setup.py compiles every csrc/*.c once per kernel path; "
+          "no -march=native)")
+    print(f"  compiler  : {sysconfig.get_config_var('CC') or 'unknown'} "
+          "(Python's configured C compiler)")
+    print(f"  common    : {' '.join(BUILD_CFLAGS)}"
+          + (" -fopenmp" if info["openmp"] else ""))
+    for name, flags in BUILD_PATH_FLAGS.items():
+        print(f"  {name:9s} : -DPT_ISA={list(BUILD_PATH_FLAGS).index(name)} {' '.join(flags)}")
+    return 0
+
+
+# -------------------------------------------------------------------- demo --
+
+def _load_demo_model(path):
+    from .models import Seq2SeqTransformer
+    return Seq2SeqTransformer.load(path)
+
+
+def _translate(model, texts, batch_size=256):
+    """Greedy-decode written dates; returns (predictions, generated tokens, seconds)."""
+    import numpy as np
+
+    from . import demo_task as task
+    preds, n_tokens, seconds = [], 0, 0.0
+    for i in range(0, len(texts), batch_size):
+        src = task.encode_batch(texts[i:i + batch_size])
+        t0 = time.perf_counter()
+        out = model.generate(src, max_new_tokens=task.TARGET_LEN + 1, bos_id=task.BOS_ID,
+                             eos_id=task.EOS_ID, pad_id=task.PAD_ID, method="greedy")
+        seconds += time.perf_counter() - t0
+        # Tokens produced: everything up to and including each row's <eos>.
+        n_tokens += int(np.sum(out != task.PAD_ID))
+        preds += [task.decode(row) for row in out]
+    return preds, n_tokens, seconds
+
+
+def cross_attention_map(model, text, prediction):
+    """Head-averaged cross-attention weights of the last decoder layer, (T, S):
+    row t is where the decoder looked in the source when it wrote token t."""
+    from . import demo_task as task
+    src = task.encode_batch([text])
+    tgt_in = task.encode_batch([prediction], add_bos=True)
+    return model.cross_attention_weights(src, tgt_in)[-1][0].mean(axis=0)
+
+
+def _plot(model, text, prediction, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("pytransformer demo --plot needs matplotlib: pip install matplotlib")
+    weights = cross_attention_map(model, text, prediction)
+    rows = ["<bos>"] + list(prediction)  # decoder input at each step
+    outs = list(prediction) + ["<eos>"]  # what it wrote from there
+    fig, ax = plt.subplots(figsize=(max(4, 0.32 * len(text) + 2), 0.32 * len(rows) + 1.6))
+    ax.imshow(weights, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(text)))
+    ax.set_xticklabels(list(text.lower()))
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"{o!s}" for o in outs])
+    ax.set_xlabel("source character")
+    ax.set_ylabel("output character")
+    ax.set_title(f"cross-attention, last decoder layer (head mean)\n{text!r} -> {prediction!r}",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def cmd_demo(args):
+    import pytransformer
+
+    from . import demo_task as task
+    if args.threads:
+        pytransformer.set_num_threads(args.threads)
+    if args.n < 0:
+        raise SystemExit("--n must be >= 0")
+    model = _load_demo_model(args.model)
+    info = pytransformer.cpu_info()
+    print(f"demo model: written dates -> ISO dates, {os.path.basename(args.model)} "
+          f"({os.path.getsize(args.model) / 1e6:.1f} MB); kernel path {info['isa']}, "
+          f"{info['threads']} thread(s)")
+
+    texts = list(args.text) or DEMO_EXAMPLES
+    ok = []
+    for t in texts:
+        try:
+            task.encode(t)
+            if len(t) > task.MAX_SOURCE_LEN:
+                raise ValueError(f"{len(t)} characters; the demo model reads at most "
+                                 f"{task.MAX_SOURCE_LEN}")
+            ok.append(t)
+        except ValueError as e:
+            print(f"  {t!r}: cannot read it: {e}")
+    if ok:
+        preds, _, _ = _translate(model, ok)
+        width = max(len(t) for t in ok) + 2
+        for t, p in zip(ok, preds):
+            print(f"  {repr(t):{width}s} -> {p}")
+
+    if args.n:
+        pairs = task.sample_pairs(args.n, seed=args.seed, split="held_out")
+        preds, n_tokens, seconds = _translate(model, [s for s, _ in pairs], args.batch_size)
+        acc = task.exact_match(preds, [t for _, t in pairs])
+        print(f"exact match on {args.n} freshly drawn held-out dates (seed {args.seed}): "
+              f"{acc:.2%}")
+        print(f"decoding speed: {n_tokens / seconds:,.0f} tokens/s "
+              f"({n_tokens} tokens in {seconds:.2f} s, greedy, KV cache, batches of "
+              f"{args.batch_size})")
+        wrong = [(s, t, p) for (s, t), p in zip(pairs, preds) if p != t]
+        for s, t, p in wrong[:5]:
+            print(f"  miss: {s!r} -> {p!r} (expected {t})")
+
+    if args.plot:
+        text = ok[0] if ok else DEMO_EXAMPLES[0]
+        pred = _translate(model, [text])[0][0]
+        _plot(model, text, pred, args.plot)
+        print(f"wrote the cross-attention map of {text!r} to {args.plot}")
+    return 0
+
+
+# ------------------------------------------------------------------- bench --
+
+def cmd_bench(args):
+    from . import benchmarks
+    return benchmarks.main(quick=args.quick, threads=args.threads, include_torch=not args.no_torch,
+                           json_path=args.json)
+
+
+# -------------------------------------------------------------------- main --
+
+def build_parser():
+    from . import demo_task as task
+    p = argparse.ArgumentParser(
+        prog="pytransformer",
+        description="A CPU Transformer whose kernels are hand-written C, verified against "
+                    "PyTorch.")
+    sub = p.add_subparsers(dest="command", metavar="{demo,info,bench}")
+    sub.required = True
+
+    d = sub.add_parser(
+        "demo", help="translate written dates to ISO dates with the shipped model",
+        description="Load the small Transformer shipped in the package (no PyTorch needed), "
+                    "translate a few written dates to ISO 8601 -- or the TEXT arguments -- "
+                    "then report greedy exact-match accuracy on freshly drawn held-out dates "
+                    "and the decoding speed.")
+    d.add_argument("text", nargs="*", metavar="TEXT",
+                   help=f"dates to translate, e.g. \"june 3rd, 1999\" (years "
+                        f"{task.FIRST_YEAR}-{task.LAST_YEAR}; letters, digits, ' ,-/')")
+    d.add_argument("--n", type=int, default=1000,
+                   help="held-out examples for the accuracy check (default 1000; 0 skips it)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the held-out draw (default 0)")
+    d.add_argument("--batch-size", type=int, default=256,
+                   help="sequences decoded together (default 256)")
+    d.add_argument("--threads", type=int, default=0,
+                   help="kernel threads (default: as pytransformer starts, OpenMP's default)")
+    d.add_argument("--plot", metavar="FILE.png",
+                   help="write the cross-attention map of the first example (needs matplotlib)")
+    d.add_argument("--model", default=task.MODEL_PATH, help=argparse.SUPPRESS)
+    d.set_defaults(func=cmd_demo)
+
+    i = sub.add_parser("info", help="version, kernel path, threads, OpenMP, build flags",
+                       description="Print the version, the kernel path in use (and those "
+                                   "available), the thread count, OpenMP, and the compiler "
+                                   "flags setup.py builds the kernels with.")
+    i.set_defaults(func=cmd_info)
+
+    b = sub.add_parser(
+        "bench", help="time kernels and a model against numpy (and torch if installed)",
+        description="Time the kernels (sgemm, softmax, layer_norm) and a small "
+                    "Seq2SeqTransformer (forward pass, greedy decoding) against numpy, and "
+                    "against torch when it is importable; median of repeats after warm-up. "
+                    "The full comparison scripts are in the repository's bench/ directory.")
+    b.add_argument("--quick", action="store_true", help="fewer sizes and repeats (~15 s)")
+    b.add_argument("--threads", type=int, default=0,
+                   help="threads for pytransformer and torch (default: pytransformer's)")
+    b.add_argument("--no-torch", action="store_true", help="skip torch even if installed")
+    b.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
