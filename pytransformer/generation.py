@@ -1,0 +1,323 @@
+"""Autoregressive decoding: greedy search, beam search and sampling.
+
+At inference the decoder produces one token per step, from ``<bos>`` until
+``<eos>`` (Vaswani et al. 2017, section 3: "the model is auto-regressive,
+consuming the previously generated symbols as additional input when
+generating the next").  Re-running the decoder over the whole prefix at every
+step would cost O(T^2) projections; instead the model keeps a KV cache
+(:class:`pytransformer.nn.KVCache`): the keys and values of every earlier
+target position in each decoder self-attention, and the cross-attention keys
+and values of the encoder output, computed once per source.  A step then
+feeds one token per sequence through the decoder (all GEMMs and softmaxes in
+the C kernels); this module only chooses the next tokens.
+
+The model side of the protocol is two methods::
+
+    state = model.start_decoding(src, max_len)   # encode once, allocate caches
+    logits = model.decode_step(tokens, state)    # (N,) ids -> (N, V) logits
+    state.select(rows)                           # keep / reorder / repeat rows
+
+Every sequence of a batch ends on its own: finished rows are dropped from the
+state (so later steps cost less) and padded with ``pad_id`` in the output.
+A row's computation never depends on the other rows, so a sequence gets the
+same tokens and scores alone or in any batch.
+
+Scores are log-probabilities under the model, accumulated in float64 from the
+float32 logits: for greedy search and sampling the sum of log p(token) over
+the tokens produced (``<eos>`` included, temperature and filtering not
+applied); for beam search that sum divided by ``length ** length_penalty``,
+the quantity the search ranks hypotheses by.
+"""
+import numbers
+
+import numpy as np
+
+__all__ = ["generate", "greedy_search", "beam_search", "sample", "log_softmax",
+           "filter_logits"]
+
+
+def log_softmax(logits):
+    """log softmax over the last axis, in float64."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+# ----------------------------------------------------------------- checks --
+
+def _int(value, name, lo=None):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if lo is not None and value < lo:
+        raise ValueError(f"{name} must be >= {lo}, got {value}")
+    return int(value)
+
+
+def _check_source(model, src):
+    a = np.asarray(src)
+    if a.dtype.kind not in "iu":
+        raise ValueError(f"src: an integer array of token ids is needed, got dtype {a.dtype} "
+                         f"with shape {a.shape}")
+    if a.ndim == 1:
+        a = a[None]
+    if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"src: expected a non-empty (batch, length) array of token ids, "
+                         f"got shape {a.shape}")
+    lo, hi = int(a.min()), int(a.max())
+    if lo < 0 or hi >= model.src_vocab_size:
+        raise ValueError(f"src: token id {lo if lo < 0 else hi} is outside the source "
+                         f"vocabulary [0, {model.src_vocab_size}) (shape {a.shape})")
+    if a.shape[1] > model.max_len:
+        raise ValueError(f"src: length {a.shape[1]} exceeds max_len={model.max_len}")
+    empty = np.flatnonzero((a == model.pad_id).all(axis=1))
+    if empty.size:
+        raise ValueError(f"src: row {int(empty[0])} is empty (all pad_id={model.pad_id}) "
+                         f"in a batch of shape {a.shape}")
+    return a.astype(np.int64, copy=False)
+
+
+def _check_token(value, name, vocab, optional=False):
+    if value is None and optional:
+        return None
+    v = _int(value, name)
+    if not 0 <= v < vocab:
+        raise ValueError(f"{name}={v} is outside the target vocabulary [0, {vocab})")
+    return v
+
+
+def generate(model, src, max_new_tokens, bos_id, eos_id, pad_id=None, method="greedy",
+             beam_size=4, length_penalty=1.0, num_return_sequences=1, temperature=1.0,
+             top_k=None, top_p=1.0, seed=None, return_scores=False):
+    """Decode target sequences for a batch of sources; see
+    :meth:`pytransformer.models.Seq2SeqTransformer.generate`."""
+    src = _check_source(model, src)
+    max_new_tokens = _int(max_new_tokens, "max_new_tokens", 1)
+    if max_new_tokens > model.max_len:
+        raise ValueError(f"max_new_tokens={max_new_tokens} exceeds the model's "
+                         f"max_len={model.max_len} target positions")
+    V = model.tgt_vocab_size
+    bos_id = _check_token(bos_id, "bos_id", V)
+    eos_id = _check_token(eos_id, "eos_id", V, optional=True)
+    pad_id = model.pad_id if pad_id is None else _int(pad_id, "pad_id")
+    num_return_sequences = _int(num_return_sequences, "num_return_sequences", 1)
+    if method == "greedy":
+        if num_return_sequences != 1:
+            raise ValueError(f"num_return_sequences={num_return_sequences}: greedy search "
+                             f"returns one sequence per source")
+        tokens, scores = greedy_search(model, src, max_new_tokens, bos_id, eos_id, pad_id)
+    elif method == "beam":
+        beam_size = _int(beam_size, "beam_size", 1)
+        if num_return_sequences > beam_size:
+            raise ValueError(f"num_return_sequences={num_return_sequences} exceeds "
+                             f"beam_size={beam_size}")
+        if not np.isfinite(float(length_penalty)):
+            raise ValueError(f"length_penalty must be finite, got {length_penalty!r}")
+        tokens, scores = beam_search(model, src, max_new_tokens, bos_id, eos_id, pad_id,
+                                     beam_size, float(length_penalty), num_return_sequences)
+    elif method == "sample":
+        temperature = float(temperature)
+        if not (temperature > 0 and np.isfinite(temperature)):
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        if top_k is not None:
+            top_k = _int(top_k, "top_k", 1)
+        top_p = 1.0 if top_p is None else float(top_p)
+        if not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+        if seed is not None:
+            seed = _int(seed, "seed", 0)
+        tokens, scores = sample(model, src, max_new_tokens, bos_id, eos_id, pad_id,
+                                temperature, top_k, top_p, seed, num_return_sequences)
+    else:
+        raise ValueError(f"method must be 'greedy', 'beam' or 'sample', got {method!r}")
+    return (tokens, scores) if return_scores else tokens
+
+
+def _pack(rows, pad_id, width=None):
+    """Token lists -> (N, T) int64 padded with pad_id; T = the longest row."""
+    T = width if width is not None else max((len(r) for r in rows), default=0)
+    out = np.full((len(rows), max(T, 1)), pad_id, dtype=np.int64)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return out
+
+
+# ----------------------------------------------------------------- greedy --
+
+def greedy_search(model, src, max_new_tokens, bos_id, eos_id, pad_id):
+    """The most probable next token at every step, for each row."""
+    tokens, scores = _decode_rows(model, src, max_new_tokens, bos_id, eos_id,
+                                  lambda rows, logits: _argmax_rows(logits))
+    return _pack(tokens, pad_id), scores
+
+
+def _argmax_rows(logits):
+    return np.argmax(logits, axis=-1)  # the first of equal maxima
+
+
+def _decode_rows(model, src, max_new_tokens, bos_id, eos_id, choose):
+    """Shared loop of greedy search and sampling: one token per live row per
+    step; a row leaves the batch at its <eos>.  choose(rows, logits) gives the
+    next token of each live row (rows: their indices in src)."""
+    N = src.shape[0]
+    state = model.start_decoding(src, max_new_tokens)
+    live = np.arange(N)
+    out = [[] for _ in range(N)]
+    scores = np.zeros(N, dtype=np.float64)
+    nxt = np.full(N, bos_id, dtype=np.int64)
+    for _ in range(max_new_tokens):
+        logits = model.decode_step(nxt, state)
+        nxt = np.asarray(choose(live, logits), dtype=np.int64)
+        logp = log_softmax(logits)
+        scores[live] += logp[np.arange(live.size), nxt]
+        for r, t in zip(live.tolist(), nxt.tolist()):
+            out[r].append(t)
+        if eos_id is not None:
+            going = nxt != eos_id
+            if not going.all():
+                live, nxt = live[going], nxt[going]
+                if live.size == 0:
+                    break
+                state.select(np.flatnonzero(going))
+    return out, scores
+
+
+# --------------------------------------------------------------- sampling --
+
+def filter_logits(logits, temperature=1.0, top_k=None, top_p=1.0):
+    """The sampling distribution of each row: softmax(logits / temperature)
+    restricted to the top_k most probable tokens, then to the smallest set of
+    most probable tokens whose probability reaches top_p (nucleus sampling,
+    Holtzman et al. 2020), renormalised.  Returns float64 probabilities."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    V = z.shape[-1]
+    order = np.argsort(-z, axis=-1, kind="stable")  # most probable first, ties by id
+    zs = np.take_along_axis(z, order, axis=-1)
+    keep = np.ones_like(zs, dtype=bool)
+    if top_k is not None and top_k < V:
+        keep[..., top_k:] = False
+    p = np.exp(zs - zs[..., :1]) * keep
+    p /= p.sum(axis=-1, keepdims=True)
+    if top_p < 1.0:
+        before = np.cumsum(p, axis=-1) - p  # mass of the more probable tokens
+        keep &= before < top_p  # the first token is always kept
+        p = p * keep
+        p /= p.sum(axis=-1, keepdims=True)
+    probs = np.zeros_like(p)
+    np.put_along_axis(probs, order, p, axis=-1)
+    return probs
+
+
+def sample(model, src, max_new_tokens, bos_id, eos_id, pad_id, temperature=1.0, top_k=None,
+           top_p=1.0, seed=None, num_return_sequences=1):
+    """Ancestral sampling from the filtered next-token distribution.
+
+    Row r of the output (source r // num_return_sequences) draws from its own
+    stream, numpy.random.default_rng([seed, r]): the same seed gives the same
+    output, and rows do not disturb one another.
+    """
+    src = np.repeat(src, num_return_sequences, axis=0)
+    N = src.shape[0]
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % (1 << 63))
+    streams = [np.random.default_rng([seed, r]) for r in range(N)]
+
+    def choose(rows, logits):
+        probs = filter_logits(logits, temperature, top_k, top_p)
+        cdf = np.cumsum(probs, axis=-1)
+        u = np.array([streams[r].random() for r in rows.tolist()])
+        tok = (cdf < (u * cdf[:, -1])[:, None]).sum(axis=-1)  # inverse CDF
+        # Never a token of probability zero (a float tie at the boundary).
+        tok = np.minimum(tok, probs.shape[-1] - 1)
+        bad = probs[np.arange(len(tok)), tok] == 0
+        if bad.any():
+            tok[bad] = np.argmax(probs[bad], axis=-1)
+        return tok
+
+    tokens, scores = _decode_rows(model, src, max_new_tokens, bos_id, eos_id, choose)
+    return _pack(tokens, pad_id), scores
+
+
+# ------------------------------------------------------------------- beam --
+
+def beam_search(model, src, max_new_tokens, bos_id, eos_id, pad_id, beam_size=4,
+                length_penalty=1.0, num_return_sequences=1):
+    """Beam search (the paper's section 6.1 uses beam 4, length penalty 0.6).
+
+    Each source keeps ``beam_size`` live hypotheses, ranked by their summed
+    log-probability.  At each step the 2 * beam_size best one-token
+    extensions are walked in order (ties: lower beam, then lower token id
+    first): an extension ending in ``<eos>`` among the first beam_size
+    becomes a finished hypothesis with score sum / length ** length_penalty
+    (length counts <eos>); the others fill the next beam.  A source is done
+    when beam_size hypotheses have finished; at max_new_tokens the live ones
+    finish as they are.  The best num_return_sequences finished hypotheses
+    (by score; ties: the earlier finished) are returned, source-major: rows
+    b * num_return_sequences + j.
+    """
+    B = src.shape[0]
+    K = beam_size
+    V = model.tgt_vocab_size
+    state = model.start_decoding(np.repeat(src, K, axis=0), max_new_tokens)
+    # Live hypotheses of the sources still searching: hyp[b][k] token lists.
+    active = list(range(B))
+    hyps = {b: [[] for _ in range(K)] for b in active}
+    sums = np.full((B, K), -np.inf)
+    sums[:, 0] = 0.0  # one start hypothesis; the others are empty slots
+    finished = {b: [] for b in range(B)}
+    nxt = np.full(B * K, bos_id, dtype=np.int64)
+
+    def finish(b, tokens, total):
+        n = len(tokens)
+        finished[b].append((total / (n ** length_penalty), tokens, len(finished[b])))
+
+    for step in range(max_new_tokens):
+        logits = model.decode_step(nxt, state)
+        logp = log_softmax(logits).reshape(len(active), K, V)
+        rows, new_tokens, still = [], [], []
+        for i, b in enumerate(active):
+            cand = (sums[b][:, None] + logp[i]).ravel()
+            order = np.argsort(-cand, kind="stable")[:2 * K]
+            new_hyps, new_sums, parents = [], [], []
+            for rank, idx in enumerate(order.tolist()):
+                total = float(cand[idx])
+                if total == -np.inf:
+                    break
+                beam, tok = divmod(idx, V)
+                if eos_id is not None and tok == eos_id:
+                    if rank < K:
+                        finish(b, hyps[b][beam] + [tok], total)
+                    continue
+                new_hyps.append(hyps[b][beam] + [tok])
+                new_sums.append(total)
+                parents.append(beam)
+                if len(new_hyps) == K:
+                    break
+            if len(finished[b]) >= K:
+                continue  # done: beam_size hypotheses have ended
+            if step == max_new_tokens - 1 or not new_hyps:
+                for h, total in zip(new_hyps, new_sums):  # out of steps: end as they are
+                    finish(b, h, total)
+                continue
+            while len(new_hyps) < K:  # fewer extensions than beams: empty slots
+                new_hyps.append([])
+                new_sums.append(-np.inf)
+                parents.append(0)
+            hyps[b] = new_hyps
+            sums[b] = new_sums
+            rows += [i * K + p for p in parents]
+            new_tokens += [h[-1] if h else bos_id for h in new_hyps]
+            still.append(b)
+        if not still:
+            break
+        state.select(np.array(rows, dtype=np.int64))
+        active = still
+        nxt = np.array(new_tokens, dtype=np.int64)
+
+    out, scores = [], []
+    for b in range(B):
+        best = sorted(finished[b], key=lambda f: (-f[0], f[2]))[:num_return_sequences]
+        best += [(-np.inf, [], 0)] * (num_return_sequences - len(best))  # a tiny vocabulary
+        for score, tokens, _ in best:
+            out.append(tokens)
+            scores.append(score)
+    return _pack(out, pad_id), np.array(scores, dtype=np.float64)
