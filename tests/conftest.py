@@ -74,3 +74,20 @@ def threads(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def run_python(args, env=None, timeout=600):
+    """Run ``python <args>`` in a scratch working directory, importing the same
+    pytransformer as this test process (installed, or built in place) rather
+    than whatever source tree the working directory holds."""
+    import subprocess
+    import sys
+    import tempfile
+
+    import pytransformer
+    env = dict(os.environ if env is None else env)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(pytransformer.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    with tempfile.TemporaryDirectory() as cwd:
+        return subprocess.run([sys.executable, *args], env=env, cwd=cwd,
+                              capture_output=True, text=True, timeout=timeout)

@@ -1,8 +1,6 @@
 """pytransformer.ops softmax, masked softmax, layer norm and activations against
 torch.nn.functional (and scipy.special as a second, torch-free reference)."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,7 +13,7 @@ from hypothesis import strategies as st
 import pytransformer
 from pytransformer import _kernels, ops
 
-from conftest import (ELEMENTWISE_ATOL, ELEMENTWISE_RTOL, LAYER_NORM_ATOL, assert_close)
+from conftest import ELEMENTWISE_ATOL, ELEMENTWISE_RTOL, LAYER_NORM_ATOL, assert_close, run_python
 
 SIZES = [1, 2, 3, 7, 16, 33, 127, 257, 1000, 4099]
 
@@ -288,9 +286,7 @@ def test_cpu_info_and_threads():
 
 def _run_with_isa(value):
     env = dict(os.environ, PYTRANSFORMER_ISA=value)
-    return subprocess.run([sys.executable, "-c",
-                           "import pytransformer; print(pytransformer.cpu_info()['isa'])"],
-                          env=env, capture_output=True, text=True)
+    return run_python(["-c", "import pytransformer; print(pytransformer.cpu_info()['isa'])"], env)
 
 
 @pytest.mark.parametrize("path", _kernels.available_isas())
@@ -308,7 +304,6 @@ def test_env_var_unknown_path_is_a_clear_error():
 
 def test_default_path_is_the_best_available():
     env = {k: v for k, v in os.environ.items() if k != "PYTRANSFORMER_ISA"}
-    res = subprocess.run([sys.executable, "-c", "import pytransformer as p; i = p.cpu_info();"
-                          "print(i['isa'] == i['available'][-1])"],
-                         env=env, capture_output=True, text=True)
+    res = run_python(["-c", "import pytransformer as p; i = p.cpu_info();"
+                      "print(i['isa'] == i['available'][-1])"], env)
     assert res.stdout.strip() == "True", res.stderr
