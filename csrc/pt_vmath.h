@@ -16,7 +16,7 @@
 static inline pt_vf pt_vexp(pt_vf x) {
     const pt_vf hi = pt_vset1(88.72283935546875f), lo = pt_vset1(-87.33654022216797f);
     pt_vf big = x;                                 /* kept to restore +inf/NaN/0 */
-    x = pt_vmin(pt_vmax(x, lo), hi);               /* NaN stays NaN (first operand) */
+    x = pt_vclamp(x, lo, hi);                      /* NaN stays NaN */
     pt_vf n = pt_vround(pt_vmul(x, pt_vset1(1.44269504088896341f)));
     /* r = x - n*ln2, with ln2 split in two for accuracy (Cody-Waite) */
     pt_vf r = pt_vfmadd(n, pt_vset1(-0.693359375f), x);
