@@ -220,6 +220,10 @@ class Seq2SeqTransformer(nn.Module):
             model = cls(**config, _rng=nn.NO_INIT)
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{path}: bad model config in the metadata ({e})") from None
+        bad = [k for k, v in tensors.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
+        if bad:
+            raise ValueError(f"{path}: corrupted weights: non-finite values in "
+                             + ", ".join(bad))
         try:
             model._load(tensors, strict=True, copy=False)
         except ValueError as e:

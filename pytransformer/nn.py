@@ -246,12 +246,17 @@ class Module:
         return head + "\n  " + "\n  ".join(lines) + "\n)"
 
 
-def _as_parameter(value, name, copy=True):
+def _as_parameter(value, name, copy=None):
+    """value as a read-only float32 C array.  copy=None copies unless value is
+    already one (assigning one module's parameter to another shares it, as
+    tying weights in torch does)."""
     from .io import to_numpy
     a = to_numpy(value)
     if a.dtype.kind != "f":
         raise ValueError(f"{name}: a floating-point array is needed, got dtype {a.dtype} "
                          f"with shape {a.shape}")
+    if copy is None:
+        copy = a.flags.writeable
     if copy or a.dtype != np.float32 or not a.flags.c_contiguous:
         a = np.array(a, dtype=np.float32, order="C", copy=True)
     a.flags.writeable = False

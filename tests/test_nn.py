@@ -19,6 +19,7 @@ tnn = torch.nn
 
 # torch's notes about its own fast paths (nested tensors, mask dtypes) are not ours.
 pytestmark = [pytest.mark.filterwarnings("ignore:.*nested tensor:UserWarning"),
+              pytest.mark.filterwarnings("ignore:enable_nested_tensor:UserWarning"),
               pytest.mark.filterwarnings("ignore:.*mismatched:UserWarning")]
 
 
