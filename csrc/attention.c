@@ -345,12 +345,12 @@ static void attention_unit(float *out /* (nq, Ev) */, const float *q /* (nq, E) 
     }
 }
 
-void PT_FN(pt_attention)(float *out, const float *q, const int64_t *q_index, const float *k,
+int PT_FN(pt_attention)(float *out, const float *q, const int64_t *q_index, const float *k,
                          const int64_t *k_index, const float *v, const int64_t *v_index,
                          int64_t B, int64_t L, int64_t S, int64_t E, int64_t Ev, float scale,
                          const pt_mask *mask, int causal, int nthreads) {
     (void)nthreads;
-    if (B <= 0 || L <= 0 || Ev <= 0) return;
+    if (B <= 0 || L <= 0 || Ev <= 0) return 0;
     const int64_t evp = (Ev + PT_VL - 1) / PT_VL * PT_VL;
     const int pad_v = evp != Ev;
     const int64_t nqb = (L + BQ - 1) / BQ, units = B * nqb;
@@ -376,8 +376,7 @@ void PT_FN(pt_attention)(float *out, const float *q, const int64_t *q_index, con
         }
         if (ok) scratch_free(&w);
     }
-    if (failed) /* out of memory for the scratch: leave a recognisable result */
-        for (int64_t i = 0; i < B * L * Ev; i++) out[i] = NAN;
+    return failed ? -1 : 0;
 }
 
 #if PT_ISA == PT_ISA_SCALAR

@@ -37,7 +37,9 @@
 #define PT_ATTN_BK 128 /* keys per block: fixes the order of every row's sums */
 #define PT_ATTN_BQ 64  /* queries per work unit (free: rows never interact) */
 
-PT_DECLARE_VARIANTS(void, pt_attention,
+/* Returns 0, or -1 when the per-thread scratch could not be allocated (out is
+ * then unspecified). */
+PT_DECLARE_VARIANTS(int, pt_attention,
                     (float *out, const float *q, const int64_t *q_index, const float *k,
                      const int64_t *k_index, const float *v, const int64_t *v_index,
                      int64_t B, int64_t L, int64_t S, int64_t E, int64_t Ev, float scale,

@@ -26,7 +26,7 @@ typedef struct {
     pt_packed_b *(*sgemm_pack_b)(const float *, int64_t, int, int64_t, int64_t);
     void (*sgemm_packed)(float *, int64_t, const float *, int64_t, int64_t, const pt_packed_b *,
                          const float *, int, int);
-    void (*attention)(float *, const float *, const int64_t *, const float *, const int64_t *,
+    int (*attention)(float *, const float *, const int64_t *, const float *, const int64_t *,
                       const float *, const int64_t *, int64_t, int64_t, int64_t, int64_t,
                       int64_t, float, const pt_mask *, int, int);
 } pt_kernel_table;

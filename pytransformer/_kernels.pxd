@@ -68,7 +68,7 @@ cdef extern from "cpu.h":
         pt_packed_b *(*sgemm_pack_b)(const float *, int64_t, int, int64_t, int64_t) nogil
         void (*sgemm_packed)(float *, int64_t, const float *, int64_t, int64_t,
                              const pt_packed_b *, const float *, int, int) nogil
-        void (*attention)(float *, const float *, const int64_t *, const float *,
+        int (*attention)(float *, const float *, const int64_t *, const float *,
                           const int64_t *, const float *, const int64_t *, int64_t, int64_t,
                           int64_t, int64_t, int64_t, float, const pt_mask *, int, int) nogil
     int pt_cpu_supports(int isa)

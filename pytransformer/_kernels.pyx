@@ -411,10 +411,12 @@ def attention(q, k, v, q_index, k_index, v_index, float scale, mask=None,
     cdef const float *pk = _fptr(k)
     cdef const float *pv = _fptr(v)
     cdef int nt = _nthreads
-    cdef int ic = causal
+    cdef int ic = causal, status = 0
     with nogil:
         if ref:
             pt_attention_ref(po, pq, qi, pk, ki, pv, vi, B, L, S, E, Ev, scale, pm, ic)
         else:
-            K.attention(po, pq, qi, pk, ki, pv, vi, B, L, S, E, Ev, scale, pm, ic, nt)
+            status = K.attention(po, pq, qi, pk, ki, pv, vi, B, L, S, E, Ev, scale, pm, ic, nt)
+    if status != 0:
+        raise MemoryError("attention: out of memory for the per-thread scratch")
     return out

@@ -54,7 +54,9 @@ static void run(const pt_kernel_table *kt, problem p, int nthreads) {
     const float scale = 1.0f / sqrtf((float)p.E);
 
     memset(y, 0xff, sizeof(float) * p.B * p.L * p.Ev); /* NaN: every element must be written */
-    kt->attention(y, q, qi, k, NULL, v, NULL, p.B, p.L, p.S, p.E, p.Ev, scale, pm, causal, nthreads);
+    int st = kt->attention(y, q, qi, k, NULL, v, NULL, p.B, p.L, p.S, p.E, p.Ev, scale, pm,
+                           causal, nthreads);
+    pt_test_check(st == 0, "%s attention returned %d", kt->name, st);
     pt_attention_ref(r, q, qi, k, NULL, v, NULL, p.B, p.L, p.S, p.E, p.Ev, scale, pm, causal);
     double d = pt_test_max_abs_diff(y, r, p.B * p.L * p.Ev);
     /* outputs are convex combinations of v in [-1, 1]; scores O(sqrt E) with
