@@ -254,8 +254,10 @@ static int softmax_step(float *sr, int64_t nk, int64_t kn, float scale, const pt
     }
     if (mask && mask->is_bool) {
         const uint8_t *b = (const uint8_t *)mrow + st * j0;
-        for (j = 0; j < kn; j++)
-            if (!b[st * j]) sr[j] = -INFINITY;
+        if (st) /* branch-free so that it vectorises */
+            for (j = 0; j < kn; j++) sr[j] = b[j] ? sr[j] : -INFINITY;
+        else if (!b[0])
+            for (j = 0; j < kn; j++) sr[j] = -INFINITY;
     }
     pt_vf acc = pt_vset1(-INFINITY);
     for (j = 0; j < kn; j += PT_VL) {
