@@ -163,70 +163,130 @@ static void pack_k(float *kp, const float *k /* (nk, E) */, int64_t nk, int64_t 
     }
 }
 
-/* s[r][c] = sum_e q[r][e] k[c][e] for a QK_MR x QK_W tile; s has row stride BK. */
+/* s[r][c] = sum_e q[r][e] k[c][e] for mr rows x np panels of QK_W keys (s has
+ * row stride BK, panels lie E * QK_W apart in kp).  Every score is one lane's
+ * chain of FMAs over e = 0..E-1, whatever mr and np: the tile shape changes
+ * the speed, never a bit of the result. */
 PT_ALWAYS_INLINE void qk_tile(float *s, const float *qp /* (E, QK_MR) */,
-                              const float *kp /* (E, QK_W) */, int64_t E) {
-    pt_vf acc[QK_MR][QK_NV];
-    for (int r = 0; r < QK_MR; r++)
-        for (int c = 0; c < QK_NV; c++) acc[r][c] = pt_vzero();
+                              const float *kp /* np x (E, QK_W) */, int64_t E, int mr, int np) {
+    pt_vf acc[QK_MR][2][QK_NV];
+    for (int r = 0; r < mr; r++)
+        for (int p = 0; p < np; p++)
+            for (int c = 0; c < QK_NV; c++) acc[r][p][c] = pt_vzero();
     for (int64_t e = 0; e < E; e++) {
-        pt_vf kv[QK_NV];
-        for (int c = 0; c < QK_NV; c++) kv[c] = pt_vload(kp + e * QK_W + c * PT_VL);
-        for (int r = 0; r < QK_MR; r++) {
+        pt_vf kv[2][QK_NV];
+        for (int p = 0; p < np; p++)
+            for (int c = 0; c < QK_NV; c++)
+                kv[p][c] = pt_vload(kp + p * E * QK_W + e * QK_W + c * PT_VL);
+        for (int r = 0; r < mr; r++) {
             pt_vf qb = pt_vset1(qp[e * QK_MR + r]);
-            for (int c = 0; c < QK_NV; c++) acc[r][c] = pt_vfmadd(qb, kv[c], acc[r][c]);
+            for (int p = 0; p < np; p++)
+                for (int c = 0; c < QK_NV; c++) acc[r][p][c] = pt_vfmadd(qb, kv[p][c], acc[r][p][c]);
         }
     }
-    for (int r = 0; r < QK_MR; r++)
-        for (int c = 0; c < QK_NV; c++) pt_vstore(s + r * BK + c * PT_VL, acc[r][c]);
+    for (int r = 0; r < mr; r++)
+        for (int p = 0; p < np; p++)
+            for (int c = 0; c < QK_NV; c++)
+                pt_vstore(s + r * BK + p * QK_W + c * PT_VL, acc[r][p][c]);
 }
 
-/* o[r][:] = o[r][:]*alpha[r] + sum_{j<nk} p[r][j] v[j][:] over nv vectors of
- * columns, stored for active rows only (inactive rows stay untouched). */
-PT_ALWAYS_INLINE void pv_tile(float *o, int64_t ldo, const float *p /* (PV_MR, BK) */,
+/* Scores of the nq packed query rows against npanels key panels.  Full row
+ * tiles take one panel at a time (QK_MR x QK_NV accumulators); the last,
+ * partial tile -- all there is when decoding one token -- takes panels two at
+ * a time when its rows are few, to keep enough FMA chains in flight. */
+static void qk_block(float *s, const float *qp, const float *kp, int64_t E, int64_t nq,
+                     int64_t npanels) {
+    int64_t t = 0;
+    for (; (t + 1) * QK_MR <= nq; t++)
+        for (int64_t p = 0; p < npanels; p++)
+            qk_tile(s + t * QK_MR * BK + p * QK_W, qp + t * E * QK_MR, kp + p * E * QK_W, E,
+                    QK_MR, 1);
+    const int mr = (int)(nq - t * QK_MR);
+    if (mr == 0) return;
+    float *st = s + t * QK_MR * BK;
+    const float *qt = qp + t * E * QK_MR;
+    for (int64_t p = 0; p < npanels;) {
+        const int two = 2 * mr <= QK_MR && p + 1 < npanels;
+        const float *kt = kp + p * E * QK_W;
+        float *sp = st + p * QK_W;
+#define QK_ROWS(n)                                          \
+    case n:                                                 \
+        if (two) qk_tile(sp, qt, kt, E, n, 2);              \
+        else qk_tile(sp, qt, kt, E, n, 1);                  \
+        break;
+        switch (mr) {
+            QK_ROWS(1)
+            QK_ROWS(2)
+            QK_ROWS(3)
+#if QK_MR > 4
+            QK_ROWS(4)
+            QK_ROWS(5)
+#endif
+#if QK_MR > 6
+            QK_ROWS(6)
+            QK_ROWS(7)
+#endif
+        }
+#undef QK_ROWS
+        p += two ? 2 : 1;
+    }
+}
+
+/* o[r][:] = o[r][:]*alpha[r] + sum_{j<nk} p[r][j] v[j][:] for mr rows and nv
+ * vectors of columns, stored for active rows only (inactive rows stay
+ * untouched).  Each element is one chain j = 0..nk-1, whatever mr and nv. */
+PT_ALWAYS_INLINE void pv_tile(float *o, int64_t ldo, const float *p /* (mr, BK) */,
                               const float *v, int64_t ldv, int64_t nk, const float *alpha,
-                              const int *active, int nv) {
+                              const int *active, int mr, int nv) {
     pt_vf acc[PV_MR][PV_NV];
-    for (int r = 0; r < PV_MR; r++) {
+    for (int r = 0; r < mr; r++) {
         pt_vf a = pt_vset1(alpha[r]);
         for (int c = 0; c < nv; c++) acc[r][c] = pt_vmul(pt_vload(o + r * ldo + c * PT_VL), a);
     }
     for (int64_t j = 0; j < nk; j++) {
         pt_vf vv[PV_NV];
         for (int c = 0; c < nv; c++) vv[c] = pt_vload(v + j * ldv + c * PT_VL);
-        for (int r = 0; r < PV_MR; r++) {
+        for (int r = 0; r < mr; r++) {
             pt_vf pb = pt_vset1(p[r * BK + j]);
             for (int c = 0; c < nv; c++) acc[r][c] = pt_vfmadd(pb, vv[c], acc[r][c]);
         }
     }
-    for (int r = 0; r < PV_MR; r++)
+    for (int r = 0; r < mr; r++)
         if (active[r])
             for (int c = 0; c < nv; c++) pt_vstore(o + r * ldo + c * PT_VL, acc[r][c]);
 }
+
+/* One PV_MR-row (or last, shorter) tile across all column vectors. */
+#define PV_COLS(mr)                                                                      \
+    for (int64_t c0 = 0; c0 < nvec; c0 += PV_NV) {                                      \
+        float *ot = o + r0 * evp + c0 * PT_VL;                                            \
+        const float *pt = p + r0 * BK, *vt = v + c0 * PT_VL;                              \
+        switch (nvec - c0 < PV_NV ? (int)(nvec - c0) : PV_NV) {                           \
+        case 1: pv_tile(ot, evp, pt, vt, ldv, nk, alpha + r0, active + r0, mr, 1); break; \
+        case 2: pv_tile(ot, evp, pt, vt, ldv, nk, alpha + r0, active + r0, mr, 2); break; \
+        case 3: pv_tile(ot, evp, pt, vt, ldv, nk, alpha + r0, active + r0, mr, 3); break; \
+        case 4: pv_tile(ot, evp, pt, vt, ldv, nk, alpha + r0, active + r0, mr,           \
+                        PV_NV > 3 ? 4 : PV_NV); break; /* (PV_NV = 3: never reached) */ \
+        }                                                                                 \
+    }
 
 static void pv_block(float *o, int64_t evp, const float *p, const float *v, int64_t ldv,
                      int64_t nk, const float *alpha, const int *active, int64_t nq) {
     const int64_t nvec = evp / PT_VL;
     for (int64_t r0 = 0; r0 < nq; r0 += PV_MR) {
+        const int mr = nq - r0 < PV_MR ? (int)(nq - r0) : PV_MR;
         int any = 0;
-        for (int r = 0; r < PV_MR; r++) any |= active[r0 + r];
+        for (int r = 0; r < mr; r++) any |= active[r0 + r];
         if (!any) continue;
-        for (int64_t c0 = 0; c0 < nvec; c0 += PV_NV) {
-            float *ot = o + r0 * evp + c0 * PT_VL;
-            const float *pt = p + r0 * BK, *vt = v + c0 * PT_VL;
-            switch (nvec - c0 < PV_NV ? (int)(nvec - c0) : PV_NV) {
-            case 1: pv_tile(ot, evp, pt, vt, ldv, nk, alpha + r0, active + r0, 1); break;
-            case 2: pv_tile(ot, evp, pt, vt, ldv, nk, alpha + r0, active + r0, 2); break;
-#if PV_NV >= 3
-            case 3: pv_tile(ot, evp, pt, vt, ldv, nk, alpha + r0, active + r0, 3); break;
-#endif
-#if PV_NV >= 4
-            case 4: pv_tile(ot, evp, pt, vt, ldv, nk, alpha + r0, active + r0, 4); break;
-#endif
-            }
+        switch (mr) {
+        case 1: PV_COLS(1) break;
+        case 2: PV_COLS(2) break;
+        case 3: PV_COLS(3) break;
+        default: PV_COLS(PV_MR) break;
         }
     }
 }
+#undef PV_COLS
 
 static inline float hmax(pt_vf acc) {
     float lanes[PT_VL], mx = -INFINITY;
@@ -302,15 +362,11 @@ static void attention_unit(float *out /* (nq, Ev) */, const float *q /* (nq, E) 
     memset(w->o, 0, sizeof(float) * (size_t)(nq * evp));
     /* causal: the block's last query, q0 + nq - 1, attends keys up to itself */
     const int64_t kend = causal ? (S < q0 + nq ? S : q0 + nq) : S;
-    const int64_t ntiles = (nq + QK_MR - 1) / QK_MR;
     for (int64_t j0 = 0; j0 < kend; j0 += BK) {
         const int64_t nk = S - j0 < BK ? S - j0 : BK;
         const int64_t npanels = (nk + QK_W - 1) / QK_W;
         pack_k(w->kp, k + j0 * E, nk, E);
-        for (int64_t t = 0; t < ntiles; t++)
-            for (int64_t p = 0; p < npanels; p++)
-                qk_tile(w->s + t * QK_MR * BK + p * QK_W, w->qp + t * E * QK_MR,
-                        w->kp + p * E * QK_W, E);
+        qk_block(w->s, w->qp, w->kp, E, nq, npanels);
         for (int64_t r = 0; r < nq; r++) {
             int64_t kn = nk;
             if (causal) {

@@ -338,22 +338,33 @@ cdef class PackedMatrix:
 
 # --------------------------------------------------------------- attention --
 
-cdef const int64_t *_index_ptr(object idx, str name, Py_ssize_t B, Py_ssize_t n):
+cdef const int64_t *_index_ptr(object idx, str name, Py_ssize_t B, Py_ssize_t n) except? NULL:
+    """idx's data, checked to index n batches; NULL (identity) for None."""
+    if idx is None:
+        if n != B:
+            raise ValueError(f"attention: {name} omitted but the operand has {n} batches, "
+                             f"not {B}")
+        return NULL
     if not isinstance(idx, np.ndarray) or idx.dtype != np.int64 or idx.ndim != 1 or \
             idx.shape[0] != B or not idx.flags.c_contiguous:
         raise ValueError(f"attention: {name} must be a contiguous int64 vector of length {B}")
-    if B and (idx.min() < 0 or idx.max() >= n):
-        raise ValueError(f"attention: {name} out of range for {n} batches")
-    return <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>idx)
+    cdef const int64_t *p = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>idx)
+    cdef Py_ssize_t i
+    for i in range(B):
+        if p[i] < 0 or p[i] >= n:
+            raise ValueError(f"attention: {name}[{i}] = {p[i]} out of range for {n} batches")
+    return p
 
 
 def attention(q, k, v, q_index, k_index, v_index, float scale, mask=None,
               tuple mask_strides=None, tuple batch_shape=None, bint causal=False,
-              bint ref=False):
+              Py_ssize_t batches=-1, bint ref=False):
     """out[b] = softmax(q[q_index[b]] k[k_index[b]]^T * scale + mask) v[v_index[b]].
 
     q (Bq, L, E), k (Bk, S, E), v (Bv, S, Ev); the index vectors (length B)
-    say which batch of each operand batch b of the (B, L, Ev) result reads.
+    say which batch of each operand batch b of the (B, L, Ev) result reads;
+    None means b itself.  B is the length of the index vectors given, or
+    `batches`, or Bq when every index is None.
     mask: None, or a bool/float32 array whose memory the element strides
     `mask_strides` (one per axis of batch_shape + (L, S), from numpy
     broadcasting) index; batch_shape multiplies out to B.
@@ -367,7 +378,12 @@ def attention(q, k, v, q_index, k_index, v_index, float scale, mask=None,
     if k.shape[2] != E or v.shape[1] != S:
         raise ValueError(f"attention: query {q.shape}, key {k.shape} and value {v.shape} "
                          f"do not fit (B, L, E), (B, S, E), (B, S, Ev)")
-    cdef Py_ssize_t B = q_index.shape[0]
+    cdef Py_ssize_t B = batches
+    for idx in (q_index, k_index, v_index):
+        if B < 0 and idx is not None:
+            B = len(idx)
+    if B < 0:
+        B = q.shape[0]
     cdef const int64_t *qi = _index_ptr(q_index, "q_index", B, q.shape[0])
     cdef const int64_t *ki = _index_ptr(k_index, "k_index", B, k.shape[0])
     cdef const int64_t *vi = _index_ptr(v_index, "v_index", B, v.shape[0])

@@ -303,7 +303,10 @@ def attention_with_weights(query, key, value, attn_mask=None, is_causal=False, s
 
 def _batch_index(shape, batch):
     """For each batch of the broadcast result, the batch of an operand of
-    leading shape `shape` it reads (numpy broadcasting by index, no copies)."""
+    leading shape `shape` it reads (numpy broadcasting by index, no copies);
+    None when that is the batch itself."""
+    if tuple(shape) == tuple(batch):
+        return None
     n = int(np.prod(shape, dtype=np.int64))
     return np.ascontiguousarray(
         np.broadcast_to(np.arange(n, dtype=np.int64).reshape(shape), batch).ravel())
@@ -367,5 +370,6 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=Fa
     out = _kernels.attention(
         batches(q), batches(k), batches(v),
         _batch_index(q.shape[:-2], batch), _batch_index(k.shape[:-2], batch),
-        _batch_index(v.shape[:-2], batch), scale, mask, strides, batch, bool(is_causal))
+        _batch_index(v.shape[:-2], batch), scale, mask, strides, batch, bool(is_causal),
+        int(np.prod(batch, dtype=np.int64)))
     return out.reshape(batch + (L, Ev))
