@@ -364,6 +364,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=Fa
                              f"attention scores of shape {scores} (query {q.shape}, "
                              f"key {k.shape})") from None
         strides = tuple(st // mask.itemsize for st in view.strides)
+
     def batches(a):
         return a.reshape((int(np.prod(a.shape[:-2], dtype=np.int64)),) + a.shape[-2:])
 
