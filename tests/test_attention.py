@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from pytransformer import _kernels, ops
-from conftest import assert_close, attention_tol
+from conftest import ISAS, assert_close, attention_tol
 
 
 def torch_sdpa(q, k, v, attn_mask=None, is_causal=False, scale=None):
@@ -80,15 +80,24 @@ def test_sdpa_matches_torch(isa, threads, rng, shape, kind, form):
     check(q, k, v, attn_mask=mask, is_causal=kind == "causal", what=f"{isa} {shape} {kind}")
 
 
-@pytest.mark.parametrize("L,S,E,kind", [
-    (1024, 1024, 64, "none"),
-    (2048, 2048, 64, "causal"),
-    (1500, 2048, 128, "bool"),
-    (1024, 1024, 80, "float"),
-])
-def test_sdpa_long_sequences(isa, rng, L, S, E, kind):
-    if isa == "scalar" and L * S > 1024 * 1024:
-        pytest.skip("the scalar path is checked at 1024; 2048 there is only slow")
+LONG = [(1024, 1024, 64, "none"), (2048, 2048, 64, "causal"), (1500, 2048, 128, "bool"),
+        (1024, 1024, 80, "float")]
+# the scalar path is checked up to 1024 x 1024; beyond that it is only slow
+LONG_CASES = [(isa, *case) for isa in ISAS for case in LONG
+              if isa != "scalar" or case[0] * case[1] <= 1024 * 1024]
+
+
+@pytest.mark.parametrize("path,L,S,E,kind", LONG_CASES)
+def test_sdpa_long_sequences(rng, path, L, S, E, kind):
+    before = _kernels.get_isa()
+    _kernels.set_isa(path)
+    try:
+        _check_long(rng, path, L, S, E, kind)
+    finally:
+        _kernels.set_isa(before)
+
+
+def _check_long(rng, isa, L, S, E, kind):
     q, k, v = qkv(rng, (1, 2, L, E), (1, 2, S, E), (1, 2, S, E))
     mask = make_mask(rng, kind, (L, S)) if kind in ("bool", "float") else None
     check(q, k, v, attn_mask=mask, is_causal=kind == "causal", what=f"{isa} long {kind}")
