@@ -230,5 +230,14 @@ class Seq2SeqTransformer(nn.Module):
             raise ValueError(f"{path}: tensors do not fit the config: {e}") from None
         return model
 
+    @classmethod
+    def _from_torch_config(cls, m):
+        """The torch twin built by pytransformer.oracle.to_torch carries its config."""
+        config = getattr(m, "config", None)
+        if not isinstance(config, dict):
+            raise ValueError("Seq2SeqTransformer.from_torch: a module built by "
+                             "pytransformer.oracle.to_torch (with a .config) is needed")
+        return cls(**config, _rng=nn.NO_INIT)
+
     def extra_repr(self):
         return ", ".join(f"{k}={v}" for k, v in self.config.items())

@@ -73,6 +73,14 @@ def test_encode_decode(rng):
     assert_model_close(memory, ref.numpy(), "encoder output")
 
 
+def test_from_torch_round_trip(rng):
+    m = small_model(positional="learned", tie_embeddings=True)
+    back = Seq2SeqTransformer.from_torch(oracle.to_torch(m))
+    assert back.config == m.config
+    src, tgt = batch(rng, 2, 6, 5)
+    np.testing.assert_array_equal(back(src, tgt), m(src, tgt))
+
+
 def test_sinusoidal_positional_encoding():
     """The paper's interleaving: even columns sin, odd columns cos, of the
     same angle pos / 10000^(2i/d)."""
