@@ -55,7 +55,7 @@ def test_against_torch(rng, kw):
         assert_model_close(m(src, tgt), torch_logits(m, src, tgt), f"{kw} B={B}")
 
 
-def test_encode_decode(rng):
+def test_encode_decode(rng, isa):
     m = small_model()
     src, tgt = batch(rng, 3, 8, 6)
     memory = m.encode(src)
