@@ -41,6 +41,14 @@ class Seq2SeqTransformer(nn.Module):
     in the decoder's self-attention), and the decoder's self-attention is
     causal (section 3.2.3).  Random initialisation from
     ``numpy.random.default_rng(seed)``: Xavier-uniform matrices, zero biases.
+
+    The pieces a step-by-step decoder reuses: ``embed_tgt(tgt, offset)``
+    embeds tokens at positions offset, offset+1, ...; each decoder layer
+    (``transformer.decoder.layers[i]``) has ``_sa_block`` (masked
+    self-attention), ``_mha_block`` (cross-attention), ``_ff_block`` and
+    ``norm1..3``; each attention module has ``project_self``,
+    ``project_query``, ``project_key_value`` (heads ``(B, h, len, d_k)``) and
+    ``output_projection``; ``generator`` maps decoder states to logits.
     """
 
     def __init__(self, src_vocab_size, tgt_vocab_size, d_model=512, nhead=8,
@@ -229,6 +237,15 @@ class Seq2SeqTransformer(nn.Module):
         except ValueError as e:
             raise ValueError(f"{path}: tensors do not fit the config: {e}") from None
         return model
+
+    @classmethod
+    def _from_torch_config(cls, m):
+        """The torch twin built by pytransformer.oracle.to_torch carries its config."""
+        config = getattr(m, "config", None)
+        if not isinstance(config, dict):
+            raise ValueError("Seq2SeqTransformer.from_torch: a module built by "
+                             "pytransformer.oracle.to_torch (with a .config) is needed")
+        return cls(**config, _rng=nn.NO_INIT)
 
     def extra_repr(self):
         return ", ".join(f"{k}={v}" for k, v in self.config.items())

@@ -464,6 +464,12 @@ class MultiheadAttention(Module):
     With ``in_proj_weight`` (kdim == vdim == embed_dim) the h projections of
     Q, K and V are one GEMM in self-attention, and K, V one GEMM in
     cross-attention.  ``add_bias_kv`` and ``add_zero_attn`` are not supported.
+
+    forward = project_self (or project_query + project_key_value), then
+    ops.scaled_dot_product_attention over the heads, then output_projection:
+    the pieces an incremental decoder with a key/value cache calls directly.
+    Unlike torch, ``is_causal=True`` without ``attn_mask`` is accepted (the
+    look-ahead mask is implied).
     """
 
     def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, add_bias_kv=False,
@@ -544,18 +550,29 @@ class MultiheadAttention(Module):
             return o.transpose(0, 2, 1, 3).reshape(N, L, h * d)
         return o.transpose(2, 0, 1, 3).reshape(L, N, h * d)
 
-    def in_projection(self, query, key, value, self_attention=False):
-        """Q W^Q, K W^K, V W^V as heads (N, h, L or S, d_k) each.  One GEMM for
-        self-attention, one for K and V together when key is value."""
-        if self_attention and self._qkv_same_embed_dim:
-            q, k, v = self._project(query, "qkv")
+    def project_self(self, x):
+        """Self-attention's Q, K, V of x: heads (N, h, L, d_k) each, one GEMM
+        when in_proj_weight holds the three projections."""
+        if self._qkv_same_embed_dim:
+            q, k, v = self._project(x, "qkv")
             return q, k, v
-        q = self._project(query, "q")[0]
+        return self.project_query(x), *self.project_key_value(x, x)
+
+    def project_query(self, query):
+        """Q W^Q as heads (N, h, L, d_k)."""
+        return self._project(query, "q")[0]
+
+    def project_key_value(self, key, value):
+        """K W^K and V W^V as heads (N, h, S, d_k); one GEMM when key is value
+        (cross-attention over the encoder memory)."""
         if key is value and self._qkv_same_embed_dim:
             k, v = self._project(key, "kv")
-        else:
-            k, v = self._project(key, "k")[0], self._project(value, "v")[0]
-        return q, k, v
+            return k, v
+        return self._project(key, "k")[0], self._project(value, "v")[0]
+
+    def output_projection(self, o):
+        """Concat(head_1..head_h) W^O for attention outputs o (N, h, L, d_k)."""
+        return self.out_proj(self._merge_heads(o))
 
     # -- forward --
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
@@ -571,7 +588,11 @@ class MultiheadAttention(Module):
             value = key
         seq = 1 if self.batch_first else 0
         N, L, S = query.shape[1 - seq], query.shape[seq], key.shape[seq]
-        q, k, v = self.in_projection(query, key, value, self_attention)
+        if self_attention:
+            q, k, v = self.project_self(query)
+        else:
+            q = self.project_query(query)
+            k, v = self.project_key_value(key, value)
         mask, causal = attention_mask(attn_mask, key_padding_mask, is_causal, need_weights,
                                       N, self.num_heads, L, S)
         weights = None
@@ -583,7 +604,7 @@ class MultiheadAttention(Module):
                 weights = weights[0]
         else:
             o = ops.scaled_dot_product_attention(q, k, v, mask, causal)
-        out = self.out_proj(self._merge_heads(o))
+        out = self.output_projection(o)
         if not batched:
             out = out[0] if self.batch_first else out[:, 0]
         return out, weights

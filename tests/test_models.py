@@ -55,7 +55,7 @@ def test_against_torch(rng, kw):
         assert_model_close(m(src, tgt), torch_logits(m, src, tgt), f"{kw} B={B}")
 
 
-def test_encode_decode(rng):
+def test_encode_decode(rng, isa):
     m = small_model()
     src, tgt = batch(rng, 3, 8, 6)
     memory = m.encode(src)
@@ -71,6 +71,14 @@ def test_encode_decode(rng):
         x = tm.embed(tm.src_embed, torch.from_numpy(src))
         ref = tm.transformer.encoder(x, src_key_padding_mask=torch.from_numpy(src == 0))
     assert_model_close(memory, ref.numpy(), "encoder output")
+
+
+def test_from_torch_round_trip(rng):
+    m = small_model(positional="learned", tie_embeddings=True)
+    back = Seq2SeqTransformer.from_torch(oracle.to_torch(m))
+    assert back.config == m.config
+    src, tgt = batch(rng, 2, 6, 5)
+    np.testing.assert_array_equal(back(src, tgt), m(src, tgt))
 
 
 def test_sinusoidal_positional_encoding():

@@ -121,6 +121,7 @@ def masks(kind, rng, N, h, L, S):
         "attn_bool+kpm_bool": (bool2, ragged, False),
         "attn_float+kpm_bool": (float2, ragged, False),
         "attn_float+kpm_float": (float2, float_kpm, False),
+        "attn_bool+kpm_float": (bool2, float_kpm, False),
         "causal": (causal_bool, None, True),
         "causal_float": (np.where(causal_bool, -np.inf, 0).astype(np.float32), None, True),
         "causal+kpm": (causal_bool, ragged, True),
@@ -129,7 +130,7 @@ def masks(kind, rng, N, h, L, S):
 
 MASK_KINDS = ["none", "attn_bool", "attn_float", "attn_bool_3d", "attn_float_3d", "kpm_bool",
               "kpm_float", "attn_bool+kpm_bool", "attn_float+kpm_bool",
-              "attn_float+kpm_float", "causal", "causal_float", "causal+kpm"]
+              "attn_float+kpm_float", "attn_bool+kpm_float", "causal", "causal_float", "causal+kpm"]
 
 
 @pytest.mark.parametrize("kind", MASK_KINDS)
@@ -185,6 +186,18 @@ def test_mha_cross_attention(rng, batch_first, bias, kvdim, N):
                                                          batch_first=batch_first))
     assert_model_close(mine(q, k, v)[0], run_torch(twin, q, k, v)[0].numpy(),
                        "MHA -> torch")
+
+
+def test_mha_distinct_key_and_value(rng):
+    """in_proj_weight with key and value different arrays: three projections."""
+    t = tnn.MultiheadAttention(16, 4).eval()
+    ours = nn.MultiheadAttention.from_torch(t)
+    q, k, v = randn(rng, 3, 2, 16), randn(rng, 5, 2, 16), randn(rng, 5, 2, 16)
+    for args in ((q, k, v), (q, q, randn(rng, 3, 2, 16)), (k, k, v)):
+        out, w = ours(*args)
+        rout, rw = run_torch(t, *args)
+        assert_model_close(out, rout.numpy(), "distinct K, V")
+        assert_model_close(w, rw.numpy(), "distinct K, V weights")
 
 
 def test_mha_unbatched(rng):
