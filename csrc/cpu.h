@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include "pt_simd.h"
 #include "activation.h"
+#include "attention.h"
 #include "gemm.h"
 #include "layernorm.h"
 #include "softmax.h"
@@ -25,6 +26,9 @@ typedef struct {
     pt_packed_b *(*sgemm_pack_b)(const float *, int64_t, int, int64_t, int64_t);
     void (*sgemm_packed)(float *, int64_t, const float *, int64_t, int64_t, const pt_packed_b *,
                          const float *, int, int);
+    int (*attention)(float *, const float *, const int64_t *, const float *, const int64_t *,
+                      const float *, const int64_t *, int64_t, int64_t, int64_t, int64_t,
+                      int64_t, float, const pt_mask *, int, int);
 } pt_kernel_table;
 
 /* 1 if this build has path `isa` and the CPU (and OS) can run it. */

@@ -1,7 +1,5 @@
-/* layernorm.c -- two-pass layer norm: the mean first, then the variance as the
- * mean of squared deviations, which stays accurate when |mean| >> std (one-pass
- * E[x^2] - E[x]^2 cancels).  A Transformer row (d_model floats) sits in L1, so
- * the second and third passes read cache, not memory. */
+/* layernorm.c -- two-pass layer norm.  A Transformer row (d_model floats)
+ * sits in L1, so the second and third passes read cache, not memory. */
 #include "layernorm.h"
 #include "pt_vmath.h"
 
@@ -9,37 +7,45 @@ static inline pt_vf tail_or_full(const float *p, int64_t left) {
     return left >= PT_VL ? pt_vload(p) : pt_vload_tail(p, (size_t)left, 0.0f);
 }
 
+/* Sums run over blocks of PT_LN_BLOCK floats in float vector accumulators; the
+ * block totals are added in double.  Rounding error then grows with the block
+ * length, not the row length, so rows of 10^5+ stay accurate. */
+#define PT_LN_BLOCK 1024
+
+static double block_sum(const float *x, int64_t n, float shift, int squares) {
+    const pt_vf vs = pt_vset1(shift);
+    double total = 0.0;
+    for (int64_t b = 0; b < n; b += PT_LN_BLOCK) {
+        const int64_t end = b + PT_LN_BLOCK < n ? b + PT_LN_BLOCK : n;
+        /* two accumulators halve the add latency chain; fixed order */
+        pt_vf s0 = pt_vzero(), s1 = pt_vzero();
+        int64_t j = b;
+        for (; j + 2 * PT_VL <= end; j += 2 * PT_VL) {
+            pt_vf d0 = pt_vsub(pt_vload(x + j), vs), d1 = pt_vsub(pt_vload(x + j + PT_VL), vs);
+            s0 = squares ? pt_vfmadd(d0, d0, s0) : pt_vadd(s0, d0);
+            s1 = squares ? pt_vfmadd(d1, d1, s1) : pt_vadd(s1, d1);
+        }
+        for (; j < end; j += PT_VL) {
+            size_t len = (size_t)(end - j < PT_VL ? end - j : PT_VL);
+            /* tail lanes read as `shift`, so they contribute exactly zero */
+            pt_vf d = pt_vsub(len == PT_VL ? pt_vload(x + j) : pt_vload_tail(x + j, len, shift), vs);
+            s0 = squares ? pt_vfmadd(d, d, s0) : pt_vadd(s0, d);
+        }
+        total += (double)pt_vreduce_add(pt_vadd(s0, s1));
+    }
+    return total;
+}
+
 static void layer_norm_row(float *y, const float *x, const float *w, const float *b,
                            int64_t n, float eps) {
-    int64_t j;
-    /* Two accumulators per pass halve the add latency chain; their order is
-     * fixed, so a row's result depends only on the row. */
-    pt_vf s0 = pt_vzero(), s1 = pt_vzero();
-    for (j = 0; j + 2 * PT_VL <= n; j += 2 * PT_VL) {
-        s0 = pt_vadd(s0, pt_vload(x + j));
-        s1 = pt_vadd(s1, pt_vload(x + j + PT_VL));
-    }
-    for (; j < n; j += PT_VL) s0 = pt_vadd(s0, tail_or_full(x + j, n - j));
-    const float mean = pt_vreduce_add(pt_vadd(s0, s1)) / (float)n;
-
-    const pt_vf vmean = pt_vset1(mean);
-    pt_vf q0 = pt_vzero(), q1 = pt_vzero();
-    for (j = 0; j + 2 * PT_VL <= n; j += 2 * PT_VL) {
-        pt_vf d0 = pt_vsub(pt_vload(x + j), vmean), d1 = pt_vsub(pt_vload(x + j + PT_VL), vmean);
-        q0 = pt_vfmadd(d0, d0, q0);
-        q1 = pt_vfmadd(d1, d1, q1);
-    }
-    for (; j < n; j += PT_VL) {
-        int64_t left = n - j;
-        pt_vf d = pt_vsub(tail_or_full(x + j, left), vmean);
-        if (left < PT_VL) d = pt_vload_tail((const float *)&d, (size_t)left, 0.0f);
-        q0 = pt_vfmadd(d, d, q0);
-    }
-    const float var = pt_vreduce_add(pt_vadd(q0, q1)) / (float)n;
+    /* pass 1: mean; pass 2: variance as the mean of squared deviations, which
+     * stays accurate when |mean| >> std (one-pass E[x^2] - E[x]^2 cancels). */
+    const float mean = (float)(block_sum(x, n, 0.0f, 0) / (double)n);
+    const float var = (float)(block_sum(x, n, mean, 1) / (double)n);
     const float rstd = 1.0f / sqrtf(var + eps);
 
-    const pt_vf vr = pt_vset1(rstd);
-    for (j = 0; j < n; j += PT_VL) {
+    const pt_vf vmean = pt_vset1(mean), vr = pt_vset1(rstd);
+    for (int64_t j = 0; j < n; j += PT_VL) {
         int64_t left = n - j;
         pt_vf v = pt_vmul(pt_vsub(tail_or_full(x + j, left), vmean), vr);
         if (w) v = pt_vmul(v, tail_or_full(w + j, left));

@@ -78,6 +78,14 @@ static inline pt_vf pt_vmin(pt_vf a, pt_vf b) {
     return _mm512_mask_blend_ps(nan, _mm512_min_ps(a, b), a);
 }
 static inline pt_vf pt_vabs(pt_vf a) { return _mm512_abs_ps(a); }
+/* min(hi, max(lo, x)); NaN in x stays NaN (maxps/minps return their second
+ * operand when either is NaN). */
+static inline pt_vf pt_vclamp(pt_vf x, pt_vf lo, pt_vf hi) {
+    return _mm512_min_ps(hi, _mm512_max_ps(lo, x));
+}
+/* Max over lanes; NaN lanes may be ignored (callers that care check). */
+static inline float pt_vreduce_max(pt_vf a) { return _mm512_reduce_max_ps(a); }
+static inline pt_vf pt_vmax_fast(pt_vf a, pt_vf b) { return _mm512_max_ps(a, b); }
 static inline float pt_vreduce_add(pt_vf a) { return _mm512_reduce_add_ps(a); }
 /* First n (< PT_VL) lanes; the rest read as `fill` and are never stored. */
 static inline pt_vf pt_vload_tail(const float *p, size_t n, float fill) {
@@ -88,6 +96,11 @@ static inline void pt_vstore_tail(float *p, pt_vf a, size_t n) {
 }
 static inline pt_vf pt_vselect_gt(pt_vf a, pt_vf b, pt_vf x, pt_vf y) { /* a > b ? x : y */
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_GT_OQ), y, x);
+}
+/* v where keep[l] != 0, else -inf: PT_VL bytes of a bool mask. */
+static inline pt_vf pt_vkeep(const uint8_t *keep, pt_vf v) {
+    __m512i k = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)keep));
+    return _mm512_mask_blend_ps(_mm512_test_epi32_mask(k, k), _mm512_set1_ps(-INFINITY), v);
 }
 /* 2^n for integral-valued float n in [-126, 127]. */
 static inline pt_vf pt_vpow2i(pt_vf n) {
@@ -121,6 +134,16 @@ static inline pt_vf pt_vmin(pt_vf a, pt_vf b) {
 static inline pt_vf pt_vabs(pt_vf a) {
     return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a);
 }
+static inline pt_vf pt_vclamp(pt_vf x, pt_vf lo, pt_vf hi) {
+    return _mm256_min_ps(hi, _mm256_max_ps(lo, x));
+}
+static inline float pt_vreduce_max(pt_vf a) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+static inline pt_vf pt_vmax_fast(pt_vf a, pt_vf b) { return _mm256_max_ps(a, b); }
 static inline float pt_vreduce_add(pt_vf a) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -141,6 +164,11 @@ static inline void pt_vstore_tail(float *p, pt_vf a, size_t n) {
 }
 static inline pt_vf pt_vselect_gt(pt_vf a, pt_vf b, pt_vf x, pt_vf y) {
     return _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_GT_OQ));
+}
+static inline pt_vf pt_vkeep(const uint8_t *keep, pt_vf v) {
+    __m256i k = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)keep));
+    __m256 drop = _mm256_castsi256_ps(_mm256_cmpeq_epi32(k, _mm256_setzero_si256()));
+    return _mm256_blendv_ps(v, _mm256_set1_ps(-INFINITY), drop);
 }
 static inline pt_vf pt_vpow2i(pt_vf n) {
     __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
@@ -165,10 +193,14 @@ static inline pt_vf pt_vfmadd(pt_vf a, pt_vf b, pt_vf c) { return fmaf(a, b, c);
 static inline pt_vf pt_vmax(pt_vf a, pt_vf b) { return (a != a) ? a : (b != b ? b : (a > b ? a : b)); }
 static inline pt_vf pt_vmin(pt_vf a, pt_vf b) { return (a != a) ? a : (b != b ? b : (a < b ? a : b)); }
 static inline pt_vf pt_vabs(pt_vf a) { return fabsf(a); }
+static inline pt_vf pt_vclamp(pt_vf x, pt_vf lo, pt_vf hi) { return x < lo ? lo : (x > hi ? hi : x); }
+static inline float pt_vreduce_max(pt_vf a) { return a; }
+static inline pt_vf pt_vmax_fast(pt_vf a, pt_vf b) { return a > b ? a : b; }
 static inline float pt_vreduce_add(pt_vf a) { return a; }
 static inline pt_vf pt_vload_tail(const float *p, size_t n, float fill) { return n ? *p : fill; }
 static inline void pt_vstore_tail(float *p, pt_vf a, size_t n) { if (n) *p = a; }
 static inline pt_vf pt_vselect_gt(pt_vf a, pt_vf b, pt_vf x, pt_vf y) { return a > b ? x : y; }
+static inline pt_vf pt_vkeep(const uint8_t *keep, pt_vf v) { return *keep ? v : -INFINITY; }
 static inline pt_vf pt_vpow2i(pt_vf n) { return n != n ? n : ldexpf(1.0f, (int)n); }
 static inline pt_vf pt_vround(pt_vf a) { return nearbyintf(a); }
 #endif

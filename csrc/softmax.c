@@ -6,38 +6,48 @@
 #include "softmax.h"
 #include "pt_vmath.h"
 
-/* Load x[j..j+len) with the mask applied: bool False -> -inf, float -> added. */
+/* Load x[j..j+len) with the mask applied: bool False -> -inf (whatever x
+ * holds there, as masked_fill), float -> added.  Lanes past len read -inf. */
 static inline pt_vf masked_load(const float *x, const pt_mask *m, const void *mrow,
                                 int64_t j, size_t len) {
     pt_vf v = len == PT_VL ? pt_vload(x + j) : pt_vload_tail(x + j, len, -INFINITY);
     if (!m) return v;
-    float mv[PT_VL];
-    if (m->is_bool) {
-        const uint8_t *b = (const uint8_t *)mrow;
-        for (size_t l = 0; l < len; l++)
-            mv[l] = b[m->stride_last * (j + (int64_t)l)] ? 0.0f : -INFINITY;
-    } else {
-        const float *f = (const float *)mrow;
-        for (size_t l = 0; l < len; l++) mv[l] = f[m->stride_last * (j + (int64_t)l)];
+    if (len == PT_VL && m->stride_last == 1) {
+        if (m->is_bool) return pt_vkeep((const uint8_t *)mrow + j, v);
+        return pt_vadd(v, pt_vload((const float *)mrow + j));
     }
-    for (size_t l = len; l < PT_VL; l++) mv[l] = -INFINITY;
-    return pt_vadd(v, pt_vload(mv));
+    /* a tail, or one mask value for the whole row (stride_last == 0) */
+    float xv[PT_VL];
+    pt_vstore(xv, v);
+    for (size_t l = 0; l < len; l++) {
+        int64_t at = m->stride_last * (j + (int64_t)l);
+        if (m->is_bool) xv[l] = ((const uint8_t *)mrow)[at] ? xv[l] : -INFINITY;
+        else xv[l] += ((const float *)mrow)[at];
+    }
+    return pt_vload(xv);
 }
 
 static void softmax_row(float *y, const float *x, int64_t n, const pt_mask *m,
                         const void *mrow) {
     int64_t j;
-    /* pass 1: max of the masked scores (NaN wins, as in torch) */
+    /* pass 1: max of the masked scores.  The fast max may skip NaN lanes;
+     * a NaN still reaches every output through the sum in pass 2. */
     pt_vf acc = pt_vset1(-INFINITY);
     for (j = 0; j < n; j += PT_VL) {
         size_t len = (size_t)(n - j < PT_VL ? n - j : PT_VL);
-        acc = pt_vmax(masked_load(x, m, mrow, j, len), acc);
+        acc = pt_vmax_fast(acc, masked_load(x, m, mrow, j, len));
     }
-    float lanes[PT_VL], mx = -INFINITY;
-    pt_vstore(lanes, acc);
-    for (int l = 0; l < PT_VL; l++) mx = (lanes[l] != lanes[l] || lanes[l] > mx) ? lanes[l] : mx;
-    if (m && mx == -INFINITY) { /* nothing kept */
-        for (j = 0; j < n; j++) y[j] = 0.0f;
+    float mx = pt_vreduce_max(acc);
+    if (m && mx == -INFINITY) { /* nothing kept: zeros, unless a kept score is NaN */
+        float fill = 0.0f;
+        for (j = 0; j < n; j += PT_VL) {
+            size_t len = (size_t)(n - j < PT_VL ? n - j : PT_VL);
+            float lanes[PT_VL];
+            pt_vstore(lanes, masked_load(x, m, mrow, j, len));
+            for (size_t l = 0; l < len; l++)
+                if (lanes[l] != lanes[l]) fill = NAN;
+        }
+        for (j = 0; j < n; j++) y[j] = fill;
         return;
     }
     /* pass 2: e = exp(x - max) into y, summed in PT_VL lanes (tail lanes

@@ -45,6 +45,14 @@ cdef extern from "softmax.h":
     void pt_softmax_ref(float *y, const float *x, int64_t rows, int64_t n,
                         const pt_mask *mask) nogil
 
+cdef extern from "attention.h":
+    int PT_ATTN_BK
+    int PT_ATTN_BQ
+    void pt_attention_ref(float *out, const float *q, const int64_t *q_index, const float *k,
+                          const int64_t *k_index, const float *v, const int64_t *v_index,
+                          int64_t B, int64_t L, int64_t S, int64_t E, int64_t Ev, float scale,
+                          const pt_mask *mask, int causal) nogil
+
 cdef extern from "cpu.h":
     ctypedef struct pt_kernel_table:
         const char *name
@@ -60,6 +68,9 @@ cdef extern from "cpu.h":
         pt_packed_b *(*sgemm_pack_b)(const float *, int64_t, int, int64_t, int64_t) nogil
         void (*sgemm_packed)(float *, int64_t, const float *, int64_t, int64_t,
                              const pt_packed_b *, const float *, int, int) nogil
+        int (*attention)(float *, const float *, const int64_t *, const float *,
+                          const int64_t *, const float *, const int64_t *, int64_t, int64_t,
+                          int64_t, int64_t, int64_t, float, const pt_mask *, int, int) nogil
     int pt_cpu_supports(int isa)
     int pt_cpu_best_isa()
     const pt_kernel_table *pt_kernels_for(int isa)

@@ -334,3 +334,105 @@ cdef class PackedMatrix:
         with nogil:
             K.sgemm_packed(pc, self.N, pa, self.K, M, self.p, pbias, iact, nt)
         return out
+
+
+# --------------------------------------------------------------- attention --
+
+cdef const int64_t *_index_ptr(object idx, str name, Py_ssize_t B, Py_ssize_t n) except? NULL:
+    """idx's data, checked to index n batches; NULL (identity) for None."""
+    if idx is None:
+        if n != B:
+            raise ValueError(f"attention: {name} omitted but the operand has {n} batches, "
+                             f"not {B}")
+        return NULL
+    if not isinstance(idx, np.ndarray) or idx.dtype != np.int64 or idx.ndim != 1 or \
+            idx.shape[0] != B or not idx.flags.c_contiguous:
+        raise ValueError(f"attention: {name} must be a contiguous int64 vector of length {B}")
+    cdef const int64_t *p = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>idx)
+    cdef Py_ssize_t i
+    for i in range(B):
+        if p[i] < 0 or p[i] >= n:
+            raise ValueError(f"attention: {name}[{i}] = {p[i]} out of range for {n} batches")
+    return p
+
+
+def attention(q, k, v, q_index, k_index, v_index, float scale, mask=None,
+              tuple mask_strides=None, tuple batch_shape=None, bint causal=False,
+              Py_ssize_t batches=-1, bint ref=False):
+    """out[b] = softmax(q[q_index[b]] k[k_index[b]]^T * scale + mask) v[v_index[b]].
+
+    q (Bq, L, E), k (Bk, S, E), v (Bv, S, Ev); the index vectors (length B)
+    say which batch of each operand batch b of the (B, L, Ev) result reads;
+    None means b itself.  B is the length of the index vectors given, or
+    `batches`, or Bq when every index is None.
+    mask: None, or a bool/float32 array whose memory the element strides
+    `mask_strides` (one per axis of batch_shape + (L, S), from numpy
+    broadcasting) index; batch_shape multiplies out to B.
+    """
+    _check(q, "query")
+    _check(k, "key")
+    _check(v, "value")
+    if q.ndim != 3 or k.ndim != 3 or v.ndim != 3:
+        raise ValueError("attention: query, key and value must be 3-d (batch, rows, cols)")
+    cdef int64_t L = q.shape[1], E = q.shape[2], S = k.shape[1], Ev = v.shape[2]
+    if k.shape[2] != E or v.shape[1] != S:
+        raise ValueError(f"attention: query {q.shape}, key {k.shape} and value {v.shape} "
+                         f"do not fit (B, L, E), (B, S, E), (B, S, Ev)")
+    cdef Py_ssize_t B = batches
+    for idx in (q_index, k_index, v_index):
+        if B < 0 and idx is not None:
+            B = len(idx)
+    if B < 0:
+        B = q.shape[0]
+    cdef const int64_t *qi = _index_ptr(q_index, "q_index", B, q.shape[0])
+    cdef const int64_t *ki = _index_ptr(k_index, "k_index", B, k.shape[0])
+    cdef const int64_t *vi = _index_ptr(v_index, "v_index", B, v.shape[0])
+    out = np.empty((B, L, Ev), dtype=np.float32)
+    cdef pt_mask m
+    cdef pt_mask *pm = NULL
+    cdef int d, nd
+    if mask is not None:
+        if batch_shape is None or int(np.prod(batch_shape, dtype=np.int64)) != B:
+            raise ValueError(f"attention: batch_shape {batch_shape} does not give {B} batches")
+        nd = len(batch_shape) + 2
+        shape = tuple(batch_shape) + (L, S)
+        if nd - 1 > PT_MAX_DIMS:
+            raise ValueError(f"attention: a mask supports at most {PT_MAX_DIMS - 1} batch dims")
+        if mask.dtype == np.bool_:
+            m.is_bool = 1
+        elif mask.dtype == np.float32:
+            m.is_bool = 0
+        else:
+            raise ValueError(f"attn_mask: bool or float32 expected, got {mask.dtype}")
+        if not mask.flags.c_contiguous or mask_strides is None or len(mask_strides) != nd:
+            raise ValueError("attn_mask: expected a C-contiguous base and one stride per axis")
+        # every row offset plus the key-axis span must stay inside the mask
+        if B * L * S:
+            span = sum((shape[d] - 1) * mask_strides[d] for d in range(nd))
+            if any(s < 0 for s in mask_strides) or span >= max(mask.size, 1):
+                raise ValueError("attn_mask: broadcast strides reach outside the mask")
+        if mask_strides[nd - 1] not in (0, 1):
+            raise ValueError("attn_mask: key-axis stride must be 0 or 1")
+        m.data = cnp.PyArray_DATA(<cnp.ndarray>mask)
+        m.ndim = nd - 1
+        for d in range(nd - 1):
+            m.shape[d] = shape[d]
+            m.stride[d] = mask_strides[d]
+        m.stride_last = mask_strides[nd - 1]
+        pm = &m
+    if B == 0 or L == 0 or Ev == 0:
+        return out
+    cdef float *po = _fptr(out)
+    cdef const float *pq = _fptr(q)
+    cdef const float *pk = _fptr(k)
+    cdef const float *pv = _fptr(v)
+    cdef int nt = _nthreads
+    cdef int ic = causal, status = 0
+    with nogil:
+        if ref:
+            pt_attention_ref(po, pq, qi, pk, ki, pv, vi, B, L, S, E, Ev, scale, pm, ic)
+        else:
+            status = K.attention(po, pq, qi, pk, ki, pv, vi, B, L, S, E, Ev, scale, pm, ic, nt)
+    if status != 0:
+        raise MemoryError("attention: out of memory for the per-thread scratch")
+    return out

@@ -301,15 +301,76 @@ def attention_with_weights(query, key, value, attn_mask=None, is_causal=False, s
     return matmul(weights, v), weights
 
 
+def _batch_index(shape, batch):
+    """For each batch of the broadcast result, the batch of an operand of
+    leading shape `shape` it reads (numpy broadcasting by index, no copies);
+    None when that is the batch itself."""
+    if tuple(shape) == tuple(batch):
+        return None
+    n = int(np.prod(shape, dtype=np.int64))
+    return np.ascontiguousarray(
+        np.broadcast_to(np.arange(n, dtype=np.int64).reshape(shape), batch).ravel())
+
+
 def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=False,
                                  scale=None):
     """softmax(Q K^T / sqrt(d_k) + mask) V -- "Scaled Dot-Product Attention"
     (Vaswani et al. 2017, section 3.2.1), as
     ``torch.nn.functional.scaled_dot_product_attention``.
 
-    query (..., L, E), key (..., S, E), value (..., S, Ev) -> (..., L, Ev).
-    attn_mask broadcasts to (..., L, S): bool True = may attend, float added.
-    is_causal: query i attends keys j <= i.  scale defaults to 1/sqrt(E).
-    Rows with nothing to attend to give zeros.
+    query (..., L, E), key (..., S, E), value (..., S, Ev) -> (..., L, Ev); the
+    leading dims broadcast against each other.  attn_mask broadcasts to
+    (..., L, S): bool True = may attend, float added.  is_causal: query i
+    attends keys j <= i (top-left aligned); not together with attn_mask.
+    scale defaults to 1/sqrt(E).  Rows with nothing to attend to give zeros.
+
+    Computed by the fused kernel (csrc/attention.c): keys visited block by
+    block with an online softmax, so memory grows linearly with the sequence
+    length and the L x S weights are never formed.  Use
+    :func:`attention_with_weights` to get them.
     """
-    return attention_with_weights(query, key, value, attn_mask, is_causal, scale)[0]
+    q, k, v = _check_qkv(query, key, value)
+    if is_causal and attn_mask is not None:
+        raise ValueError("scaled_dot_product_attention: give attn_mask or is_causal, "
+                         "not both")
+    L, S, E, Ev = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
+    if E == 0:
+        raise ValueError(f"scaled_dot_product_attention: query {q.shape} and key {k.shape} "
+                         f"have an empty embedding dimension E")
+    try:
+        batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except ValueError:
+        raise ValueError(f"scaled_dot_product_attention: the batch dimensions of query "
+                         f"{q.shape}, key {k.shape} and value {v.shape} do not "
+                         f"broadcast") from None
+    scale = 1.0 / np.sqrt(E) if scale is None else float(scale)
+    mask = strides = None
+    if attn_mask is not None:
+        m = np.asarray(attn_mask)
+        if m.dtype == np.bool_:
+            mask = np.ascontiguousarray(m)
+        elif m.dtype.kind == "f":
+            mask = np.ascontiguousarray(m, dtype=np.float32)
+        else:
+            raise ValueError(f"attn_mask: a bool or floating-point array is needed, got "
+                             f"dtype {m.dtype} with shape {m.shape}")
+        scores = batch + (L, S)
+        try:
+            if mask.ndim > len(scores):
+                raise ValueError
+            view = np.broadcast_to(mask, scores)
+        except ValueError:
+            raise ValueError(f"attn_mask of shape {m.shape} does not broadcast to the "
+                             f"attention scores of shape {scores} (query {q.shape}, "
+                             f"key {k.shape})") from None
+        strides = tuple(st // mask.itemsize for st in view.strides)
+
+    def batches(a):
+        return a.reshape((int(np.prod(a.shape[:-2], dtype=np.int64)),) + a.shape[-2:])
+
+    out = _kernels.attention(
+        batches(q), batches(k), batches(v),
+        _batch_index(q.shape[:-2], batch), _batch_index(k.shape[:-2], batch),
+        _batch_index(v.shape[:-2], batch), scale, mask, strides, batch, bool(is_causal),
+        int(np.prod(batch, dtype=np.int64)))
+    return out.reshape(batch + (L, Ev))

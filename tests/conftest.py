@@ -34,6 +34,24 @@ def matmul_tol(K, scale):
     return 1e-5 * np.sqrt(max(K, 1)) * max(scale, 1e-30)
 
 
+def attention_tol(E, S, score_max, v_max):
+    """Absolute tolerance for scaled dot-product attention against torch.
+
+    out = sum_j p_j v_j with sum_j p_j = 1.  A score s_j is a float32 dot
+    product of length E, scaled: error ~ u sqrt(E) score_max, where score_max
+    bounds |q_i| |k_j| * scale; p_j moves relatively by that much, so out moves
+    by up to ~ u sqrt(E) score_max |v|max; exp adds a few ulp; the weighted sum
+    over S keys adds ~ u sqrt(S) |v|max.  The allowance,
+    1e-6 (~17 u) times those, is 100-1000x the differences seen between
+    torch's flash kernel and ours (the norm bound on scores is pessimistic),
+    yet 10x tighter than matmul_tol's 1e-5 and far below what a dropped key
+    block, a missed rescale or a wrong mask tile does (changes of ~|v| BK/S
+    or more).
+    """
+    return 1e-6 * (np.sqrt(max(E, 1)) * max(score_max, 1.0) + np.sqrt(max(S, 1))) * \
+        max(v_max, 1e-30)
+
+
 def assert_close(actual, expected, atol, rtol=0.0, what=""):
     actual = np.asarray(actual)
     expected = np.asarray(expected)
@@ -74,3 +92,20 @@ def threads(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def run_python(args, env=None, timeout=600):
+    """Run ``python <args>`` in a scratch working directory, importing the same
+    pytransformer as this test process (installed, or built in place) rather
+    than whatever source tree the working directory holds."""
+    import subprocess
+    import sys
+    import tempfile
+
+    import pytransformer
+    env = dict(os.environ if env is None else env)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(pytransformer.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    with tempfile.TemporaryDirectory() as cwd:
+        return subprocess.run([sys.executable, *args], env=env, cwd=cwd,
+                              capture_output=True, text=True, timeout=timeout)

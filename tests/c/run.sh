@@ -8,7 +8,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-out="$here/build${SANITIZE:+-san}"
+out="${PT_CTEST_BUILD:-$here/build${SANITIZE:+-san}}"
 mkdir -p "$out"
 CC="${CC:-gcc}"
 flags=(-O2 -g -std=c11 -Wall -Wno-unused-function -Wno-unknown-pragmas -fopenmp -I"$root/csrc")

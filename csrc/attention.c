@@ -1,0 +1,494 @@
+/* attention.c -- fused scaled dot-product attention with an online softmax.
+ *
+ * Work is split into units of (batch, block of PT_ATTN_BQ queries); threads
+ * take units.  For one unit:
+ *
+ *   pack Q block                          Qp  (tiles of QK_MR rows, e-major)
+ *   m = -inf, l = 0, O = 0
+ *   for each key block [j0, j0 + BK):     (stops at the diagonal when causal)
+ *       pack K block transposed           Kp  (panels of QK_W keys, e-major)
+ *       S = Q Kp                          micro-kernel QK_MR x QK_W
+ *       per query row: S = S*scale (+ mask), block max, m' = max(m, max),
+ *           alpha = exp(m - m'), P = exp(S - m'), l = l*alpha + sum P
+ *       O = O*alpha + P V                 micro-kernel PV_MR x PV_NV vectors
+ *   out = O / l                           (l = 0: nothing attended -> zeros)
+ *
+ * A row whose keys in a block are all masked leaves m, l and O untouched,
+ * exactly as if the block had been skipped; so skipping the causal blocks
+ * above the diagonal changes nothing, and each row's sequence of operations
+ * depends on that row, S and the block size alone -- never on L, on which
+ * other rows share its tile, or on the thread.  Scores are dot products
+ * accumulated e = 0..E-1 in one lane each; P V sums run j = 0..nk-1.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include "attention.h"
+#include "pt_vmath.h"
+
+/* Register tiles.  QK: QK_MR query rows x QK_NV vectors of keys (16 or 12
+ * accumulators); PV: PV_MR rows x PV_NV vectors of the value dim. */
+#if PT_ISA == PT_ISA_AVX512
+#define QK_MR 8
+#define QK_NV 2
+#define PV_MR 4
+#define PV_NV 4
+#elif PT_ISA == PT_ISA_AVX2
+#define QK_MR 6
+#define QK_NV 2
+#define PV_MR 4
+#define PV_NV 3
+#else
+#define QK_MR 4
+#define QK_NV 4
+#define PV_MR 4
+#define PV_NV 4
+#endif
+#define QK_W (QK_NV * PT_VL)
+#define BQ PT_ATTN_BQ
+#define BK PT_ATTN_BK
+#define BQP (((BQ + QK_MR - 1) / QK_MR) * QK_MR)
+#if BK % QK_W || BQ % PV_MR
+#error "attention block sizes must be multiples of the register tiles"
+#endif
+
+#define PT_ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* One thread's working memory: sized by E, Ev and the block sizes only. */
+typedef struct {
+    float *qp;         /* (BQP/QK_MR, E, QK_MR) packed query tiles */
+    float *kp;         /* (BK/QK_W, E, QK_W) packed key panels */
+    float *s;          /* (BQP, BK) scores, then probabilities */
+    float *o;          /* (BQ, evp) unnormalised output */
+    float *vp;         /* (BK, evp) value block padded to whole vectors, or NULL */
+    float *m, *l, *alpha; /* (BQ) running max, running sum, rescale factor */
+    int *active;       /* (BQ) row attends something in the current key block */
+    const void **mrow; /* (BQ) mask row of each query */
+} scratch;
+
+static void *alloc64(size_t bytes) {
+    bytes = (bytes + 63) / 64 * 64;
+    void *p = aligned_alloc(64, bytes ? bytes : 64);
+    if (p) memset(p, 0, bytes ? bytes : 64);
+    return p;
+}
+
+static void scratch_free(scratch *w) {
+    free(w->qp); free(w->kp); free(w->s); free(w->o); free(w->vp);
+    free(w->m); free(w->l); free(w->alpha); free(w->active); free(w->mrow);
+}
+
+static int scratch_alloc(scratch *w, int64_t E, int64_t evp, int pad_v) {
+    memset(w, 0, sizeof *w);
+    w->qp = alloc64(sizeof(float) * BQP * (size_t)E);
+    w->kp = alloc64(sizeof(float) * BK * (size_t)E);
+    w->s = alloc64(sizeof(float) * BQP * BK);
+    w->o = alloc64(sizeof(float) * BQ * (size_t)evp);
+    w->vp = pad_v ? alloc64(sizeof(float) * BK * (size_t)evp) : NULL;
+    w->m = alloc64(sizeof(float) * BQ);
+    w->l = alloc64(sizeof(float) * BQ);
+    w->alpha = alloc64(sizeof(float) * BQ);
+    w->active = alloc64(sizeof(int) * BQ);
+    w->mrow = alloc64(sizeof(void *) * BQ);
+    if (!w->qp || !w->kp || !w->s || !w->o || (pad_v && !w->vp) || !w->m || !w->l ||
+        !w->alpha || !w->active || !w->mrow) {
+        scratch_free(w);
+        return -1;
+    }
+    return 0;
+}
+
+/* qp[t][e][r] = q[t*QK_MR + r][e]; rows >= nq are zero. */
+static void pack_q(float *qp, const float *q /* (nq, E) */, int64_t nq, int64_t E) {
+    for (int64_t t = 0; t * QK_MR < nq; t++)
+        for (int r = 0; r < QK_MR; r++) {
+            int64_t row = t * QK_MR + r;
+            float *dst = qp + t * E * QK_MR + r;
+            if (row < nq)
+                for (int64_t e = 0; e < E; e++) dst[e * QK_MR] = q[row * E + e];
+            else
+                for (int64_t e = 0; e < E; e++) dst[e * QK_MR] = 0.0f;
+        }
+}
+
+#if PT_ISA != PT_ISA_SCALAR
+/* dst[i][0..8) = src[0..8)[i] for an 8 x 8 block (row strides ld_dst, ld_src). */
+static inline void transpose8x8(float *dst, int64_t ld_dst, const float *src, int64_t ld_src) {
+    __m256 r0 = _mm256_loadu_ps(src + 0 * ld_src), r1 = _mm256_loadu_ps(src + 1 * ld_src),
+           r2 = _mm256_loadu_ps(src + 2 * ld_src), r3 = _mm256_loadu_ps(src + 3 * ld_src),
+           r4 = _mm256_loadu_ps(src + 4 * ld_src), r5 = _mm256_loadu_ps(src + 5 * ld_src),
+           r6 = _mm256_loadu_ps(src + 6 * ld_src), r7 = _mm256_loadu_ps(src + 7 * ld_src);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1),
+           t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3),
+           t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+           t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+           u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
+           u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+           u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_storeu_ps(dst + 0 * ld_dst, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(dst + 1 * ld_dst, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(dst + 2 * ld_dst, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(dst + 3 * ld_dst, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(dst + 4 * ld_dst, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(dst + 5 * ld_dst, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(dst + 6 * ld_dst, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(dst + 7 * ld_dst, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+#endif
+
+/* kp[p][e][c] = k[p*QK_W + c][e]; keys >= nk are zero.  A pure copy: its
+ * order does not touch any result. */
+static void pack_k(float *kp, const float *k /* (nk, E) */, int64_t nk, int64_t E) {
+    for (int64_t p = 0; p * QK_W < nk; p++) {
+        int c0 = 0;
+#if PT_ISA != PT_ISA_SCALAR
+        /* whole groups of 8 keys by 8 x 8 in-register transposes */
+        for (; c0 + 8 <= QK_W && p * QK_W + c0 + 8 <= nk; c0 += 8) {
+            const float *src = k + (p * QK_W + c0) * E;
+            float *dst = kp + p * E * QK_W + c0;
+            int64_t e = 0;
+            for (; e + 8 <= E; e += 8) transpose8x8(dst + e * QK_W, QK_W, src + e, E);
+            for (; e < E; e++)
+                for (int c = 0; c < 8; c++) dst[e * QK_W + c] = src[c * E + e];
+        }
+#endif
+        for (int c = c0; c < QK_W; c++) {
+            int64_t j = p * QK_W + c;
+            float *dst = kp + p * E * QK_W + c;
+            if (j < nk)
+                for (int64_t e = 0; e < E; e++) dst[e * QK_W] = k[j * E + e];
+            else
+                for (int64_t e = 0; e < E; e++) dst[e * QK_W] = 0.0f;
+        }
+    }
+}
+
+/* s[r][c] = sum_e q[r][e] k[c][e] for mr rows x np panels of QK_W keys (s has
+ * row stride BK, panels lie E * QK_W apart in kp).  Every score is one lane's
+ * chain of FMAs over e = 0..E-1, whatever mr and np: the tile shape changes
+ * the speed, never a bit of the result. */
+PT_ALWAYS_INLINE void qk_tile(float *s, const float *qp /* (E, QK_MR) */,
+                              const float *kp /* np x (E, QK_W) */, int64_t E, int mr, int np) {
+    pt_vf acc[QK_MR][2][QK_NV];
+    for (int r = 0; r < mr; r++)
+        for (int p = 0; p < np; p++)
+            for (int c = 0; c < QK_NV; c++) acc[r][p][c] = pt_vzero();
+    for (int64_t e = 0; e < E; e++) {
+        pt_vf kv[2][QK_NV];
+        for (int p = 0; p < np; p++)
+            for (int c = 0; c < QK_NV; c++)
+                kv[p][c] = pt_vload(kp + p * E * QK_W + e * QK_W + c * PT_VL);
+        for (int r = 0; r < mr; r++) {
+            pt_vf qb = pt_vset1(qp[e * QK_MR + r]);
+            for (int p = 0; p < np; p++)
+                for (int c = 0; c < QK_NV; c++) acc[r][p][c] = pt_vfmadd(qb, kv[p][c], acc[r][p][c]);
+        }
+    }
+    for (int r = 0; r < mr; r++)
+        for (int p = 0; p < np; p++)
+            for (int c = 0; c < QK_NV; c++)
+                pt_vstore(s + r * BK + p * QK_W + c * PT_VL, acc[r][p][c]);
+}
+
+/* Scores of the nq packed query rows against npanels key panels.  Full row
+ * tiles take one panel at a time (QK_MR x QK_NV accumulators); the last,
+ * partial tile -- all there is when decoding one token -- takes panels two at
+ * a time when its rows are few, to keep enough FMA chains in flight. */
+static void qk_block(float *s, const float *qp, const float *kp, int64_t E, int64_t nq,
+                     int64_t npanels) {
+    int64_t t = 0;
+    for (; (t + 1) * QK_MR <= nq; t++)
+        for (int64_t p = 0; p < npanels; p++)
+            qk_tile(s + t * QK_MR * BK + p * QK_W, qp + t * E * QK_MR, kp + p * E * QK_W, E,
+                    QK_MR, 1);
+    const int mr = (int)(nq - t * QK_MR);
+    if (mr == 0) return;
+    float *st = s + t * QK_MR * BK;
+    const float *qt = qp + t * E * QK_MR;
+    for (int64_t p = 0; p < npanels;) {
+        const int two = 2 * mr <= QK_MR && p + 1 < npanels;
+        const float *kt = kp + p * E * QK_W;
+        float *sp = st + p * QK_W;
+#define QK_ROWS(n)                                          \
+    case n:                                                 \
+        if (two) qk_tile(sp, qt, kt, E, n, 2);              \
+        else qk_tile(sp, qt, kt, E, n, 1);                  \
+        break;
+        switch (mr) {
+            QK_ROWS(1)
+            QK_ROWS(2)
+            QK_ROWS(3)
+#if QK_MR > 4
+            QK_ROWS(4)
+            QK_ROWS(5)
+#endif
+#if QK_MR > 6
+            QK_ROWS(6)
+            QK_ROWS(7)
+#endif
+        }
+#undef QK_ROWS
+        p += two ? 2 : 1;
+    }
+}
+
+/* o[r][:] = o[r][:]*alpha[r] + sum_{j<nk} p[r][j] v[j][:] for mr rows and nv
+ * vectors of columns, stored for active rows only (inactive rows stay
+ * untouched).  Each element is one chain j = 0..nk-1, whatever mr and nv. */
+PT_ALWAYS_INLINE void pv_tile(float *o, int64_t ldo, const float *p /* (mr, BK) */,
+                              const float *v, int64_t ldv, int64_t nk, const float *alpha,
+                              const int *active, int mr, int nv) {
+    pt_vf acc[PV_MR][PV_NV];
+    for (int r = 0; r < mr; r++) {
+        pt_vf a = pt_vset1(alpha[r]);
+        for (int c = 0; c < nv; c++) acc[r][c] = pt_vmul(pt_vload(o + r * ldo + c * PT_VL), a);
+    }
+    for (int64_t j = 0; j < nk; j++) {
+        pt_vf vv[PV_NV];
+        for (int c = 0; c < nv; c++) vv[c] = pt_vload(v + j * ldv + c * PT_VL);
+        for (int r = 0; r < mr; r++) {
+            pt_vf pb = pt_vset1(p[r * BK + j]);
+            for (int c = 0; c < nv; c++) acc[r][c] = pt_vfmadd(pb, vv[c], acc[r][c]);
+        }
+    }
+    for (int r = 0; r < mr; r++)
+        if (active[r])
+            for (int c = 0; c < nv; c++) pt_vstore(o + r * ldo + c * PT_VL, acc[r][c]);
+}
+
+/* One PV_MR-row (or last, shorter) tile across all column vectors. */
+#define PV_COLS(mr)                                                                      \
+    for (int64_t c0 = 0; c0 < nvec; c0 += PV_NV) {                                      \
+        float *ot = o + r0 * evp + c0 * PT_VL;                                            \
+        const float *pt = p + r0 * BK, *vt = v + c0 * PT_VL;                              \
+        switch (nvec - c0 < PV_NV ? (int)(nvec - c0) : PV_NV) {                           \
+        case 1: pv_tile(ot, evp, pt, vt, ldv, nk, alpha + r0, active + r0, mr, 1); break; \
+        case 2: pv_tile(ot, evp, pt, vt, ldv, nk, alpha + r0, active + r0, mr, 2); break; \
+        case 3: pv_tile(ot, evp, pt, vt, ldv, nk, alpha + r0, active + r0, mr, 3); break; \
+        case 4: pv_tile(ot, evp, pt, vt, ldv, nk, alpha + r0, active + r0, mr,           \
+                        PV_NV > 3 ? 4 : PV_NV); break; /* (PV_NV = 3: never reached) */ \
+        }                                                                                 \
+    }
+
+static void pv_block(float *o, int64_t evp, const float *p, const float *v, int64_t ldv,
+                     int64_t nk, const float *alpha, const int *active, int64_t nq) {
+    const int64_t nvec = evp / PT_VL;
+    for (int64_t r0 = 0; r0 < nq; r0 += PV_MR) {
+        const int mr = nq - r0 < PV_MR ? (int)(nq - r0) : PV_MR;
+        int any = 0;
+        for (int r = 0; r < mr; r++) any |= active[r0 + r];
+        if (!any) continue;
+        switch (mr) {
+        case 1: PV_COLS(1) break;
+        case 2: PV_COLS(2) break;
+        case 3: PV_COLS(3) break;
+        default: PV_COLS(PV_MR) break;
+        }
+    }
+}
+#undef PV_COLS
+
+static inline float hmax(pt_vf acc) {
+    float lanes[PT_VL], mx = -INFINITY;
+    pt_vstore(lanes, acc);
+    for (int l = 0; l < PT_VL; l++) mx = (lanes[l] != lanes[l] || lanes[l] > mx) ? lanes[l] : mx;
+    return mx;
+}
+
+/* The online-softmax step for one query row and one key block: turn the raw
+ * scores sr[0..nk) into probabilities relative to the new running max.
+ * Returns 0 (row untouched) when every key of the block is masked. */
+static int softmax_step(float *sr, int64_t nk, int64_t kn, float scale, const pt_mask *mask,
+                        const void *mrow, int64_t j0, float *m, float *l, float *alpha) {
+    int64_t j;
+    if (kn <= 0) return 0;
+    const pt_vf vscale = pt_vset1(scale);
+    const float *fm = (mask && !mask->is_bool) ? (const float *)mrow : NULL;
+    const int64_t st = mask ? mask->stride_last : 0;
+    /* scale, and add a float mask; the tail past kn is never read after this */
+    for (j = 0; j < kn; j += PT_VL) {
+        size_t len = (size_t)(kn - j < PT_VL ? kn - j : PT_VL);
+        pt_vf x = pt_vmul(pt_vload(sr + j), vscale);
+        if (fm) x = pt_vadd(x, st ? pt_vload_tail(fm + j0 + j, len, 0.0f) : pt_vset1(fm[0]));
+        pt_vstore(sr + j, x);
+    }
+    if (mask && mask->is_bool) {
+        const uint8_t *b = (const uint8_t *)mrow + st * j0;
+        if (st) /* branch-free so that it vectorises */
+            for (j = 0; j < kn; j++) sr[j] = b[j] ? sr[j] : -INFINITY;
+        else if (!b[0])
+            for (j = 0; j < kn; j++) sr[j] = -INFINITY;
+    }
+    pt_vf acc = pt_vset1(-INFINITY);
+    for (j = 0; j < kn; j += PT_VL) {
+        size_t len = (size_t)(kn - j < PT_VL ? kn - j : PT_VL);
+        acc = pt_vmax(len == PT_VL ? pt_vload(sr + j) : pt_vload_tail(sr + j, len, -INFINITY), acc);
+    }
+    const float mx = hmax(acc);
+    if (mx == -INFINITY) return 0; /* nothing to attend to in this block */
+    float mnew = *m;               /* NaN, once seen, stays (as torch) */
+    if (*m == *m && (mx != mx || mx > *m)) mnew = mx;
+    *alpha = expf(*m - mnew); /* 0 on the first block (m = -inf), 1 if m did not grow */
+    *m = mnew;
+    const pt_vf vm = pt_vset1(mnew);
+    pt_vf vsum = pt_vzero();
+    for (j = 0; j < kn; j += PT_VL) {
+        size_t len = (size_t)(kn - j < PT_VL ? kn - j : PT_VL);
+        pt_vf x = len == PT_VL ? pt_vload(sr + j) : pt_vload_tail(sr + j, len, -INFINITY);
+        pt_vf e = pt_vexp(pt_vsub(x, vm)); /* tail lanes: exp(-inf) = 0 */
+        vsum = pt_vadd(vsum, e);
+        pt_vstore(sr + j, e);
+    }
+    for (; j < nk; j++) sr[j] = 0.0f; /* keys past the causal limit */
+    *l = *l * *alpha + pt_vreduce_add(vsum);
+    return 1;
+}
+
+static void attention_unit(float *out /* (nq, Ev) */, const float *q /* (nq, E) */,
+                           const float *k /* (S, E) */, const float *v /* (S, Ev) */,
+                           int64_t q0, int64_t nq, int64_t S, int64_t E, int64_t Ev,
+                           int64_t evp, float scale, const pt_mask *mask, int64_t mask_row0,
+                           int causal, scratch *w) {
+    const int64_t elem = mask ? (mask->is_bool ? 1 : (int64_t)sizeof(float)) : 0;
+    pack_q(w->qp, q, nq, E);
+    for (int64_t r = 0; r < BQ; r++) {
+        w->m[r] = -INFINITY;
+        w->l[r] = 0.0f;
+        w->alpha[r] = 1.0f;
+        w->active[r] = 0;
+        if (mask && r < nq)
+            w->mrow[r] = (const char *)mask->data + elem * pt_mask_row_offset(mask, mask_row0 + r);
+    }
+    memset(w->o, 0, sizeof(float) * (size_t)(nq * evp));
+    /* causal: the block's last query, q0 + nq - 1, attends keys up to itself */
+    const int64_t kend = causal ? (S < q0 + nq ? S : q0 + nq) : S;
+    for (int64_t j0 = 0; j0 < kend; j0 += BK) {
+        const int64_t nk = S - j0 < BK ? S - j0 : BK;
+        const int64_t npanels = (nk + QK_W - 1) / QK_W;
+        pack_k(w->kp, k + j0 * E, nk, E);
+        qk_block(w->s, w->qp, w->kp, E, nq, npanels);
+        for (int64_t r = 0; r < nq; r++) {
+            int64_t kn = nk;
+            if (causal) {
+                int64_t lim = q0 + r - j0 + 1;
+                kn = lim < 0 ? 0 : (lim < nk ? lim : nk);
+            }
+            w->active[r] = softmax_step(w->s + r * BK, nk, kn, scale, mask,
+                                        mask ? w->mrow[r] : NULL, j0, &w->m[r], &w->l[r],
+                                        &w->alpha[r]);
+        }
+        const float *vb = v + j0 * Ev;
+        int64_t ldv = Ev;
+        if (w->vp) { /* Ev is not a whole number of vectors: pad the block */
+            for (int64_t j = 0; j < nk; j++) {
+                memcpy(w->vp + j * evp, vb + j * Ev, sizeof(float) * (size_t)Ev);
+                memset(w->vp + j * evp + Ev, 0, sizeof(float) * (size_t)(evp - Ev));
+            }
+            vb = w->vp;
+            ldv = evp;
+        }
+        pv_block(w->o, evp, w->s, vb, ldv, nk, w->alpha, w->active, nq);
+    }
+    for (int64_t r = 0; r < nq; r++) {
+        float *dst = out + r * Ev;
+        const float *src = w->o + r * evp;
+        if (w->l[r] == 0.0f) { /* nothing attended anywhere: zeros, not 0/0 */
+            memset(dst, 0, sizeof(float) * (size_t)Ev);
+            continue;
+        }
+        const pt_vf vl = pt_vset1(w->l[r]);
+        int64_t c = 0;
+        for (; c + PT_VL <= Ev; c += PT_VL) pt_vstore(dst + c, pt_vdiv(pt_vload(src + c), vl));
+        if (c < Ev) pt_vstore_tail(dst + c, pt_vdiv(pt_vload(src + c), vl), (size_t)(Ev - c));
+    }
+}
+
+int PT_FN(pt_attention)(float *out, const float *q, const int64_t *q_index, const float *k,
+                         const int64_t *k_index, const float *v, const int64_t *v_index,
+                         int64_t B, int64_t L, int64_t S, int64_t E, int64_t Ev, float scale,
+                         const pt_mask *mask, int causal, int nthreads) {
+    (void)nthreads;
+    if (B <= 0 || L <= 0 || Ev <= 0) return 0;
+    const int64_t evp = (Ev + PT_VL - 1) / PT_VL * PT_VL;
+    const int pad_v = evp != Ev;
+    const int64_t nqb = (L + BQ - 1) / BQ, units = B * nqb;
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads) if(units > 1)
+    {
+        scratch w;
+        int ok = scratch_alloc(&w, E, evp, pad_v) == 0;
+        if (!ok) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t u = 0; u < units; u++) {
+            if (!ok) continue;
+            const int64_t b = u / nqb, q0 = (u % nqb) * BQ;
+            const int64_t nq = L - q0 < BQ ? L - q0 : BQ;
+            const int64_t qb = q_index ? q_index[b] : b, kb = k_index ? k_index[b] : b,
+                          vb = v_index ? v_index[b] : b;
+            attention_unit(out + (b * L + q0) * Ev, q + (qb * L + q0) * E, k + kb * S * E,
+                           v + vb * S * Ev, q0, nq, S, E, Ev, evp, scale, mask, b * L + q0,
+                           causal, &w);
+        }
+        if (ok) scratch_free(&w);
+    }
+    return failed ? -1 : 0;
+}
+
+#if PT_ISA == PT_ISA_SCALAR
+void pt_attention_ref(float *out, const float *q, const int64_t *q_index, const float *k,
+                      const int64_t *k_index, const float *v, const int64_t *v_index,
+                      int64_t B, int64_t L, int64_t S, int64_t E, int64_t Ev, float scale,
+                      const pt_mask *mask, int causal) {
+    double *sc = malloc(sizeof(double) * (size_t)(S > 0 ? S : 1));
+    double *acc = malloc(sizeof(double) * (size_t)(Ev > 0 ? Ev : 1));
+    if (!sc || !acc) {
+        free(sc); free(acc);
+        return;
+    }
+    for (int64_t b = 0; b < B; b++) {
+        const float *qb = q + (q_index ? q_index[b] : b) * L * E;
+        const float *kb = k + (k_index ? k_index[b] : b) * S * E;
+        const float *vb = v + (v_index ? v_index[b] : b) * S * Ev;
+        for (int64_t i = 0; i < L; i++) {
+            const uint8_t *bm = NULL;
+            const float *fm = NULL;
+            if (mask) {
+                int64_t off = pt_mask_row_offset(mask, b * L + i);
+                if (mask->is_bool) bm = (const uint8_t *)mask->data + off;
+                else fm = (const float *)mask->data + off;
+            }
+            double mx = -INFINITY;
+            int nan = 0;
+            for (int64_t j = 0; j < S; j++) {
+                double d = 0.0;
+                for (int64_t e = 0; e < E; e++) d += (double)qb[i * E + e] * kb[j * E + e];
+                d *= (double)scale;
+                if (fm) d += (double)fm[mask->stride_last * j];
+                if ((bm && !bm[mask->stride_last * j]) || (causal && j > i)) d = -INFINITY;
+                sc[j] = d;
+                if (d != d) nan = 1;
+                else if (d > mx) mx = d;
+            }
+            float *o = out + (b * L + i) * Ev;
+            if (!nan && mx == -INFINITY) {
+                for (int64_t c = 0; c < Ev; c++) o[c] = 0.0f;
+                continue;
+            }
+            double sum = 0.0;
+            for (int64_t c = 0; c < Ev; c++) acc[c] = 0.0;
+            for (int64_t j = 0; j < S; j++) {
+                double p = exp(sc[j] - (nan ? NAN : mx));
+                if (sc[j] == -INFINITY && !nan) continue;
+                sum += p;
+                for (int64_t c = 0; c < Ev; c++) acc[c] += p * vb[j * Ev + c];
+            }
+            for (int64_t c = 0; c < Ev; c++) o[c] = (float)(acc[c] / sum);
+        }
+    }
+    free(sc);
+    free(acc);
+}
+#endif

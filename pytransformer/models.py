@@ -1,0 +1,251 @@
+"""The paper's full model (Vaswani et al. 2017, Figure 1) on pytransformer.nn.
+
+Seq2SeqTransformer: source and target embeddings scaled by sqrt(d_model)
+(section 3.4), positional encodings added (section 3.5: the paper's
+interleaved sinusoids, or learned positions), the encoder-decoder core
+(:class:`pytransformer.nn.Transformer`, batch-first) and the generator: the
+final linear projection to target-vocabulary logits (section 3.4), optionally
+sharing its weight with the target embedding.  Inference only, no dropout.
+"""
+import json
+import math
+
+import numpy as np
+
+from . import nn, ops
+from .io import load_safetensors, save_safetensors, to_numpy
+
+__all__ = ["Seq2SeqTransformer", "sinusoidal_positional_encoding"]
+
+FORMAT = "pytransformer.Seq2SeqTransformer"
+
+
+def sinusoidal_positional_encoding(max_len, d_model):
+    """PE[pos, 2i] = sin(pos / 10000^(2i/d_model)), PE[pos, 2i+1] = cos(same)
+    (section 3.5); computed in float64, rounded once to float32."""
+    pos = np.arange(max_len, dtype=np.float64)[:, None]
+    two_i = np.arange(0, d_model, 2, dtype=np.float64)
+    angle = pos / np.power(10000.0, two_i / d_model)
+    pe = np.zeros((max_len, d_model), dtype=np.float64)
+    pe[:, 0::2] = np.sin(angle)
+    pe[:, 1::2] = np.cos(angle[:, : d_model // 2])
+    return pe.astype(np.float32)
+
+
+class Seq2SeqTransformer(nn.Module):
+    """Encoder-decoder Transformer from token ids to next-token logits.
+
+    Batch-first integer arrays: ``forward(src (B, S), tgt (B, T))`` returns
+    float32 logits ``(B, T, tgt_vocab_size)``.  Padding masks come from
+    ``pad_id`` (source keys in the encoder and in cross-attention, target keys
+    in the decoder's self-attention), and the decoder's self-attention is
+    causal (section 3.2.3).  Random initialisation from
+    ``numpy.random.default_rng(seed)``: Xavier-uniform matrices, zero biases.
+
+    The pieces a step-by-step decoder reuses: ``embed_tgt(tgt, offset)``
+    embeds tokens at positions offset, offset+1, ...; each decoder layer
+    (``transformer.decoder.layers[i]``) has ``_sa_block`` (masked
+    self-attention), ``_mha_block`` (cross-attention), ``_ff_block`` and
+    ``norm1..3``; each attention module has ``project_self``,
+    ``project_query``, ``project_key_value`` (heads ``(B, h, len, d_k)``) and
+    ``output_projection``; ``generator`` maps decoder states to logits.
+    """
+
+    def __init__(self, src_vocab_size, tgt_vocab_size, d_model=512, nhead=8,
+                 num_encoder_layers=6, num_decoder_layers=6, dim_feedforward=2048,
+                 activation="relu", norm_first=False, positional="sinusoidal", max_len=1024,
+                 pad_id=0, tie_embeddings=False, seed=None, *, _rng=None):
+        super().__init__()
+        if positional not in ("sinusoidal", "learned"):
+            raise ValueError(f"positional must be 'sinusoidal' or 'learned', got "
+                             f"{positional!r}")
+        if activation not in ("relu", "gelu"):
+            raise ValueError(f"activation must be 'relu' or 'gelu', got {activation!r}")
+        for name, v in (("src_vocab_size", src_vocab_size), ("tgt_vocab_size", tgt_vocab_size),
+                        ("d_model", d_model), ("nhead", nhead), ("max_len", max_len),
+                        ("dim_feedforward", dim_feedforward)):
+            if int(v) <= 0:
+                raise ValueError(f"{name} must be positive, got {v}")
+        self.config = dict(src_vocab_size=int(src_vocab_size),
+                           tgt_vocab_size=int(tgt_vocab_size), d_model=int(d_model),
+                           nhead=int(nhead), num_encoder_layers=int(num_encoder_layers),
+                           num_decoder_layers=int(num_decoder_layers),
+                           dim_feedforward=int(dim_feedforward), activation=activation,
+                           norm_first=bool(norm_first), positional=positional,
+                           max_len=int(max_len), pad_id=int(pad_id),
+                           tie_embeddings=bool(tie_embeddings))
+        for k, v in self.config.items():
+            setattr(self, k, v)
+        rng = np.random.default_rng(seed) if _rng is None else _rng
+        d = self.d_model
+        self.src_embed = nn.Embedding(self.src_vocab_size, d, rng=nn.NO_INIT)
+        self.tgt_embed = nn.Embedding(self.tgt_vocab_size, d, rng=nn.NO_INIT)
+        if positional == "learned":
+            self.pos_embed = nn.Embedding(self.max_len, d, rng=nn.NO_INIT)
+        self.transformer = nn.Transformer(d, self.nhead, self.num_encoder_layers,
+                                          self.num_decoder_layers, self.dim_feedforward,
+                                          dropout=0.0, activation=activation,
+                                          batch_first=True, norm_first=self.norm_first,
+                                          rng=rng)
+        self.generator = nn.Linear(d, self.tgt_vocab_size, rng=nn.NO_INIT)
+        self._pe = sinusoidal_positional_encoding(self.max_len, d) \
+            if positional == "sinusoidal" else None
+        self._embed_scale = np.float32(math.sqrt(d))
+        if not isinstance(rng, type(nn.NO_INIT)):
+            init = {k: nn.xavier_uniform(rng, p.shape) for k, p in self.state_dict().items()
+                    if p.ndim > 1 and not k.startswith("transformer.")}
+            if self.tie_embeddings:
+                init.pop("generator.weight")
+            self._load(init, strict=False, copy=False)
+        self._tie()
+
+    def _tie(self):
+        if self.tie_embeddings:
+            self.generator.weight = self.tgt_embed.weight
+
+    # -- state --
+    def load_state_dict(self, state_dict, strict=True):
+        """As :meth:`pytransformer.nn.Module.load_state_dict`.  With tied
+        embeddings ``generator.weight`` may be left out; if given it must equal
+        ``tgt_embed.weight``."""
+        return self._load(state_dict, strict=strict, copy=True)
+
+    def _load(self, state_dict, strict=True, copy=True):
+        d = dict(state_dict)
+        if self.tie_embeddings and "tgt_embed.weight" in d:
+            tied = d.get("generator.weight")
+            if tied is not None and tied is not d["tgt_embed.weight"] and not np.array_equal(
+                    to_numpy(tied), to_numpy(d["tgt_embed.weight"])):
+                raise ValueError("load_state_dict for Seq2SeqTransformer: generator.weight "
+                                 "differs from tgt_embed.weight but the embeddings are tied")
+            d["generator.weight"] = d["tgt_embed.weight"]
+        result = super()._load(d, strict=strict, copy=copy)
+        self._tie()
+        return result
+
+    # -- embeddings (section 3.4, 3.5) --
+    def positional_encoding(self, length, offset=0):
+        """Rows offset .. offset+length-1 of the positional encoding."""
+        if offset + length > self.max_len:
+            raise ValueError(f"sequence positions up to {offset + length} exceed "
+                             f"max_len={self.max_len}")
+        if self._pe is not None:
+            return self._pe[offset:offset + length]
+        return self.pos_embed.weight[offset:offset + length]
+
+    def _embed(self, table, ids, offset=0):
+        x = table.weight[ids] * self._embed_scale
+        x += self.positional_encoding(ids.shape[-1], offset)
+        return x
+
+    def embed_src(self, src):
+        """Embedding(src) * sqrt(d_model) + PE: (B, S) ids -> (B, S, d_model)."""
+        return self._embed(self.src_embed, src)
+
+    def embed_tgt(self, tgt, offset=0):
+        """Target embedding at positions offset, offset+1, ... (offset > 0 when
+        decoding continues a prefix)."""
+        return self._embed(self.tgt_embed, tgt, offset)
+
+    def _check_ids(self, ids, name, vocab, offset=0):
+        a = np.asarray(ids)
+        if a.dtype.kind not in "iu":
+            raise ValueError(f"{name}: an integer array of token ids is needed, got dtype "
+                             f"{a.dtype} with shape {a.shape}")
+        if a.ndim != 2:
+            raise ValueError(f"{name}: expected shape (batch, length), got {a.shape}")
+        if a.shape[0] == 0 or a.shape[1] == 0:
+            raise ValueError(f"{name}: empty sequence batch of shape {a.shape}")
+        if offset + a.shape[1] > self.max_len:
+            raise ValueError(f"{name}: length {a.shape[1]} (from position {offset}) exceeds "
+                             f"max_len={self.max_len}")
+        return nn.check_token_ids(a, name, vocab)
+
+    # -- forward --
+    def encode(self, src):
+        """The encoder stack over the embedded source: memory (B, S, d_model)."""
+        src = self._check_ids(src, "src", self.src_vocab_size)
+        return self.transformer.encoder(self.embed_src(src),
+                                        src_key_padding_mask=src == self.pad_id)
+
+    def decode(self, tgt, memory, src=None, memory_key_padding_mask=None):
+        """Logits (B, T, tgt_vocab) for targets ``tgt`` given the encoder output.
+
+        The source padding is given as ``src`` (ids; padding where pad_id) or
+        directly as ``memory_key_padding_mask`` (B, S), True where padded.
+        """
+        tgt = self._check_ids(tgt, "tgt", self.tgt_vocab_size)
+        memory = ops.as_float32(memory, "memory")
+        B, T = tgt.shape
+        if memory.ndim != 3 or memory.shape[0] != B or memory.shape[2] != self.d_model:
+            raise ValueError(f"memory: expected shape ({B}, S, {self.d_model}), got "
+                             f"{memory.shape}")
+        if src is not None:
+            src = np.asarray(src)
+            if src.shape != memory.shape[:2]:
+                raise ValueError(f"src: shape {src.shape} does not match memory "
+                                 f"{memory.shape}")
+            memory_key_padding_mask = src == self.pad_id
+        causal = np.triu(np.ones((T, T), dtype=bool), 1)  # True = may not attend
+        h = self.transformer.decoder(self.embed_tgt(tgt), memory, tgt_mask=causal,
+                                     tgt_key_padding_mask=tgt == self.pad_id,
+                                     memory_key_padding_mask=memory_key_padding_mask,
+                                     tgt_is_causal=True)
+        return self.generator(h)
+
+    def forward(self, src, tgt):
+        """Teacher-forced logits: (B, S), (B, T) ids -> (B, T, tgt_vocab) float32."""
+        src = self._check_ids(src, "src", self.src_vocab_size)
+        tgt = self._check_ids(tgt, "tgt", self.tgt_vocab_size)
+        if src.shape[0] != tgt.shape[0]:
+            raise ValueError(f"src {src.shape} and tgt {tgt.shape} have different batch "
+                             f"sizes")
+        return self.decode(tgt, self.encode(src), src=src)
+
+    # -- files --
+    def save(self, path):
+        """One safetensors file: the weights (a tied generator stored once, as
+        tgt_embed.weight) and the constructor arguments in its metadata."""
+        tensors = self.state_dict()
+        if self.tie_embeddings:
+            tensors.pop("generator.weight")
+        save_safetensors(path, tensors, {"format": FORMAT,
+                                         "config": json.dumps(self.config)})
+
+    @classmethod
+    def load(cls, path):
+        """The model saved at ``path``.  ValueError if the file is not a
+        safetensors file, not a Seq2SeqTransformer, or its tensors do not
+        fit its config."""
+        tensors, meta = load_safetensors(path)
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path}: not a {FORMAT} file (metadata format is "
+                             f"{meta.get('format')!r})")
+        try:
+            config = json.loads(meta["config"])
+            if not isinstance(config, dict):
+                raise TypeError("not a JSON object")
+            model = cls(**config, _rng=nn.NO_INIT)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: bad model config in the metadata ({e})") from None
+        bad = [k for k, v in tensors.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
+        if bad:
+            raise ValueError(f"{path}: corrupted weights: non-finite values in "
+                             + ", ".join(bad))
+        try:
+            model._load(tensors, strict=True, copy=False)
+        except ValueError as e:
+            raise ValueError(f"{path}: tensors do not fit the config: {e}") from None
+        return model
+
+    @classmethod
+    def _from_torch_config(cls, m):
+        """The torch twin built by pytransformer.oracle.to_torch carries its config."""
+        config = getattr(m, "config", None)
+        if not isinstance(config, dict):
+            raise ValueError("Seq2SeqTransformer.from_torch: a module built by "
+                             "pytransformer.oracle.to_torch (with a .config) is needed")
+        return cls(**config, _rng=nn.NO_INIT)
+
+    def extra_repr(self):
+        return ", ".join(f"{k}={v}" for k, v in self.config.items())
