@@ -202,6 +202,62 @@ class Seq2SeqTransformer(nn.Module):
                              f"sizes")
         return self.decode(tgt, self.encode(src), src=src)
 
+    # -- autoregressive decoding (section 3: "consuming the previously
+    #    generated symbols as additional input when generating the next") --
+    def start_decoding(self, src, max_len):
+        """Encode ``src`` (B, S) once and allocate the decoder's KV cache for
+        ``max_len`` target positions: the state :meth:`decode_step` advances."""
+        src = self._check_ids(src, "src", self.src_vocab_size)
+        if not 1 <= int(max_len) <= self.max_len:
+            raise ValueError(f"max_len={max_len}: between 1 and the model's "
+                             f"max_len={self.max_len} target positions can be decoded")
+        memory = self.encode(src)
+        return self.transformer.decoder.init_cache(memory, src == self.pad_id, max_len)
+
+    def decode_step(self, tokens, state):
+        """Logits (N, tgt_vocab) of the next token after ``tokens`` (N,), the
+        ids at position ``state.length`` of each sequence; ``state`` (from
+        :meth:`start_decoding`) then holds one more position.  Row for row
+        the last position of :meth:`decode` over the whole prefix."""
+        tokens = nn.check_token_ids(tokens, "tokens", self.tgt_vocab_size).reshape(-1)
+        if tokens.shape[0] != state.batch_size:
+            raise ValueError(f"tokens: {tokens.shape[0]} ids for a decoding state of "
+                             f"{state.batch_size} sequences")
+        x = self.embed_tgt(tokens[:, None], offset=state.length)[:, 0]
+        h = self.transformer.decoder.forward_step(x, state,
+                                                  tgt_key_padding_mask=tokens == self.pad_id)
+        return self.generator(h)
+
+    def generate(self, src, max_new_tokens, bos_id, eos_id, pad_id=None, method="greedy",
+                 beam_size=4, length_penalty=1.0, num_return_sequences=1, temperature=1.0,
+                 top_k=None, top_p=1.0, seed=None, return_scores=False):
+        """Decode target sequences for the sources ``src`` (B, S), with a KV cache.
+
+        Returns an int64 array (B * num_return_sequences, T) of the new tokens
+        only (no ``bos_id``); each row ends at its ``eos_id`` (included) and is
+        padded with ``pad_id`` (default: the model's) after it; T is the
+        longest row.  ``eos_id=None`` decodes exactly ``max_new_tokens``.
+
+        - ``method='greedy'``: the most probable token at each step;
+        - ``'beam'``: beam search with ``beam_size`` hypotheses, scores
+          sum(log p) / length ** ``length_penalty``; the
+          ``num_return_sequences`` best per source;
+        - ``'sample'``: sampling from softmax(logits / ``temperature``)
+          restricted to ``top_k`` tokens and to the ``top_p`` nucleus;
+          reproducible for a ``seed``.
+
+        ``return_scores=True`` returns ``(tokens, scores)`` (float64 per row,
+        see :mod:`pytransformer.generation`).  A row's result does not depend
+        on the other rows of the batch.  Bad arguments (an empty source, ids
+        outside the vocabulary, max_new_tokens <= 0, beam_size < 1, top_p
+        outside (0, 1], ...) raise ValueError.
+        """
+        from .generation import generate  # the layer above; imported on use
+        return generate(self, src, max_new_tokens, bos_id, eos_id, pad_id, method=method,
+                        beam_size=beam_size, length_penalty=length_penalty,
+                        num_return_sequences=num_return_sequences, temperature=temperature,
+                        top_k=top_k, top_p=top_p, seed=seed, return_scores=return_scores)
+
     # -- files --
     def save(self, path):
         """One safetensors file: the weights (a tied generator stored once, as

@@ -31,7 +31,7 @@ from . import ops
 __all__ = [
     "Module", "Linear", "LayerNorm", "Embedding", "MultiheadAttention",
     "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder",
-    "TransformerDecoder", "Transformer",
+    "TransformerDecoder", "Transformer", "KVCache",
 ]
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
@@ -609,6 +609,46 @@ class MultiheadAttention(Module):
             out = out[0] if self.batch_first else out[:, 0]
         return out, weights
 
+    # -- incremental decoding: one new position per sequence (see KVCache) --
+    def _one_position(self, x):
+        """(N, E) -> one position laid out as this module's inputs."""
+        return x[:, None] if self.batch_first else x[None]
+
+    def step_self_attention(self, x, cache_k, cache_v, pos, keep=None):
+        """Masked self-attention of one new position per sequence over its
+        cached prefix.
+
+        x (N, E): the new position of each sequence; cache_k, cache_v
+        (N, h, T_max, d_k): keys and values of positions < pos, to which this
+        position's key and value are written (at pos).  The look-ahead mask is
+        implicit: only positions <= pos exist yet.  keep (N, pos + 1) bool is
+        False at padded target positions (the key padding mask).  Returns (N, E).
+        """
+        N = x.shape[0]
+        q, k, v = self.project_self(self._one_position(x))  # (N, h, 1, d_k) each
+        cache_k[:, :, pos] = k[:, :, 0]
+        cache_v[:, :, pos] = v[:, :, 0]
+        mask = None if keep is None else keep.reshape(N, 1, 1, pos + 1)
+        o = ops.scaled_dot_product_attention(q, cache_k[:, :, :pos + 1],
+                                             cache_v[:, :, :pos + 1], mask)
+        return self.output_projection(o).reshape(N, self.embed_dim)
+
+    def memory_keys_values(self, memory):
+        """Cross-attention keys and values of the encoder output, computed once
+        per source: memory laid out as this module's inputs -> K, V
+        (N, h, S, d_k)."""
+        memory = ops.as_float32(memory, "memory")
+        return self.project_key_value(memory, memory)
+
+    def step_cross_attention(self, x, mem_k, mem_v, memory_keep=None):
+        """Attention of one new position per sequence (x (N, E)) over the
+        encoder output's keys and values (N, h, S, d_k); memory_keep
+        (N, 1, 1, S) bool is False at padded source positions.  Returns (N, E)."""
+        N = x.shape[0]
+        q = self.project_query(self._one_position(x))
+        o = ops.scaled_dot_product_attention(q, mem_k, mem_v, memory_keep)
+        return self.output_projection(o).reshape(N, self.embed_dim)
+
     def _check_inputs(self, query, key, value, key_padding_mask):
         q = ops.as_float32(query, "query")
         k = q if key is query else ops.as_float32(key, "key")
@@ -786,6 +826,25 @@ class TransformerDecoderLayer(Module, _FeedForward):
                                                     memory_is_causal)))
         return self.norm3(_residual(x, self._ff_block(x)))
 
+    def forward_step(self, x, cache, i):
+        """One new target position per sequence through this layer (layer ``i``
+        of the decoder whose :class:`KVCache` is ``cache``): x (N, E) -> (N, E).
+        Equal, row for row, to :meth:`forward` at that position with the
+        look-ahead mask."""
+        pos = cache.length
+        sa = self.self_attn.step_self_attention
+        ca = self.multihead_attn.step_cross_attention
+        k, v = cache.self_k[i], cache.self_v[i]
+        keep = cache.self_keep[:, :pos + 1]
+        mk, mv, mkeep = cache.cross_k[i], cache.cross_v[i], cache.memory_keep
+        if self.norm_first:
+            x = _residual(x, sa(self.norm1(x), k, v, pos, keep))
+            x = _residual(x, ca(self.norm2(x), mk, mv, mkeep))
+            return _residual(x, self._ff_block(self.norm3(x)))
+        x = self.norm1(_residual(x, sa(x, k, v, pos, keep)))
+        x = self.norm2(_residual(x, ca(x, mk, mv, mkeep)))
+        return self.norm3(_residual(x, self._ff_block(x)))
+
     def _sa_block(self, x, attn_mask, key_padding_mask, is_causal=False):
         """Masked self-attention over the target prefix."""
         return self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
@@ -895,12 +954,139 @@ class TransformerDecoder(Module):
                       tgt_is_causal=tgt_is_causal, memory_is_causal=memory_is_causal)
         return x if self.norm is None else self.norm(x)
 
+    # -- incremental decoding --
+    def init_cache(self, memory, memory_key_padding_mask=None, max_len=1):
+        """A :class:`KVCache` for decoding up to ``max_len`` target positions
+        against ``memory`` (laid out as this decoder's inputs: (N, S, E) when
+        batch_first, else (S, N, E)); memory_key_padding_mask (N, S), True at
+        padded source positions.  The cross-attention keys and values are
+        computed here, once."""
+        memory = ops.as_float32(memory, "memory")
+        first = self.layers[0] if len(self.layers) else None
+        if memory.ndim != 3:
+            raise ValueError(f"memory: expected a 3-d (batched) array, got {memory.shape}")
+        batch_first = first is None or first.self_attn.batch_first
+        N, S = memory.shape[:2] if batch_first else memory.shape[1::-1]
+        keep = None
+        if memory_key_padding_mask is not None:
+            kpm = np.asarray(memory_key_padding_mask)
+            if kpm.shape != (N, S) or kpm.dtype != np.bool_:
+                raise ValueError(f"memory_key_padding_mask: expected a bool array of shape "
+                                 f"{(N, S)}, got {kpm.dtype} {kpm.shape}")
+            keep = np.ascontiguousarray(~kpm).reshape(N, 1, 1, S)
+        cross = [layer.multihead_attn.memory_keys_values(memory) for layer in self.layers]
+        heads = [(layer.self_attn.num_heads, layer.self_attn.head_dim) for layer in self.layers]
+        return KVCache(N, int(max_len), heads, cross, keep)
+
+    def forward_step(self, x, cache, tgt_key_padding_mask=None):
+        """One new target position per sequence: x (N, E), the embedded tokens
+        at position ``cache.length``, -> (N, E) decoder output (after the final
+        norm); the cache then holds one more position.  tgt_key_padding_mask
+        (N,) bool: True where this position is padding (later positions will
+        not attend to it, as in :meth:`forward`)."""
+        x = ops.as_float32(x, "x")
+        if x.ndim != 2 or x.shape[0] != cache.batch_size:
+            raise ValueError(f"x: expected shape ({cache.batch_size}, E), got {x.shape}")
+        if cache.length >= cache.max_len:
+            raise ValueError(f"the cache is full: {cache.max_len} positions decoded")
+        pad = np.zeros(x.shape[0], bool) if tgt_key_padding_mask is None else \
+            np.asarray(tgt_key_padding_mask, dtype=bool).reshape(-1)
+        if pad.shape != (x.shape[0],):
+            raise ValueError(f"tgt_key_padding_mask: expected shape ({x.shape[0]},), got "
+                             f"{np.shape(tgt_key_padding_mask)}")
+        cache.self_keep[:, cache.length] = ~pad
+        for i, layer in enumerate(self.layers):
+            x = layer.forward_step(x, cache, i)
+        cache.length += 1
+        return x if self.norm is None else self.norm(x)
+
     @classmethod
     def _from_torch_config(cls, m):
         layer = TransformerDecoderLayer._from_torch_config(m.layers[0])
         norm = None if m.norm is None else LayerNorm._from_torch_config(m.norm)
         return cls(layer, len(m.layers), norm)
 
+
+class KVCache:
+    """What a decoder keeps between steps of incremental decoding.
+
+    At step t the decoder sees one new target position per sequence; its
+    self-attention needs the keys and values of positions 0..t-1, which do
+    not change once computed, and its cross-attention needs the keys and
+    values of the encoder output, which do not change at all.  Both are kept
+    here, allocated once for ``max_len`` positions:
+
+    - ``self_k[i]``, ``self_v[i]``: (N, h, max_len, d_k) of decoder layer i,
+      filled for positions < ``length``;
+    - ``cross_k[i]``, ``cross_v[i]``: (N, h, S, d_k), the encoder output
+      projected by layer i's W^K, W^V;
+    - ``self_keep``: (N, max_len) bool, False at padded target positions;
+    - ``memory_keep``: (N, 1, 1, S) bool, False at padded source positions
+      (None: no padding).
+
+    :meth:`select` keeps, reorders or repeats sequences (rows) in place: beam
+    search reorders hypotheses, and a sequence that has ended leaves the batch.
+    """
+
+    def __init__(self, batch_size, max_len, heads, cross, memory_keep=None):
+        self.batch_size = self.capacity = int(batch_size)
+        self.max_len = int(max_len)
+        self.length = 0
+        n = self.batch_size
+        self._self_k = [np.zeros((n, h, self.max_len, d), np.float32) for h, d in heads]
+        self._self_v = [np.zeros((n, h, self.max_len, d), np.float32) for h, d in heads]
+        self._self_keep = np.ones((n, self.max_len), dtype=bool)
+        self._cross_k = [k for k, _ in cross]
+        self._cross_v = [v for _, v in cross]
+        self._keep = memory_keep
+
+    # Views of the rows in use: buffers are only ever shrunk in place.
+    @property
+    def self_k(self):
+        return [a[:self.batch_size] for a in self._self_k]
+
+    @property
+    def self_v(self):
+        return [a[:self.batch_size] for a in self._self_v]
+
+    @property
+    def self_keep(self):
+        return self._self_keep[:self.batch_size]
+
+    @property
+    def cross_k(self):
+        return [a[:self.batch_size] for a in self._cross_k]
+
+    @property
+    def cross_v(self):
+        return [a[:self.batch_size] for a in self._cross_v]
+
+    @property
+    def memory_keep(self):
+        return None if self._keep is None else self._keep[:self.batch_size]
+
+    def select(self, rows):
+        """Keep rows ``rows`` (indices into the current batch, in their new
+        order; repeats allowed up to the allocated batch size)."""
+        rows = np.asarray(rows, dtype=np.intp).reshape(-1)
+        n = rows.size
+        if n and (rows.min() < 0 or rows.max() >= self.batch_size):
+            raise ValueError(f"select: rows must be in [0, {self.batch_size}), got "
+                             f"{rows.min()}..{rows.max()}")
+        if n > self.capacity:
+            raise ValueError(f"select: {n} rows exceed the {self.capacity} allocated")
+        t = self.length
+        for bufs in (self._self_k, self._self_v):
+            for a in bufs:
+                a[:n, :, :t] = a[rows, :, :t]
+        self._self_keep[:n, :t] = self._self_keep[rows, :t]
+        for bufs in (self._cross_k, self._cross_v):
+            for a in bufs:
+                a[:n] = a[rows]
+        if self._keep is not None:
+            self._keep[:n] = self._keep[rows]
+        self.batch_size = n
+        return self
 
 class Transformer(Module):
     """The encoder-decoder Transformer (section 3, Figure 1), as
