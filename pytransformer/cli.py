@@ -86,11 +86,30 @@ def _translate(model, texts, batch_size=256):
 
 def cross_attention_map(model, text, prediction):
     """Head-averaged cross-attention weights of the last decoder layer, (T, S):
-    row t is where the decoder looked in the source when it wrote token t."""
+    row t is where the decoder looked in the source when it wrote token t
+    (teacher-forced on [<bos>] + prediction)."""
+    import numpy as np
+
     from . import demo_task as task
     src = task.encode_batch([text])
-    tgt_in = task.encode_batch([prediction], add_bos=True)
-    return model.cross_attention_weights(src, tgt_in)[-1][0].mean(axis=0)
+    tgt = task.encode_batch([prediction], add_bos=True)
+    memory = model.encode(src)
+    kpm = src == model.pad_id
+    T = tgt.shape[1]
+    causal = np.triu(np.ones((T, T), dtype=bool), 1)
+    layers = model.transformer.decoder.layers
+    x = model.embed_tgt(tgt)
+    for layer in list(layers)[:-1]:
+        x = layer(x, memory, tgt_mask=causal, memory_key_padding_mask=kpm, tgt_is_causal=True)
+    last = layers[len(layers) - 1]
+    # The query of the last cross-attention: after the masked self-attention sub-layer.
+    h = last.norm1(x) if last.norm_first else x
+    sa = last.self_attn(h, h, h, attn_mask=causal, need_weights=False, is_causal=True)[0]
+    x = x + sa
+    q = last.norm2(x) if last.norm_first else last.norm1(x)
+    _, weights = last.multihead_attn(q, memory, memory, key_padding_mask=kpm,
+                                     need_weights=True, average_attn_weights=True)
+    return weights[0]
 
 
 def _plot(model, text, prediction, path):
@@ -104,9 +123,10 @@ def _plot(model, text, prediction, path):
     rows = ["<bos>"] + list(prediction)  # decoder input at each step
     outs = list(prediction) + ["<eos>"]  # what it wrote from there
     fig, ax = plt.subplots(figsize=(max(4, 0.32 * len(text) + 2), 0.32 * len(rows) + 1.6))
-    ax.imshow(weights, cmap="viridis", aspect="auto")
+    im = ax.imshow(weights, cmap="viridis", aspect="auto", vmin=0)
+    fig.colorbar(im, ax=ax, fraction=0.04)
     ax.set_xticks(range(len(text)))
-    ax.set_xticklabels(list(text.lower()))
+    ax.set_xticklabels(["\u2423" if c == " " else c for c in text.lower()])
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([f"{o!s}" for o in outs])
     ax.set_xlabel("source character")

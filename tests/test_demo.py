@@ -1,8 +1,6 @@
 """The shipped demo model, the demo task, and the pytransformer command."""
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -10,13 +8,13 @@ import pytest
 from pytransformer import cli
 from pytransformer import demo_task as task
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import run_python
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 
 
 def _run(*args):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return run_python(list(args))
 
 
 # ------------------------------------------------------------------- task --
@@ -103,6 +101,44 @@ def test_python_m_pytransformer_demo_runs_without_torch(tmp_path):
 def test_python_m_pytransformer_demo_help():
     r = _run("-m", "pytransformer", "demo", "--help")
     assert r.returncode == 0 and "--plot" in r.stdout and "--n" in r.stdout
+
+
+def test_cross_attention_map_matches_torch():
+    """The plotted weights: the last decoder layer's head-averaged
+    cross-attention, from torch's own modules on the same weights."""
+    torch = pytest.importorskip("torch")
+    from pytransformer import oracle
+    from pytransformer.models import Seq2SeqTransformer
+
+    from conftest import assert_model_close
+    for norm_first in (False, True):
+        model = Seq2SeqTransformer(task.VOCAB_SIZE, task.VOCAB_SIZE, d_model=32, nhead=4,
+                                   num_encoder_layers=2, num_decoder_layers=2,
+                                   dim_feedforward=64, max_len=48, norm_first=norm_first,
+                                   seed=3)
+        text, pred = "the fifth of march 2021", "2021-03-05"
+        ours = cli.cross_attention_map(model, text, pred)
+        tm = oracle.to_torch(model)
+        src = torch.from_numpy(task.encode_batch([text]))
+        tgt = torch.from_numpy(task.encode_batch([pred], add_bos=True))
+        T = tgt.shape[1]
+        causal = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
+        kpm = src == model.pad_id
+        with torch.no_grad():
+            memory = tm.transformer.encoder(tm.embed(tm.src_embed, src),
+                                            src_key_padding_mask=kpm)
+            x = tm.embed(tm.tgt_embed, tgt)
+            layers = tm.transformer.decoder.layers
+            for layer in layers[:-1]:
+                x = layer(x, memory, tgt_mask=causal, memory_key_padding_mask=kpm)
+            last = layers[-1]
+            h = last.norm1(x) if norm_first else x
+            x = x + last.self_attn(h, h, h, attn_mask=causal, need_weights=False)[0]
+            q = last.norm2(x) if norm_first else last.norm1(x)
+            _, w = last.multihead_attn(q, memory, memory, key_padding_mask=kpm,
+                                       need_weights=True, average_attn_weights=True)
+        assert ours.shape == (T, len(text))
+        assert_model_close(ours, w[0].numpy(), what=f"norm_first={norm_first}")
 
 
 def test_demo_plot(tmp_path):

@@ -1,0 +1,250 @@
+"""Autoregressive decoding of a Transformer-base Seq2SeqTransformer (d_model 512,
+8 heads, 6+6 layers, d_ff 2048, 32000-token vocabularies) on CPU:
+pytransformer's KV-cached generate beside a KV-cached torch decoding loop over
+the same weights (pytransformer.oracle.to_torch), in the same process, at 1
+and 2 threads.
+
+Measured: greedy decoding of exactly 64 new tokens (eos_id=None) from a
+64-token source at batch 1 and 8, and beam search (beam 4, one source);
+tokens/s counts the output tokens (batch x 64; for beam, the 64 tokens of the
+returned hypothesis), the time includes encoding the source.  At batch 1
+every step reads all the decoder's per-step weights (self-attention Q/K/V/O,
+cross-attention Q/O, the feed-forward network, the generator): the table
+gives those GB/s beside the memory bandwidth measured in the same run (a
+large numpy copy: bytes read + written per second).  Both loops are checked
+to produce the same greedy tokens.
+
+Prints a table and writes bench/results/generate.json.
+
+    python bench/bench_generate.py            # the full run
+    python bench/bench_generate.py --quick    # fewer repeats, 16 new tokens
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import pytransformer  # noqa: E402
+from pytransformer import oracle  # noqa: E402
+from pytransformer.models import Seq2SeqTransformer  # noqa: E402
+
+BASE = dict(src_vocab_size=32000, tgt_vocab_size=32000, d_model=512, nhead=8,
+            num_encoder_layers=6, num_decoder_layers=6, dim_feedforward=2048, max_len=256)
+BOS, PAD = 1, 0
+
+
+def median_time(fn, warmup, repeats):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def memory_bandwidth(nbytes=1 << 28, repeats=5):
+    """Bytes read + written per second by a large numpy copy (one thread)."""
+    a = np.ones(nbytes // 4, dtype=np.float32)
+    b = np.empty_like(a)
+    t = median_time(lambda: np.copyto(b, a), 1, repeats)
+    return 2 * a.nbytes / t
+
+
+def step_weight_bytes(cfg):
+    """float32 bytes of the weights one decoding step reads: per decoder layer
+    W^Q,K,V,O of self-attention, W^Q,O of cross-attention (its K, V of the
+    memory are cached), W_1, W_2, three layer norms; the final norm and the
+    generator."""
+    d, f, L, V = cfg["d_model"], cfg["dim_feedforward"], cfg["num_decoder_layers"], \
+        cfg["tgt_vocab_size"]
+    per_layer = (4 * d * d + 4 * d) + (2 * d * d + 2 * d) + (2 * d * f + d + f) + 6 * d
+    return 4 * (L * per_layer + 2 * d + V * d + V)
+
+
+# ------------------------------------------------------- the torch loop --
+
+class TorchCachedDecoder:
+    """A KV-cached decoding loop in torch over the weights of the torch twin:
+    F.linear / F.scaled_dot_product_attention / F.layer_norm per step, caches
+    preallocated for the maximum length, cross-attention K/V once per source."""
+
+    def __init__(self, tm, cfg):
+        self.tm, self.cfg = tm, cfg
+        self.h = cfg["nhead"]
+        self.d = cfg["d_model"]
+        self.layers = list(tm.transformer.decoder.layers)
+        assert not cfg.get("norm_first", False)
+
+    def start(self, src, max_len):
+        tm, h, d = self.tm, self.h, self.d
+        self.kpm = src == PAD
+        memory = tm.transformer.encoder(tm.embed(tm.src_embed, src),
+                                        src_key_padding_mask=self.kpm)
+        B, S = src.shape
+        self.keep = (~self.kpm).view(B, 1, 1, S)
+        self.cross = []
+        for layer in self.layers:
+            w, b = layer.multihead_attn.in_proj_weight, layer.multihead_attn.in_proj_bias
+            kv = F.linear(memory, w[d:], b[d:]).view(B, S, 2, h, d // h).permute(2, 0, 3, 1, 4)
+            self.cross.append((kv[0].contiguous(), kv[1].contiguous()))
+        self.k = [torch.zeros(B, h, max_len, d // h) for _ in self.layers]
+        self.v = [torch.zeros(B, h, max_len, d // h) for _ in self.layers]
+        self.t = 0
+
+    def select(self, rows):
+        self.k = [k.index_select(0, rows) for k in self.k]
+        self.v = [v.index_select(0, rows) for v in self.v]
+        self.cross = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self.cross]
+        self.keep = self.keep.index_select(0, rows)
+
+    def step(self, tokens):
+        tm, h, d, t = self.tm, self.h, self.d, self.t
+        N = tokens.shape[0]
+        x = tm.tgt_embed(tokens) * tm.scale + tm.pe[t]
+        for i, layer in enumerate(self.layers):
+            sa = layer.self_attn
+            q, k, v = F.linear(x, sa.in_proj_weight, sa.in_proj_bias).view(N, 3, h, d // h) \
+                .unbind(1)
+            self.k[i][:, :, t] = k
+            self.v[i][:, :, t] = v
+            o = F.scaled_dot_product_attention(q[:, :, None], self.k[i][:, :, :t + 1],
+                                               self.v[i][:, :, :t + 1])
+            x = layer.norm1(x + sa.out_proj(o.reshape(N, d)))
+            ca = layer.multihead_attn
+            q = F.linear(x, ca.in_proj_weight[:d], ca.in_proj_bias[:d]).view(N, h, 1, d // h)
+            mk, mv = self.cross[i]
+            o = F.scaled_dot_product_attention(q, mk, mv, attn_mask=self.keep)
+            x = layer.norm2(x + ca.out_proj(o.reshape(N, d)))
+            x = layer.norm3(x + layer.linear2(F.relu(layer.linear1(x))))
+        self.t += 1
+        return tm.generator(tm.transformer.decoder.norm(x))
+
+    def greedy(self, src, n):
+        self.start(src, n)
+        tok = torch.full((src.shape[0],), BOS, dtype=torch.long)
+        out = []
+        for _ in range(n):
+            tok = self.step(tok).argmax(-1)
+            out.append(tok)
+        return torch.stack(out, 1)
+
+    def beam(self, src, n, K):
+        """Beam search without an end token (every hypothesis runs n steps)."""
+        self.start(src.repeat_interleave(K, 0), n)
+        scores = torch.full((K,), float("-inf"), dtype=torch.float64)
+        scores[0] = 0
+        tok = torch.full((K,), BOS, dtype=torch.long)
+        hist = torch.zeros(K, 0, dtype=torch.long)
+        for _ in range(n):
+            logp = torch.log_softmax(self.step(tok).double(), -1)
+            V = logp.shape[-1]
+            best, idx = (scores[:, None] + logp).view(-1).topk(K)
+            beams, tok = idx // V, idx % V
+            self.select(beams)
+            hist = torch.cat([hist[beams], tok[:, None]], 1)
+            scores = best
+        return hist[0]
+
+
+# ----------------------------------------------------------------- main --
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats, 16 new tokens")
+    ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--layers", type=int, default=6,
+                    help="encoder and decoder layers (6 for Transformer-base; fewer only to "
+                         "try the script out)")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                  "results", "generate.json"))
+    args = ap.parse_args()
+    warmup, repeats = (1, 2) if args.quick else (1, 5)
+    if args.repeats:
+        repeats = args.repeats
+    n_new, S = (16, 64) if args.quick else (64, 64)
+
+    cfg = dict(BASE, num_encoder_layers=args.layers, num_decoder_layers=args.layers)
+    model = Seq2SeqTransformer(**cfg, seed=0)
+    tm = oracle.to_torch(model)
+    tdec = TorchCachedDecoder(tm, cfg)
+    rng = np.random.default_rng(1)
+    src8 = rng.integers(3, cfg["src_vocab_size"], size=(8, S))
+    weight_bytes = step_weight_bytes(cfg)
+    bw = memory_bandwidth()
+    print(f"pytransformer {pytransformer.__version__} ({pytransformer.cpu_info()['isa']}), "
+          f"torch {torch.__version__}; {platform.processor() or platform.machine()}")
+    print(f"model: {json.dumps(cfg)}")
+    print(f"weights read per decoding step: {weight_bytes / 1e6:.1f} MB; memory bandwidth "
+          f"(numpy copy, read + write): {bw / 1e9:.1f} GB/s\n")
+
+    rows = []
+    with torch.inference_mode():
+        for threads in args.threads:
+            pytransformer.set_num_threads(threads)
+            torch.set_num_threads(threads)
+            cases = [("greedy", 1), ("greedy", 8), ("beam4", 1)]
+            for what, B in cases:
+                src = src8[:B]
+                ts = torch.from_numpy(src)
+                if what == "greedy":
+                    ours = lambda: model.generate(src, n_new, BOS, None, PAD)  # noqa: E731
+                    theirs = lambda: tdec.greedy(ts, n_new)  # noqa: E731
+                    a, b = ours(), theirs().numpy()
+                    same = bool(np.array_equal(a, b))
+                else:
+                    ours = lambda: model.generate(src, n_new, BOS, None, PAD,  # noqa: E731
+                                                  method="beam", beam_size=4)
+                    theirs = lambda: tdec.beam(ts, n_new, 4)  # noqa: E731
+                    same = None
+                t_ours = median_time(ours, warmup, repeats)
+                t_torch = median_time(theirs, warmup, repeats)
+                tokens = B * n_new
+                row = dict(what=what, batch=B, src_len=S, new_tokens=n_new, threads=threads,
+                           pytransformer_s=t_ours, torch_s=t_torch,
+                           pytransformer_tok_s=tokens / t_ours, torch_tok_s=tokens / t_torch,
+                           speedup=t_torch / t_ours, same_tokens=same)
+                if what == "greedy" and B == 1:
+                    # Steps stream the weights; the encoder pass is a small share here.
+                    row["pytransformer_weight_GB_s"] = weight_bytes * n_new / t_ours / 1e9
+                    row["torch_weight_GB_s"] = weight_bytes * n_new / t_torch / 1e9
+                rows.append(row)
+                print(f"  {what:6s} B={B} threads={threads}: pytransformer "
+                      f"{row['pytransformer_tok_s']:8.1f} tok/s, torch {row['torch_tok_s']:8.1f}"
+                      f" tok/s ({row['speedup']:.2f}x)"
+                      + ("" if same is None else f", same tokens: {same}"), flush=True)
+
+    print()
+    head = (f"{'decoding':8s} {'batch':>5s} {'thr':>3s} {'pytransformer tok/s':>20s} "
+            f"{'torch (KV cache) tok/s':>23s} {'speedup':>8s} {'weights GB/s (ours/torch)':>26s}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        gbs = (f"{r['pytransformer_weight_GB_s']:.1f} / {r['torch_weight_GB_s']:.1f}"
+               if "pytransformer_weight_GB_s" in r else "")
+        print(f"{r['what']:8s} {r['batch']:5d} {r['threads']:3d} {r['pytransformer_tok_s']:20.1f} "
+              f"{r['torch_tok_s']:23.1f} {r['speedup']:7.2f}x {gbs:>26s}")
+    print(f"\nmemory bandwidth measured in this run: {bw / 1e9:.1f} GB/s "
+          f"(batch-1 greedy streams {weight_bytes / 1e6:.0f} MB of weights per token)")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(dict(config=cfg, cpu_info=pytransformer.cpu_info(),
+                       torch=torch.__version__, memory_bandwidth_B_s=bw,
+                       step_weight_bytes=weight_bytes, quick=args.quick, rows=rows), f, indent=1)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
