@@ -190,6 +190,9 @@ def filter_logits(logits, temperature=1.0, top_k=None, top_p=1.0):
     Holtzman et al. 2020), renormalised.  Returns float64 probabilities."""
     z = np.asarray(logits, dtype=np.float64) / temperature
     V = z.shape[-1]
+    if (top_k is None or top_k >= V) and top_p >= 1.0:  # nothing to cut: no sort
+        p = np.exp(z - z.max(axis=-1, keepdims=True))
+        return p / p.sum(axis=-1, keepdims=True)
     order = np.argsort(-z, axis=-1, kind="stable")  # most probable first, ties by id
     zs = np.take_along_axis(z, order, axis=-1)
     keep = np.ones_like(zs, dtype=bool)
@@ -239,6 +242,16 @@ def sample(model, src, max_new_tokens, bos_id, eos_id, pad_id, temperature=1.0, 
 
 # ------------------------------------------------------------------- beam --
 
+def _top(scores, n):
+    """Indices of the n largest scores, largest first, ties by lower index:
+    the first n of a stable descending sort, without sorting everything."""
+    if n >= scores.size:
+        return np.argsort(-scores, kind="stable")
+    cut = np.partition(scores, scores.size - n)[scores.size - n]  # the n-th largest
+    idx = np.flatnonzero(scores >= cut)  # ascending: ties stay in index order
+    return idx[np.argsort(-scores[idx], kind="stable")][:n]
+
+
 def beam_search(model, src, max_new_tokens, bos_id, eos_id, pad_id, beam_size=4,
                 length_penalty=1.0, num_return_sequences=1):
     """Beam search (the paper's section 6.1 uses beam 4, length penalty 0.6).
@@ -276,7 +289,7 @@ def beam_search(model, src, max_new_tokens, bos_id, eos_id, pad_id, beam_size=4,
         rows, new_tokens, still = [], [], []
         for i, b in enumerate(active):
             cand = (sums[b][:, None] + logp[i]).ravel()
-            order = np.argsort(-cand, kind="stable")[:2 * K]
+            order = _top(cand, 2 * K)
             new_hyps, new_sums, parents = [], [], []
             for rank, idx in enumerate(order.tolist()):
                 total = float(cand[idx])

@@ -84,6 +84,11 @@ class TorchSeq2Seq(nn.Module):
                                           activation, batch_first=True,
                                           norm_first=norm_first)
         self.generator = nn.Linear(d_model, tgt_vocab_size)
+        # Embeddings ~ N(0, 1/d_model), so that embedding * sqrt(d_model) is on
+        # the scale of the positional encoding (torch's default N(0, 1) would
+        # drown the positions, and copying digits in order needs them).
+        for emb in (self.src_embed, self.tgt_embed):
+            nn.init.normal_(emb.weight, std=d_model ** -0.5)
 
     def embed(self, table, ids):
         return table(ids) * math.sqrt(self.d_model) + self.pe[: ids.shape[1]]
