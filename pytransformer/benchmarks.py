@@ -119,7 +119,7 @@ def model_cases(quick):
                dim_feedforward=1024 if quick else 2048, max_len=256, seed=0)
     model = Seq2SeqTransformer(**cfg)
     rng = np.random.default_rng(0)
-    B, S, T = 8, 64, 64
+    B, S, T = (4, 32, 32) if quick else (8, 64, 64)
     src = rng.integers(3, 1000, size=(B, S))
     tgt = rng.integers(3, 1000, size=(B, T))
     desc = (f"d_model={cfg['d_model']} {cfg['num_encoder_layers']}+"
@@ -138,8 +138,9 @@ def model_cases(quick):
     cases.append((f"forward {desc}, B={B} S=T={S}", B * T, "tokens/s", impls))
 
     n_new = 16 if quick else 32
+    gen_src = rng.integers(3, 1000, size=(8, S))
     for bs in (1, 8):
-        s = src[:bs]
+        s = gen_src[:bs]
         impls = {"pytransformer": lambda s=s: model.generate(
             s, max_new_tokens=n_new, bos_id=1, eos_id=None, pad_id=0)}
         cases.append((f"greedy {n_new} tokens {desc}, B={bs}", bs * n_new, "tokens/s", impls))

@@ -41,7 +41,8 @@ def cmd_info(args):
 
     import pytransformer
     info = pytransformer.cpu_info()
-    print(f"pytransformer {pytransformer.__version__}  ({os.path.dirname(pytransformer.__file__)})")
+    where = os.path.dirname(pytransformer.__file__)
+    print(f"pytransformer {pytransformer.__version__}  ({where})")
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}")
     print(f"kernel path : {info['isa']}"
           + ("  (forced by PYTRANSFORMER_ISA)" if os.environ.get("PYTRANSFORMER_ISA") else ""))
@@ -194,8 +195,8 @@ def cmd_demo(args):
 
 def cmd_bench(args):
     from . import benchmarks
-    return benchmarks.main(quick=args.quick, threads=args.threads, include_torch=not args.no_torch,
-                           json_path=args.json)
+    return benchmarks.main(quick=args.quick, threads=args.threads,
+                           include_torch=not args.no_torch, json_path=args.json)
 
 
 # -------------------------------------------------------------------- main --
@@ -242,7 +243,8 @@ def build_parser():
                     "Seq2SeqTransformer (forward pass, greedy decoding) against numpy, and "
                     "against torch when it is importable; median of repeats after warm-up. "
                     "The full comparison scripts are in the repository's bench/ directory.")
-    b.add_argument("--quick", action="store_true", help="fewer sizes and repeats (~15 s)")
+    b.add_argument("--quick", action="store_true",
+                   help="fewer sizes, a smaller model, fewer repeats")
     b.add_argument("--threads", type=int, default=0,
                    help="threads for pytransformer and torch (default: pytransformer's)")
     b.add_argument("--no-torch", action="store_true", help="skip torch even if installed")

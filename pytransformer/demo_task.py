@@ -26,8 +26,8 @@ import os
 import numpy as np
 
 __all__ = [
-    "MODEL_PATH", "PAD_ID", "BOS_ID", "EOS_ID", "VOCAB", "VOCAB_SIZE", "MAX_SOURCE_LEN", "TARGET_LEN",
-    "FORMATS", "encode", "decode", "encode_batch", "format_date", "is_held_out",
+    "MODEL_PATH", "PAD_ID", "BOS_ID", "EOS_ID", "VOCAB", "VOCAB_SIZE", "MAX_SOURCE_LEN",
+    "TARGET_LEN", "FORMATS", "encode", "decode", "encode_batch", "format_date", "is_held_out",
     "random_date", "sample_pairs", "exact_match",
 ]
 
