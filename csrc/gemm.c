@@ -1,58 +1,379 @@
-/* gemm.c -- single-precision GEMM. */
+/* gemm.c -- single-precision GEMM, BLIS style.
+ *
+ *   C[M x N] = act(op(A)[M x K] . op(B)[K x N] + bias[N])
+ *
+ * Five loops around a register-tiled micro-kernel (Goto / BLIS):
+ *
+ *   jc  over N in NC columns    -- a K x NC slab of packed B stays in L3
+ *    pc  over K in kc blocks    -- kc x NR micro-panels of B fit L1
+ *     ic  over M in mc rows     -- pack an mc x kc block of A (lives in L2)
+ *      jr  over NC in NR cols   -- one B micro-panel, reused by every ir
+ *       ir  over mc in MR rows  -- micro-kernel: MR x NR of C in registers
+ *
+ * Packed layouts (both zero padded to whole tiles, in our own buffers):
+ *   B: panels of NR columns; panel p is K x NR, row k at p*K*NR + k*NR.
+ *      Independent of kc, so B is packed once (pt_sgemm_pack_b) and any
+ *      K block of a panel is the contiguous run starting at row pc.
+ *   A: per call and thread, an mc x kc block as micro-panels of MR rows;
+ *      micro-panel q is kc x MR, element (r, k) at q*kc*MR + k*MR + r.
+ *
+ * Determinism.  Element (i, j) of C is, for each K block in order, one FMA
+ * chain over k starting from zero, added to what C holds after the previous
+ * blocks; bias and activation come after the last block.  The K blocks depend
+ * on K alone.  The micro-kernel is instantiated for m = 1..MR live rows, but
+ * every instance performs the same per-element FMA chain, so a row's bits do
+ * not depend on which tile it falls in, on M, or on the thread split (threads
+ * split M or N, never K).
+ */
 #include <stdlib.h>
 #include <string.h>
 #include "gemm.h"
 #include "pt_vmath.h"
 
-static inline float act_scalar(float v, int act) {
-    pt_vf x = pt_vset1(v);
-    float out[PT_VL];
-    switch (act) {
-    case PT_ACT_RELU: x = pt_vrelu(x); break;
-    case PT_ACT_GELU: x = pt_vgelu(x); break;
-    case PT_ACT_GELU_TANH: x = pt_vgelu_tanh(x); break;
-    default: break;
-    }
-    pt_vstore(out, x);
-    return out[0];
+/* ------------------------------------------------------------------------ */
+/* Tile and cache-block sizes per path.                                      */
+/*                                                                          */
+/* AVX-512 (Zen 5: 32 zmm, two 512-bit FMA pipes, 48 KiB L1d, 1 MiB L2):    */
+/*   12 x 32 tile = 24 zmm accumulators + 2 B vectors + a broadcast.  Per k  */
+/*   it issues 24 FMAs against 2 vector loads and 12 broadcasts: 12 cycles  */
+/*   of FMA work, enough to hide the loads.  A kc x 32 B micro-panel at      */
+/*   kc = 256 is 32 KiB (L1); an mc x kc A block at mc = 432 is 432 KiB (L2).*/
+/* AVX2 (16 ymm): 6 x 16 = 12 accumulators + 2 B vectors + a broadcast.      */
+/* Scalar: a 4 x 4 tile of plain multiply-adds, portable C.                  */
+/* ------------------------------------------------------------------------ */
+#if PT_ISA == PT_ISA_AVX512
+#define MR 12
+#define NV 2
+#define KC_MAX 256
+#define MC_MAX 432
+#define UKERNEL ukernel_avx512_12x32
+#elif PT_ISA == PT_ISA_AVX2
+#define MR 6
+#define NV 2
+#define KC_MAX 256
+#define MC_MAX 240
+#define UKERNEL ukernel_avx2_6x16
+#else
+#define MR 4
+#define NV 4
+#define KC_MAX 256
+#define MC_MAX 128
+#define UKERNEL ukernel_scalar_4x4
+#endif
+#define NR (NV * PT_VL)
+#define NC_MAX (128 * NR)
+#define PT_ALIGN 64
+
+#if PT_ISA == PT_ISA_SCALAR
+/* Written as multiply then add (with -std=c11 the compiler does not contract
+ * it into an FMA), so the scalar path is the same on every machine. */
+#define MADD(a, b, c) ((c) + (a) * (b))
+#else
+#define MADD(a, b, c) pt_vfmadd(a, b, c)
+#endif
+
+#if defined(__GNUC__)
+#define PT_INLINE static inline __attribute__((always_inline))
+#else
+#define PT_INLINE static inline
+#endif
+
+static void *alloc_aligned(size_t nfloats) {
+    size_t bytes = (nfloats ? nfloats : 1) * sizeof(float);
+    bytes = (bytes + PT_ALIGN - 1) / PT_ALIGN * PT_ALIGN;
+    return aligned_alloc(PT_ALIGN, bytes);
 }
 
-/* Provisional: a simple k-ordered loop; a blocked, packed kernel replaces it. */
+/* K blocks: as few as KC_MAX allows, of near-equal size.  A function of K
+ * alone -- the heart of the determinism contract. */
+static int64_t k_blocks(int64_t K) { return K <= 0 ? 1 : (K + KC_MAX - 1) / KC_MAX; }
+static int64_t k_block_start(int64_t K, int64_t nb, int64_t b) {
+    int64_t base = K / nb, extra = K % nb;
+    return b * base + (b < extra ? b : extra);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Packing.                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* One NR-column panel of op(B), columns j0 .. j0+nr-1, all K rows; columns
+ * nr .. NR-1 are zero.  dst: K x NR. */
+static void pack_b_panel(float *dst, const float *B, int64_t ldb, int trans_b, int64_t K,
+                         int64_t j0, int64_t nr) {
+    if (nr < NR)
+        memset(dst, 0, sizeof(float) * (size_t)(K * NR));
+    if (trans_b) {          /* B stored N x K: walk each column of op(B) along k */
+        for (int64_t j = 0; j < nr; j++) {
+            const float *src = B + (j0 + j) * ldb;
+            for (int64_t k = 0; k < K; k++) dst[k * NR + j] = src[k];
+        }
+    } else {                /* B stored K x N: rows of op(B) are contiguous */
+        for (int64_t k = 0; k < K; k++)
+            memcpy(dst + k * NR, B + k * ldb + j0, sizeof(float) * (size_t)nr);
+    }
+}
+
+/* Packs all of op(B) (K x N) into ceil(N/NR) panels. dst: npanels x K x NR. */
+static void pack_b_all(float *dst, const float *B, int64_t ldb, int trans_b, int64_t K,
+                       int64_t N, int nthreads) {
+    int64_t np = (N + NR - 1) / NR;
+    (void)nthreads;
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (np > 1 && K * N > 65536)
+    for (int64_t p = 0; p < np; p++) {
+        int64_t nr = N - p * NR < NR ? N - p * NR : NR;
+        pack_b_panel(dst + p * K * NR, B, ldb, trans_b, K, p * NR, nr);
+    }
+}
+
+/* An mc x kc block of op(A) at (i0, k0) as micro-panels of MR rows; rows
+ * past mc are zero.  dst: ceil(mc/MR) x kc x MR. */
+static void pack_a_block(float *dst, const float *A, int64_t lda, int trans_a, int64_t i0,
+                         int64_t mc, int64_t k0, int64_t kc) {
+    for (int64_t q = 0; q * MR < mc; q++) {
+        float *d = dst + q * kc * MR;
+        int64_t m = mc - q * MR < MR ? mc - q * MR : MR;
+        if (m < MR)
+            memset(d, 0, sizeof(float) * (size_t)(kc * MR));
+        if (trans_a) {      /* A stored K x M: a row of A holds op(A)'s column k */
+            for (int64_t k = 0; k < kc; k++) {
+                const float *src = A + (k0 + k) * lda + i0 + q * MR;
+                for (int64_t r = 0; r < m; r++) d[k * MR + r] = src[r];
+            }
+        } else {            /* A stored M x K: walk each row along k */
+            for (int64_t r = 0; r < m; r++) {
+                const float *src = A + (i0 + q * MR + r) * lda + k0;
+                for (int64_t k = 0; k < kc; k++) d[k * MR + r] = src[k];
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Micro-kernel: C[m x nr] (+)= a[m x kc] . b[kc x NR], m <= MR, nr <= NR.    */
+/*                                                                          */
+/* a: packed micro-panel (kc x MR), b: packed micro-panel (kc x NR).         */
+/* first: C is overwritten (first K block) instead of accumulated into.     */
+/* last:  the epilogue runs -- + bias[nr] (may be NULL), then act.           */
+/* Columns past nr are computed from zero padding and never stored; rows     */
+/* past m are not computed.  M_ is a compile-time constant in every caller.  */
+/* ------------------------------------------------------------------------ */
+PT_INLINE pt_vf apply_act(pt_vf x, int act) {
+    switch (act) {
+    case PT_ACT_RELU: return pt_vrelu(x);
+    case PT_ACT_GELU: return pt_vgelu(x);
+    case PT_ACT_GELU_TANH: return pt_vgelu_tanh(x);
+    default: return x;
+    }
+}
+
+PT_INLINE void ukernel_body(const int M_, int64_t kc, const float *restrict a,
+                            const float *restrict b, float *restrict C, int64_t ldc,
+                            int64_t nr, int first, int last, const float *restrict bias,
+                            int act) {
+    pt_vf acc[MR][NV];
+    for (int r = 0; r < M_; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = pt_vzero();
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 4
+#endif
+    for (int64_t k = 0; k < kc; k++) {
+        pt_vf bv[NV];
+        for (int v = 0; v < NV; v++) bv[v] = pt_vload(b + k * NR + v * PT_VL);
+        for (int r = 0; r < M_; r++) {
+            pt_vf av = pt_vset1(a[k * MR + r]);
+            for (int v = 0; v < NV; v++) acc[r][v] = MADD(av, bv[v], acc[r][v]);
+        }
+    }
+
+    /* the store, with the epilogue fused */
+    pt_vf bias_v[NV];
+    if (last)
+        for (int v = 0; v < NV; v++) {
+            int64_t n = nr - v * PT_VL;
+            n = n < 0 ? 0 : n > PT_VL ? PT_VL : n;
+            bias_v[v] = !bias ? pt_vzero()
+                        : n == PT_VL ? pt_vload(bias + v * PT_VL)
+                        : pt_vload_tail(bias + v * PT_VL, (size_t)n, 0.0f);
+        }
+    for (int r = 0; r < M_; r++) {
+        float *c = C + r * ldc;
+        for (int v = 0; v < NV; v++) {
+            int64_t n = nr - v * PT_VL;
+            if (n <= 0) break;
+            pt_vf x = acc[r][v];
+            if (n >= PT_VL) {
+                if (!first) x = pt_vadd(pt_vload(c + v * PT_VL), x);
+                if (last) {
+                    if (bias) x = pt_vadd(x, bias_v[v]);
+                    x = apply_act(x, act);
+                }
+                pt_vstore(c + v * PT_VL, x);
+            } else {
+                if (!first) x = pt_vadd(pt_vload_tail(c + v * PT_VL, (size_t)n, 0.0f), x);
+                if (last) {
+                    if (bias) x = pt_vadd(x, bias_v[v]);
+                    x = apply_act(x, act);
+                }
+                pt_vstore_tail(c + v * PT_VL, x, (size_t)n);
+            }
+        }
+    }
+}
+
+/* One entry point per path, named by its tile; m selects an instance with
+ * that many live rows (all perform the same per-element arithmetic). */
+static void UKERNEL(int m, int64_t kc, const float *a, const float *b, float *C, int64_t ldc,
+                    int64_t nr, int first, int last, const float *bias, int act) {
+#define PT_UK_CASE(R) \
+    case R: ukernel_body(R, kc, a, b, C, ldc, nr, first, last, bias, act); break;
+    switch (m) {
+    PT_UK_CASE(1) PT_UK_CASE(2) PT_UK_CASE(3) PT_UK_CASE(4)
+#if MR > 4
+    PT_UK_CASE(5) PT_UK_CASE(6)
+#endif
+#if MR > 6
+    PT_UK_CASE(7) PT_UK_CASE(8) PT_UK_CASE(9) PT_UK_CASE(10) PT_UK_CASE(11) PT_UK_CASE(12)
+#endif
+    default: break;
+    }
+#undef PT_UK_CASE
+}
+
+/* ------------------------------------------------------------------------ */
+/* The five loops, on one thread's rectangle of C: rows [m0, m1), columns     */
+/* [n0, n1) (n0 a multiple of NR).  Bp: all of op(B), packed.  Ap: this      */
+/* thread's A block buffer (MC_MAX rounded to MR, x KC_MAX).                 */
+/* ------------------------------------------------------------------------ */
+static void gemm_rect(float *C, int64_t ldc, const float *A, int64_t lda, int trans_a,
+                      const float *Bp, int64_t K, int64_t N, int64_t m0, int64_t m1,
+                      int64_t n0, int64_t n1, const float *bias, int act, float *Ap) {
+    int64_t rows = m1 - m0;
+    if (rows <= 0 || n1 <= n0) return;
+    /* mc: near-equal row blocks no larger than MC_MAX, whole tiles */
+    int64_t nmb = (rows + MC_MAX - 1) / MC_MAX;
+    int64_t mc_blk = ((rows + nmb - 1) / nmb + MR - 1) / MR * MR;
+    int64_t nkb = k_blocks(K);
+
+    for (int64_t jc = n0; jc < n1; jc += NC_MAX) {                         /* jc */
+        int64_t nc = n1 - jc < NC_MAX ? n1 - jc : NC_MAX;
+        for (int64_t kb = 0; kb < nkb; kb++) {                             /* pc */
+            int64_t pc = k_block_start(K, nkb, kb);
+            int64_t kc = k_block_start(K, nkb, kb + 1) - pc;
+            int first = kb == 0, last = kb == nkb - 1;
+            for (int64_t ic = m0; ic < m1; ic += mc_blk) {                 /* ic */
+                int64_t mc = m1 - ic < mc_blk ? m1 - ic : mc_blk;
+                pack_a_block(Ap, A, lda, trans_a, ic, mc, pc, kc);
+                for (int64_t jr = jc; jr < jc + nc; jr += NR) {            /* jr */
+                    int64_t nr = N - jr < NR ? N - jr : NR;
+                    const float *b = Bp + (jr / NR) * K * NR + pc * NR;
+                    const float *bias_j = bias ? bias + jr : NULL;
+                    for (int64_t ir = 0; ir < mc; ir += MR) {              /* ir */
+                        int m = (int)(mc - ir < MR ? mc - ir : MR);
+                        UKERNEL(m, kc, Ap + ir * kc, b, C + (ic + ir) * ldc + jr, ldc, nr,
+                                first, last, bias_j, act);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Threads take rectangles of C.  Rows when there are enough MR-row tiles
+ * for every thread (prefill, training-size batches); otherwise columns, in
+ * whole NR panels (decoding at batch 1: the cost is streaming B, which the
+ * column split shares between the cores). */
+static void gemm_packed_core(float *C, int64_t ldc, const float *A, int64_t lda, int trans_a,
+                             const float *Bp, int64_t M, int64_t N, int64_t K,
+                             const float *bias, int act, int nthreads) {
+    if (M <= 0 || N <= 0) return;
+    int64_t mtiles = (M + MR - 1) / MR, ntiles = (N + NR - 1) / NR;
+    if (nthreads < 1) nthreads = 1;
+    if (nthreads > 1 && (int64_t)nthreads > mtiles * ntiles)
+        nthreads = (int)(mtiles * ntiles);
+    /* tiny problems: not worth waking a second thread */
+    if ((double)M * (double)N * (double)(K + 1) < 32768.0) nthreads = 1;
+    int split_m = mtiles >= 4 * (int64_t)nthreads;
+    int64_t kc_max = K < KC_MAX ? (K > 0 ? K : 1) : KC_MAX;
+    size_t abuf = (size_t)((MC_MAX + MR - 1) / MR * MR) * (size_t)kc_max;
+    float *Ap_all = alloc_aligned(abuf * (size_t)nthreads);
+    if (!Ap_all) {
+        /* out of memory: the same product through the naive loop */
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++) {
+                float s = 0.0f;
+                for (int64_t k = 0; k < K; k++)
+                    s += (trans_a ? A[k * lda + i] : A[i * lda + k]) *
+                         Bp[(j / NR) * K * NR + k * NR + j % NR];
+                if (bias) s += bias[j];
+                pt_vf x = apply_act(pt_vset1(s), act);
+                float out[PT_VL];
+                pt_vstore(out, x);
+                C[i * ldc + j] = out[0];
+            }
+        return;
+    }
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+    {
+        int t = 0, T = 1;
+#if defined(_OPENMP)
+        t = omp_get_thread_num();
+        T = omp_get_num_threads();
+#endif
+        float *Ap = Ap_all + abuf * (size_t)t;
+        if (split_m) {
+            int64_t a0 = mtiles * t / T, a1 = mtiles * (t + 1) / T;
+            int64_t m0 = a0 * MR, m1 = a1 * MR < M ? a1 * MR : M;
+            gemm_rect(C, ldc, A, lda, trans_a, Bp, K, N, m0, m1, 0, N, bias, act, Ap);
+        } else {
+            int64_t a0 = ntiles * t / T, a1 = ntiles * (t + 1) / T;
+            int64_t n0 = a0 * NR, n1 = a1 * NR < N ? a1 * NR : N;
+            gemm_rect(C, ldc, A, lda, trans_a, Bp, K, N, 0, M, n0, n1, bias, act, Ap);
+        }
+    }
+    free(Ap_all);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Public entry points.                                                      */
+/* ------------------------------------------------------------------------ */
+
 void PT_FN(pt_sgemm)(float *C, int64_t ldc, const float *A, int64_t lda, int trans_a,
                      const float *B, int64_t ldb, int trans_b, int64_t M, int64_t N, int64_t K,
                      const float *bias, int act, int nthreads) {
-    (void)nthreads;
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t i = 0; i < M; i++)
-        for (int64_t j = 0; j < N; j++) {
-            float s = 0.0f;
-            for (int64_t k = 0; k < K; k++)
-                s += (trans_a ? A[k * lda + i] : A[i * lda + k]) *
-                     (trans_b ? B[j * ldb + k] : B[k * ldb + j]);
-            if (bias) s += bias[j];
-            C[i * ldc + j] = act_scalar(s, act);
-        }
+    if (M <= 0 || N <= 0) return;
+    int64_t np = (N + NR - 1) / NR;
+    float *Bp = alloc_aligned((size_t)(np * NR) * (size_t)(K > 0 ? K : 0));
+    if (!Bp) {
+        pt_sgemm_ref(C, ldc, A, lda, trans_a, B, ldb, trans_b, M, N, K, bias, act);
+        return;
+    }
+    if (K > 0) pack_b_all(Bp, B, ldb, trans_b, K, N, nthreads);
+    gemm_packed_core(C, ldc, A, lda, trans_a, Bp, M, N, K, bias, act, nthreads);
+    free(Bp);
 }
 
 pt_packed_b *PT_FN(pt_sgemm_pack_b)(const float *B, int64_t ldb, int trans_b, int64_t K,
                                     int64_t N) {
+    if (K < 0 || N < 0) return NULL;
     pt_packed_b *p = calloc(1, sizeof *p);
     if (!p) return NULL;
+    int64_t np = (N + NR - 1) / NR;
     p->isa = PT_ISA;
     p->K = K;
     p->N = N;
-    p->size = (size_t)(K * N);
-    p->data = malloc((p->size ? p->size : 1) * sizeof(float));
+    p->nr = NR;
+    p->size = (size_t)(np * NR) * (size_t)K;
+    p->data = alloc_aligned(p->size);
     if (!p->data) { free(p); return NULL; }
-    for (int64_t k = 0; k < K; k++)
-        for (int64_t j = 0; j < N; j++)
-            p->data[k * N + j] = trans_b ? B[j * ldb + k] : B[k * ldb + j];
+    if (K > 0 && N > 0) pack_b_all(p->data, B, ldb, trans_b, K, N, 1);
     return p;
 }
 
 void PT_FN(pt_sgemm_packed)(float *C, int64_t ldc, const float *A, int64_t lda, int64_t M,
                             const pt_packed_b *B, const float *bias, int act, int nthreads) {
-    PT_FN(pt_sgemm)(C, ldc, A, lda, 0, B->data, B->N, 0, M, B->N, B->K, bias, act, nthreads);
+    if (!B || B->isa != PT_ISA || B->nr != NR) return;   /* caller repacks on a path change */
+    gemm_packed_core(C, ldc, A, lda, 0, B->data, M, B->N, B->K, bias, act, nthreads);
 }
 
 #if PT_ISA == PT_ISA_SCALAR

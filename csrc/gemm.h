@@ -31,6 +31,7 @@ PT_DECLARE_VARIANTS(void, pt_sgemm,
 typedef struct {
     int isa;          /* PT_ISA_* whose micro-kernel layout `data` holds */
     int64_t K, N;     /* logical op(B) shape */
+    int64_t nr;       /* panel width: the micro-kernel's NR on that path */
     size_t size;      /* floats in data */
     float *data;      /* packed panels, 64-byte aligned */
 } pt_packed_b;

@@ -25,6 +25,7 @@ cdef extern from "gemm.h":
         int isa
         int64_t K
         int64_t N
+        int64_t nr
         size_t size
         float *data
     void pt_packed_b_free(pt_packed_b *p) nogil
