@@ -9,6 +9,7 @@
 #include "activation.h"
 #include "gemm.h"
 #include "layernorm.h"
+#include "peak.h"
 #include "softmax.h"
 
 typedef struct {
@@ -25,6 +26,7 @@ typedef struct {
     pt_packed_b *(*sgemm_pack_b)(const float *, int64_t, int, int64_t, int64_t);
     void (*sgemm_packed)(float *, int64_t, const float *, int64_t, int64_t, const pt_packed_b *,
                          const float *, int, int);
+    double (*fma_peak_gflops)(int, int64_t);
 } pt_kernel_table;
 
 /* 1 if this build has path `isa` and the CPU (and OS) can run it. */

@@ -61,6 +61,7 @@ cdef extern from "cpu.h":
         pt_packed_b *(*sgemm_pack_b)(const float *, int64_t, int, int64_t, int64_t) nogil
         void (*sgemm_packed)(float *, int64_t, const float *, int64_t, int64_t,
                              const pt_packed_b *, const float *, int, int) nogil
+        double (*fma_peak_gflops)(int, int64_t) nogil
     int pt_cpu_supports(int isa)
     int pt_cpu_best_isa()
     const pt_kernel_table *pt_kernels_for(int isa)
