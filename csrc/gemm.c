@@ -102,10 +102,17 @@ static void pack_b_panel(float *dst, const float *B, int64_t ldb, int trans_b, i
                          int64_t j0, int64_t nr) {
     if (nr < NR)
         memset(dst, 0, sizeof(float) * (size_t)(K * NR));
-    if (trans_b) {          /* B stored N x K: walk each column of op(B) along k */
-        for (int64_t j = 0; j < nr; j++) {
-            const float *src = B + (j0 + j) * ldb;
-            for (int64_t k = 0; k < K; k++) dst[k * NR + j] = src[k];
+    if (trans_b) {
+        /* B stored N x K (a Linear weight): column j of op(B) is a row of B.
+         * Transpose in strips of 16 k: a strip reads one cache line per
+         * column and writes 16 panel rows, all of which stay in L1. */
+        for (int64_t k0 = 0; k0 < K; k0 += 16) {
+            int64_t kn = K - k0 < 16 ? K - k0 : 16;
+            for (int64_t j = 0; j < nr; j++) {
+                const float *src = B + (j0 + j) * ldb + k0;
+                float *d = dst + k0 * NR + j;
+                for (int64_t k = 0; k < kn; k++) d[k * NR] = src[k];
+            }
         }
     } else {                /* B stored K x N: rows of op(B) are contiguous */
         for (int64_t k = 0; k < K; k++)
