@@ -16,6 +16,8 @@
  *      K block of a panel is the contiguous run starting at row pc.
  *   A: per call and thread, an mc x kc block as micro-panels of MR rows;
  *      micro-panel q is kc x MR, element (r, k) at q*kc*MR + k*MR + r.
+ * An untransposed B multiplied by a single row tile of A (M <= MR: decoding)
+ * is read in place instead: each of its elements is used once.
  *
  * Determinism.  Element (i, j) of C is, for each K block in order, one FMA
  * chain over k starting from zero, added to what C holds after the previous
@@ -120,6 +122,12 @@ static void pack_b_panel(float *dst, const float *B, int64_t ldb, int trans_b, i
     }
 }
 
+/* kc rows of columns j0 .. j0+nr-1 of an untransposed B, zero padded: kc x NR. */
+static void pack_b_block(float *dst, const float *B, int64_t ldb, int64_t kc, int64_t j0,
+                         int64_t nr) {
+    pack_b_panel(dst, B, ldb, 0, kc, j0, nr);
+}
+
 /* Packs all of op(B) (K x N) into ceil(N/NR) panels. dst: npanels x K x NR. */
 static void pack_b_all(float *dst, const float *B, int64_t ldb, int trans_b, int64_t K,
                        int64_t N, int nthreads) {
@@ -158,7 +166,8 @@ static void pack_a_block(float *dst, const float *A, int64_t lda, int trans_a, i
 /* ------------------------------------------------------------------------ */
 /* Micro-kernel: C[m x nr] (+)= a[m x kc] . b[kc x NR], m <= MR, nr <= NR.    */
 /*                                                                          */
-/* a: packed micro-panel (kc x MR), b: packed micro-panel (kc x NR).         */
+/* a: packed micro-panel (kc x MR); b: kc rows of NR readable floats, row    */
+/* stride ldbk (NR in a packed panel, ldb when B is read in place).          */
 /* first: C is overwritten (first K block) instead of accumulated into.     */
 /* last:  the epilogue runs -- + bias[nr] (may be NULL), then act.           */
 /* Columns past nr are computed from zero padding and never stored; rows     */
@@ -174,7 +183,7 @@ PT_INLINE pt_vf apply_act(pt_vf x, int act) {
 }
 
 PT_INLINE void ukernel_body(const int M_, int64_t kc, const float *restrict a,
-                            const float *restrict b, float *restrict C, int64_t ldc,
+                            const float *restrict b, int64_t ldbk, float *restrict C, int64_t ldc,
                             int64_t nr, int first, int last, const float *restrict bias,
                             int act) {
     pt_vf acc[MR][NV];
@@ -186,7 +195,7 @@ PT_INLINE void ukernel_body(const int M_, int64_t kc, const float *restrict a,
 #endif
     for (int64_t k = 0; k < kc; k++) {
         pt_vf bv[NV];
-        for (int v = 0; v < NV; v++) bv[v] = pt_vload(b + k * NR + v * PT_VL);
+        for (int v = 0; v < NV; v++) bv[v] = pt_vload(b + k * ldbk + v * PT_VL);
         for (int r = 0; r < M_; r++) {
             pt_vf av = pt_vset1(a[k * MR + r]);
             for (int v = 0; v < NV; v++) acc[r][v] = MADD(av, bv[v], acc[r][v]);
@@ -230,10 +239,11 @@ PT_INLINE void ukernel_body(const int M_, int64_t kc, const float *restrict a,
 
 /* One entry point per path, named by its tile; m selects an instance with
  * that many live rows (all perform the same per-element arithmetic). */
-static void UKERNEL(int m, int64_t kc, const float *a, const float *b, float *C, int64_t ldc,
+static void UKERNEL(int m, int64_t kc, const float *a, const float *b, int64_t ldbk, float *C,
+                    int64_t ldc,
                     int64_t nr, int first, int last, const float *bias, int act) {
 #define PT_UK_CASE(R) \
-    case R: ukernel_body(R, kc, a, b, C, ldc, nr, first, last, bias, act); break;
+    case R: ukernel_body(R, kc, a, b, ldbk, C, ldc, nr, first, last, bias, act); break;
     switch (m) {
     PT_UK_CASE(1) PT_UK_CASE(2) PT_UK_CASE(3) PT_UK_CASE(4)
 #if MR > 4
@@ -249,12 +259,20 @@ static void UKERNEL(int m, int64_t kc, const float *a, const float *b, float *C,
 
 /* ------------------------------------------------------------------------ */
 /* The five loops, on one thread's rectangle of C: rows [m0, m1), columns     */
-/* [n0, n1) (n0 a multiple of NR).  Bp: all of op(B), packed.  Ap: this      */
-/* thread's A block buffer (MC_MAX rounded to MR, x KC_MAX).                 */
+/* [n0, n1) (n0 a multiple of NR).  Bo: op(B), packed or read in place.      */
+/* Ap: this thread's A block buffer (MC_MAX rounded to MR, x kc_max);        */
+/* Bedge: its kc_max x NR buffer for B's last columns when read in place.   */
 /* ------------------------------------------------------------------------ */
+typedef struct {
+    const float *p;   /* packed panels, or op(B) itself (K x N, row stride ld) */
+    int64_t ld;
+    int direct;       /* 1: read B in place (no transpose, few rows of A) */
+} b_operand;
+
 static void gemm_rect(float *C, int64_t ldc, const float *A, int64_t lda, int trans_a,
-                      const float *Bp, int64_t K, int64_t N, int64_t m0, int64_t m1,
-                      int64_t n0, int64_t n1, const float *bias, int act, float *Ap) {
+                      const b_operand *Bo, int64_t K, int64_t N, int64_t m0, int64_t m1,
+                      int64_t n0, int64_t n1, const float *bias, int act, float *Ap,
+                      float *Bedge) {
     int64_t rows = m1 - m0;
     if (rows <= 0 || n1 <= n0) return;
     /* mc: near-equal row blocks no larger than MC_MAX, whole tiles */
@@ -273,11 +291,21 @@ static void gemm_rect(float *C, int64_t ldc, const float *A, int64_t lda, int tr
                 pack_a_block(Ap, A, lda, trans_a, ic, mc, pc, kc);
                 for (int64_t jr = jc; jr < jc + nc; jr += NR) {            /* jr */
                     int64_t nr = N - jr < NR ? N - jr : NR;
-                    const float *b = Bp + (jr / NR) * K * NR + pc * NR;
+                    const float *b;
+                    int64_t ldbk = NR;
+                    if (!Bo->direct) {
+                        b = Bo->p + (jr / NR) * K * NR + pc * NR;
+                    } else if (nr == NR) {
+                        b = Bo->p + pc * Bo->ld + jr;
+                        ldbk = Bo->ld;
+                    } else {    /* last columns: zero pad a copy, never read past B */
+                        pack_b_block(Bedge, Bo->p + pc * Bo->ld, Bo->ld, kc, jr, nr);
+                        b = Bedge;
+                    }
                     const float *bias_j = bias ? bias + jr : NULL;
                     for (int64_t ir = 0; ir < mc; ir += MR) {              /* ir */
                         int m = (int)(mc - ir < MR ? mc - ir : MR);
-                        UKERNEL(m, kc, Ap + ir * kc, b, C + (ic + ir) * ldc + jr, ldc, nr,
+                        UKERNEL(m, kc, Ap + ir * kc, b, ldbk, C + (ic + ir) * ldc + jr, ldc, nr,
                                 first, last, bias_j, act);
                     }
                 }
@@ -290,9 +318,9 @@ static void gemm_rect(float *C, int64_t ldc, const float *A, int64_t lda, int tr
  * for every thread (prefill, training-size batches); otherwise columns, in
  * whole NR panels (decoding at batch 1: the cost is streaming B, which the
  * column split shares between the cores). */
-static void gemm_packed_core(float *C, int64_t ldc, const float *A, int64_t lda, int trans_a,
-                             const float *Bp, int64_t M, int64_t N, int64_t K,
-                             const float *bias, int act, int nthreads) {
+static void gemm_core(float *C, int64_t ldc, const float *A, int64_t lda, int trans_a,
+                      const b_operand *Bo, int64_t M, int64_t N, int64_t K,
+                      const float *bias, int act, int nthreads) {
     if (M <= 0 || N <= 0) return;
     int64_t mtiles = (M + MR - 1) / MR, ntiles = (N + NR - 1) / NR;
     if (nthreads < 1) nthreads = 1;
@@ -302,8 +330,12 @@ static void gemm_packed_core(float *C, int64_t ldc, const float *A, int64_t lda,
     if ((double)M * (double)N * (double)(K + 1) < 32768.0) nthreads = 1;
     int split_m = mtiles >= 4 * (int64_t)nthreads;
     int64_t kc_max = K < KC_MAX ? (K > 0 ? K : 1) : KC_MAX;
+    /* per thread: the A block, then (reading B in place) an edge panel of B */
     size_t abuf = (size_t)((MC_MAX + MR - 1) / MR * MR) * (size_t)kc_max;
-    float *Ap_all = alloc_aligned(abuf * (size_t)nthreads);
+    size_t ebuf = Bo->direct ? (size_t)(kc_max * NR) : 0;
+    size_t tbuf = (abuf + ebuf + PT_ALIGN / sizeof(float) - 1) / (PT_ALIGN / sizeof(float)) *
+                  (PT_ALIGN / sizeof(float));
+    float *Ap_all = alloc_aligned(tbuf * (size_t)nthreads);
     if (!Ap_all) {
         /* out of memory: the same product through the naive loop */
         for (int64_t i = 0; i < M; i++)
@@ -311,7 +343,8 @@ static void gemm_packed_core(float *C, int64_t ldc, const float *A, int64_t lda,
                 float s = 0.0f;
                 for (int64_t k = 0; k < K; k++)
                     s += (trans_a ? A[k * lda + i] : A[i * lda + k]) *
-                         Bp[(j / NR) * K * NR + k * NR + j % NR];
+                         (Bo->direct ? Bo->p[k * Bo->ld + j]
+                                     : Bo->p[(j / NR) * K * NR + k * NR + j % NR]);
                 if (bias) s += bias[j];
                 pt_vf x = apply_act(pt_vset1(s), act);
                 float out[PT_VL];
@@ -327,15 +360,15 @@ static void gemm_packed_core(float *C, int64_t ldc, const float *A, int64_t lda,
         t = omp_get_thread_num();
         T = omp_get_num_threads();
 #endif
-        float *Ap = Ap_all + abuf * (size_t)t;
+        float *Ap = Ap_all + tbuf * (size_t)t, *Bedge = Ap + abuf;
         if (split_m) {
             int64_t a0 = mtiles * t / T, a1 = mtiles * (t + 1) / T;
             int64_t m0 = a0 * MR, m1 = a1 * MR < M ? a1 * MR : M;
-            gemm_rect(C, ldc, A, lda, trans_a, Bp, K, N, m0, m1, 0, N, bias, act, Ap);
+            gemm_rect(C, ldc, A, lda, trans_a, Bo, K, N, m0, m1, 0, N, bias, act, Ap, Bedge);
         } else {
             int64_t a0 = ntiles * t / T, a1 = ntiles * (t + 1) / T;
             int64_t n0 = a0 * NR, n1 = a1 * NR < N ? a1 * NR : N;
-            gemm_rect(C, ldc, A, lda, trans_a, Bp, K, N, 0, M, n0, n1, bias, act, Ap);
+            gemm_rect(C, ldc, A, lda, trans_a, Bo, K, N, 0, M, n0, n1, bias, act, Ap, Bedge);
         }
     }
     free(Ap_all);
@@ -349,6 +382,14 @@ void PT_FN(pt_sgemm)(float *C, int64_t ldc, const float *A, int64_t lda, int tra
                      const float *B, int64_t ldb, int trans_b, int64_t M, int64_t N, int64_t K,
                      const float *bias, int act, int nthreads) {
     if (M <= 0 || N <= 0) return;
+    if (!trans_b && M <= MR) {
+        /* One row tile: every element of B is used once, so packing it
+         * would only add a pass over B.  Read it in place (the same FMA
+         * chains as from packed panels: same bits). */
+        b_operand Bo = {B, ldb, 1};
+        gemm_core(C, ldc, A, lda, trans_a, &Bo, M, N, K, bias, act, nthreads);
+        return;
+    }
     int64_t np = (N + NR - 1) / NR;
     float *Bp = alloc_aligned((size_t)(np * NR) * (size_t)(K > 0 ? K : 0));
     if (!Bp) {
@@ -356,7 +397,8 @@ void PT_FN(pt_sgemm)(float *C, int64_t ldc, const float *A, int64_t lda, int tra
         return;
     }
     if (K > 0) pack_b_all(Bp, B, ldb, trans_b, K, N, nthreads);
-    gemm_packed_core(C, ldc, A, lda, trans_a, Bp, M, N, K, bias, act, nthreads);
+    b_operand Bo = {Bp, NR, 0};
+    gemm_core(C, ldc, A, lda, trans_a, &Bo, M, N, K, bias, act, nthreads);
     free(Bp);
 }
 
@@ -380,7 +422,8 @@ pt_packed_b *PT_FN(pt_sgemm_pack_b)(const float *B, int64_t ldb, int trans_b, in
 void PT_FN(pt_sgemm_packed)(float *C, int64_t ldc, const float *A, int64_t lda, int64_t M,
                             const pt_packed_b *B, const float *bias, int act, int nthreads) {
     if (!B || B->isa != PT_ISA || B->nr != NR) return;   /* caller repacks on a path change */
-    gemm_packed_core(C, ldc, A, lda, 0, B->data, M, B->N, B->K, bias, act, nthreads);
+    b_operand Bo = {B->data, NR, 0};
+    gemm_core(C, ldc, A, lda, 0, &Bo, M, B->N, B->K, bias, act, nthreads);
 }
 
 #if PT_ISA == PT_ISA_SCALAR

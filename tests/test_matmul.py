@@ -271,9 +271,13 @@ def test_rows_bit_identical_whatever_m_and_threads(isa, rng):
                 assert one.tobytes() == big[i].tobytes(), (isa, nt, i)
                 few = ops.linear(x[i:i + 7], pw, bias, activation="gelu")
                 assert few.tobytes() == big[i:i + 7].tobytes(), (isa, nt, i)
-            # matmul, and a transposed left operand
+            # matmul, with B transposed or not, and a transposed left operand
             mm = ops.matmul(x, w.T)
             assert ops.matmul(x[5], w.T).tobytes() == mm[5].tobytes()
+            wt = np.ascontiguousarray(w.T)
+            assert ops.matmul(x, wt).tobytes() == mm.tobytes()
+            for m in (1, 2, 7, 13):
+                assert ops.matmul(x[40:40 + m], wt).tobytes() == mm[40:40 + m].tobytes()
             xt = np.ascontiguousarray(x.T)
             assert ops.matmul(xt.T, w.T).tobytes() == mm.tobytes()
     finally:

@@ -118,6 +118,22 @@ static void test_bit_identity(const pt_kernel_table *k) {
         same &= memcmp(one, big + i * N, sizeof(float) * N) == 0;
     }
     pt_test_check(same, "%s trans_a rows differ between M=1000 and M=1", k->name);
+
+    /* untransposed B (K x N), read in place by calls of a few rows: rows of
+     * 1..13-row calls against the big call, at both thread counts */
+    float *Bn = malloc(sizeof(float) * K * N), *few = malloc(sizeof(float) * 13 * N);
+    for (int64_t kk = 0; kk < K; kk++)
+        for (int64_t j = 0; j < N; j++) Bn[kk * N + j] = B[j * K + kk];
+    k->sgemm(big, N, A, K, 0, Bn, N, 0, Mbig, N, K, bias, PT_ACT_RELU, 1);
+    same = 1;
+    for (int64_t m = 1; m <= 13; m++)
+        for (int nt = 1; nt <= 2; nt++) {
+            int64_t i = (m * 71) % (Mbig - 13);
+            k->sgemm(few, N, A + i * K, K, 0, Bn, N, 0, m, N, K, bias, PT_ACT_RELU, nt);
+            same &= memcmp(few, big + i * N, sizeof(float) * (size_t)(m * N)) == 0;
+        }
+    pt_test_check(same, "%s untransposed B: rows differ between M=1000 and M<=13", k->name);
+    free(Bn); free(few);
     pt_packed_b_free(p);
     free(A); free(B); free(bias); free(big); free(one); free(At); free(col);
 }
