@@ -49,20 +49,33 @@
 #define KC_MAX 256
 #define MC_MAX 432
 #define UKERNEL ukernel_avx512_12x32
+#define UKERNEL_WIDE ukernel_avx512_12x32_wide
+#define WIDE_NP1 8    /* 1 x 256: 16 chains */
+#define WIDE_NP2 4    /* 2 x 128: 16 chains */
+#define WIDE_NP3 2    /* 3 x 64: 12 chains */
 #elif PT_ISA == PT_ISA_AVX2
 #define MR 6
 #define NV 2
 #define KC_MAX 256
 #define MC_MAX 240
 #define UKERNEL ukernel_avx2_6x16
+#define UKERNEL_WIDE ukernel_avx2_6x16_wide
+#define WIDE_NP1 4    /* 1 x 64: 8 chains */
+#define WIDE_NP2 2    /* 2 x 32: 8 chains */
+#define WIDE_NP3 1
 #else
 #define MR 4
 #define NV 4
 #define KC_MAX 256
 #define MC_MAX 128
 #define UKERNEL ukernel_scalar_4x4
+#define UKERNEL_WIDE ukernel_scalar_4x4_wide
+#define WIDE_NP1 2
+#define WIDE_NP2 1
+#define WIDE_NP3 1
 #endif
 #define NR (NV * PT_VL)
+#define WIDE_V (WIDE_NP1 * NV)   /* vectors per row in the widest instance */
 #define NC_MAX (128 * NR)
 #define PT_ALIGN 64
 
@@ -182,39 +195,41 @@ PT_INLINE pt_vf apply_act(pt_vf x, int act) {
     }
 }
 
-PT_INLINE void ukernel_body(const int M_, int64_t kc, const float *restrict a,
-                            const float *restrict b, int64_t ldbk, float *restrict C, int64_t ldc,
-                            int64_t nr, int first, int last, const float *restrict bias,
-                            int act) {
-    pt_vf acc[MR][NV];
+PT_INLINE void ukernel_body(const int M_, const int NP_, int64_t kc, const float *restrict a,
+                            const float *restrict b, int64_t ldbk, int64_t pstride,
+                            float *restrict C, int64_t ldc, int64_t nr, int first, int last,
+                            const float *restrict bias, int act) {
+    pt_vf acc[MR][WIDE_V];
     for (int r = 0; r < M_; r++)
-        for (int v = 0; v < NV; v++) acc[r][v] = pt_vzero();
+        for (int v = 0; v < NP_ * NV; v++) acc[r][v] = pt_vzero();
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC unroll 4
 #endif
     for (int64_t k = 0; k < kc; k++) {
-        pt_vf bv[NV];
-        for (int v = 0; v < NV; v++) bv[v] = pt_vload(b + k * ldbk + v * PT_VL);
+        pt_vf bv[WIDE_V];
+        for (int p = 0; p < NP_; p++)
+            for (int v = 0; v < NV; v++)
+                bv[p * NV + v] = pt_vload(b + p * pstride + k * ldbk + v * PT_VL);
         for (int r = 0; r < M_; r++) {
             pt_vf av = pt_vset1(a[k * MR + r]);
-            for (int v = 0; v < NV; v++) acc[r][v] = MADD(av, bv[v], acc[r][v]);
+            for (int v = 0; v < NP_ * NV; v++) acc[r][v] = MADD(av, bv[v], acc[r][v]);
         }
     }
 
     /* the store, with the epilogue fused */
-    pt_vf bias_v[NV];
+    pt_vf bias_v[WIDE_V];
     if (last)
-        for (int v = 0; v < NV; v++) {
+        for (int v = 0; v < NP_ * NV; v++) {
             int64_t n = nr - v * PT_VL;
             n = n < 0 ? 0 : n > PT_VL ? PT_VL : n;
-            bias_v[v] = !bias ? pt_vzero()
+            bias_v[v] = !bias || n == 0 ? pt_vzero()
                         : n == PT_VL ? pt_vload(bias + v * PT_VL)
                         : pt_vload_tail(bias + v * PT_VL, (size_t)n, 0.0f);
         }
     for (int r = 0; r < M_; r++) {
         float *c = C + r * ldc;
-        for (int v = 0; v < NV; v++) {
+        for (int v = 0; v < NP_ * NV; v++) {
             int64_t n = nr - v * PT_VL;
             if (n <= 0) break;
             pt_vf x = acc[r][v];
@@ -240,10 +255,9 @@ PT_INLINE void ukernel_body(const int M_, int64_t kc, const float *restrict a,
 /* One entry point per path, named by its tile; m selects an instance with
  * that many live rows (all perform the same per-element arithmetic). */
 static void UKERNEL(int m, int64_t kc, const float *a, const float *b, int64_t ldbk, float *C,
-                    int64_t ldc,
-                    int64_t nr, int first, int last, const float *bias, int act) {
+                    int64_t ldc, int64_t nr, int first, int last, const float *bias, int act) {
 #define PT_UK_CASE(R) \
-    case R: ukernel_body(R, kc, a, b, ldbk, C, ldc, nr, first, last, bias, act); break;
+    case R: ukernel_body(R, 1, kc, a, b, ldbk, 0, C, ldc, nr, first, last, bias, act); break;
     switch (m) {
     PT_UK_CASE(1) PT_UK_CASE(2) PT_UK_CASE(3) PT_UK_CASE(4)
 #if MR > 4
@@ -255,6 +269,25 @@ static void UKERNEL(int m, int64_t kc, const float *a, const float *b, int64_t l
     default: break;
     }
 #undef PT_UK_CASE
+}
+
+/* Wide instances for 1..3 rows (decoding): one or two rows give the MR x NR
+ * tile only 2-4 FMA chains, too few to cover the FMA latency, so these span
+ * wide_panels(m) NR-panels at once (panel p at b + p*pstride).  Each element
+ * still sees exactly the FMA chain of the MR x NR tile: same bits. */
+static int wide_panels(int m) {
+    return m == 1 ? WIDE_NP1 : m == 2 ? WIDE_NP2 : m == 3 ? WIDE_NP3 : 1;
+}
+
+static void UKERNEL_WIDE(int m, int64_t kc, const float *a, const float *b, int64_t ldbk,
+                         int64_t pstride, float *C, int64_t ldc, int64_t nr, int first,
+                         int last, const float *bias, int act) {
+    switch (m) {
+    case 1: ukernel_body(1, WIDE_NP1, kc, a, b, ldbk, pstride, C, ldc, nr, first, last, bias, act); break;
+    case 2: ukernel_body(2, WIDE_NP2, kc, a, b, ldbk, pstride, C, ldc, nr, first, last, bias, act); break;
+    case 3: ukernel_body(3, WIDE_NP3, kc, a, b, ldbk, pstride, C, ldc, nr, first, last, bias, act); break;
+    default: break;
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -289,8 +322,21 @@ static void gemm_rect(float *C, int64_t ldc, const float *A, int64_t lda, int tr
             for (int64_t ic = m0; ic < m1; ic += mc_blk) {                 /* ic */
                 int64_t mc = m1 - ic < mc_blk ? m1 - ic : mc_blk;
                 pack_a_block(Ap, A, lda, trans_a, ic, mc, pc, kc);
+                int wnp = mc <= 3 ? wide_panels((int)mc) : 1;
                 for (int64_t jr = jc; jr < jc + nc; jr += NR) {            /* jr */
                     int64_t nr = N - jr < NR ? N - jr : NR;
+                    int64_t span = jc + nc - jr;
+                    if (wnp > 1 && span > (wnp - 1) * NR && (!Bo->direct || span >= wnp * NR)) {
+                        /* a few rows: wnp panels at once (whole panels when in place) */
+                        int64_t nrw = span < wnp * NR ? span : wnp * NR;
+                        const float *b = Bo->direct ? Bo->p + pc * Bo->ld + jr
+                                                    : Bo->p + (jr / NR) * K * NR + pc * NR;
+                        UKERNEL_WIDE((int)mc, kc, Ap, b, Bo->direct ? Bo->ld : NR,
+                                     Bo->direct ? NR : K * NR, C + ic * ldc + jr, ldc, nrw,
+                                     first, last, bias ? bias + jr : NULL, act);
+                        jr += (wnp - 1) * NR;
+                        continue;
+                    }
                     const float *b;
                     int64_t ldbk = NR;
                     if (!Bo->direct) {
