@@ -75,7 +75,7 @@ static void test_shapes(const pt_kernel_table *k) {
 /* Row i of C must have the same bits at M = 1 and M = 1000, with 1 or 2
  * threads, packed or not, with a strided C. */
 static void test_bit_identity(const pt_kernel_table *k) {
-    const int64_t Mbig = 1000, N = 77, K = 600;
+    const int64_t Mbig = 1000, N = 300, K = 600;  /* N: wide 1-3 row tiles and an edge */
     float *A = malloc(sizeof(float) * Mbig * K), *B = malloc(sizeof(float) * K * N);
     float *bias = malloc(sizeof(float) * N);
     float *big = malloc(sizeof(float) * Mbig * N), *one = malloc(sizeof(float) * (N + 3));
@@ -98,9 +98,9 @@ static void test_bit_identity(const pt_kernel_table *k) {
                     }
                 /* also as a middle row of a 3-row call */
                 if (i >= 1 && i + 1 < Mbig) {
-                    float three[3 * 80];
-                    k->sgemm(three, 80, A + (i - 1) * K, K, 0, B, K, 1, 3, N, K, bias, act, nt);
-                    same &= memcmp(three + 80, big + i * N, sizeof(float) * N) == 0;
+                    float three[3 * 304];
+                    k->sgemm(three, 304, A + (i - 1) * K, K, 0, B, K, 1, 3, N, K, bias, act, nt);
+                    same &= memcmp(three + 304, big + i * N, sizeof(float) * N) == 0;
                 }
             }
             pt_test_check(same, "%s act=%d threads=%d: rows differ between M=1000 and M=1",
