@@ -44,20 +44,44 @@ def log(*a):
 # ----------------------------------------------------------------- timing --
 
 def bench(fn, repeats, min_time=0.02):
-    """Median seconds per call of fn(): warm-up, then `repeats` samples of
-    enough calls each to last about min_time."""
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    one = max(time.perf_counter() - t0, 1e-7)
-    number = max(1, int(min_time / one))
-    samples = []
-    for _ in range(repeats):
+    """Median seconds per call of fn() (see compare)."""
+    return compare({"f": fn}, repeats, min_time)["f"]
+
+
+def compare(fns, repeats, min_time=0.02, peak=None):
+    """Median seconds per call of each fn in `fns` (name -> callable).
+
+    Warm-up, then `repeats` rounds; in each round every candidate runs for
+    about min_time in turn (and, with peak=(nthreads, iters), a short FMA
+    calibration sample), so that on a shared machine all of them see the same
+    moments and their ratios stay meaningful.  Returns name -> median seconds,
+    plus "_peak" -> median GFLOP/s of the calibration samples."""
+    number = {}
+    for name, fn in fns.items():
+        fn()
         t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        samples.append((time.perf_counter() - t0) / number)
-    return float(np.median(samples))
+        fn()
+        one = max(time.perf_counter() - t0, 1e-7)
+        number[name] = max(1, int(min_time / one))
+    samples = {name: [] for name in fns}
+    peaks = []
+    for _ in range(repeats):
+        if peak is not None:
+            peaks.append(_kernels.fma_peak_gflops(*peak))
+        for name, fn in fns.items():
+            n = number[name]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / n)
+    out = {name: float(np.median(v)) for name, v in samples.items()}
+    # best sample too: on a shared machine it is the better estimate of what
+    # the code does when it has the core
+    out.update({name + "_best": float(np.min(v)) for name, v in samples.items()})
+    if peaks:
+        out["_peak"] = float(np.median(peaks))
+        out["_peak_best"] = float(np.max(peaks))
+    return out
 
 
 # ------------------------------------------------------ numpy's BLAS threads --
@@ -115,34 +139,38 @@ def max_err(a, b):
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
-def gemm_row(name, M, N, K, nt, peak, repeats, rng, torch, blas_ok, packed_too=False):
-    """One GEMM shape: C (M x N) = A (M x K) . B (K x N).  For Transformer
-    shapes B is a Linear weight W (N x K) read transposed, as a model does."""
+def gemm_row(name, M, N, K, nt, repeats, rng, torch, blas_ok, packed_too=False):
+    """One GEMM shape: C (M x N) = A (M x K) . B (K x N).  B is a Linear
+    weight W (N x K) read transposed (b = W.T, a view), as a model does."""
     a = rng.standard_normal((M, K), dtype=np.float32)
     w = rng.standard_normal((N, K), dtype=np.float32) / np.float32(np.sqrt(K))
-    b = w.T                                    # (K, N) view: the kernel reads it transposed
+    b = w.T
     ta, tw = torch.from_numpy(a), torch.from_numpy(w)
     flops = 2.0 * M * N * K
-    row = {"name": name, "M": M, "N": N, "K": K, "threads": nt, "peak_gflops": peak}
+    row = {"name": name, "M": M, "N": N, "K": K, "threads": nt}
     ref = torch.matmul(ta, tw.T).numpy()
-    t = bench(lambda: ops.matmul(a, b), repeats)
-    row["pt_gflops"] = flops / t * 1e-9
     row["pt_err"] = max_err(ops.matmul(a, b), ref)
+    fns = {"pt": lambda: ops.matmul(a, b), "torch": lambda: torch.matmul(ta, tw.T)}
     if packed_too:
         pw = ops.pack_weight(w)
-        t = bench(lambda: ops.linear(a, pw), repeats)
-        row["pt_packed_gflops"] = flops / t * 1e-9
+        fns["pt_packed"] = lambda: ops.linear(a, pw)
         row["pt_packed_err"] = max_err(ops.linear(a, pw), ref)
-        if M == 1:
-            row["pt_packed_weight_gbs"] = 4.0 * N * K / t * 1e-9
-    t = bench(lambda: torch.matmul(ta, tw.T), repeats)
-    row["torch_gflops"] = flops / t * 1e-9
     if blas_ok:
-        t = bench(lambda: np.matmul(a, b), repeats)
-        row["numpy_gflops"] = flops / t * 1e-9
+        fns["numpy"] = lambda: np.matmul(a, b)
         row["numpy_err"] = max_err(np.matmul(a, b), ref)
-    row["pt_frac_peak"] = row["pt_gflops"] / peak if peak else float("nan")
+    # ~5 ms of FMAs per calibration sample (at ~130 GFLOP/s per thread)
+    t = compare(fns, repeats, peak=(nt, 2_500_000))
+    for k in fns:
+        row[k + "_gflops"] = flops / t[k] * 1e-9
+        row[k + "_gflops_best"] = flops / t[k + "_best"] * 1e-9
+    if packed_too and M == 1:
+        row["pt_packed_weight_gbs"] = 4.0 * N * K / t["pt_packed"] * 1e-9
+    row["peak_gflops"] = t["_peak"]
+    row["pt_frac_peak"] = row["pt_gflops"] / t["_peak"] if t["_peak"] else float("nan")
     row["pt_vs_torch"] = row["pt_gflops"] / row["torch_gflops"]
+    row["peak_gflops_best"] = t["_peak_best"]
+    row["pt_frac_peak_best"] = row["pt_gflops_best"] / t["_peak_best"] if t["_peak_best"] else float("nan")
+    row["pt_vs_torch_best"] = row["pt_gflops_best"] / row["torch_gflops_best"]
     return row
 
 
@@ -161,8 +189,8 @@ def rowwise_row(op, shape, nt, repeats, rng, torch):
         f_pt = lambda: ops.layer_norm(x, (n,), w, bb)                      # noqa: E731
         f_t = lambda: torch.nn.functional.layer_norm(tx, (n,), tw, tb)    # noqa: E731
     err = max_err(f_pt(), f_t().numpy())
-    tp = bench(f_pt, repeats)
-    tt = bench(f_t, repeats)
+    t = compare({"pt": f_pt, "torch": f_t}, repeats)
+    tp, tt = t["pt"], t["torch"]
     return {"name": op, "shape": list(shape), "threads": nt, "pt_gbs": nbytes / tp * 1e-9,
             "torch_gbs": nbytes / tt * 1e-9, "pt_vs_torch": tt / tp, "pt_err": err}
 
@@ -185,22 +213,31 @@ def print_tables(res):
     print(f"# pytransformer {res['version']}  isa={res['isa']}  cpu={res['cpu']}")
     print(f"# numpy BLAS threads: {res['numpy_threads']}")
     for nt, p in res["peak_gflops"].items():
-        print(f"# calibrated fp32 FMA peak, {nt} thread(s): {p:.1f} GFLOP/s")
+        print(f"# calibrated fp32 FMA peak, {nt} thread(s): {p:.1f} GFLOP/s at start "
+              f"(%peak below uses the peak sampled between each row's timings)")
     print(f"# memory bandwidth (copy): {res['memory_gbs']:.1f} GB/s")
+    if res.get("loadavg_start"):
+        print(f"# load average at start / end: {res['loadavg_start'][0]:.2f} / "
+              f"{res['loadavg_end'][0]:.2f} (on {os.cpu_count()} CPUs; timings on a busy "
+              f"machine are low, compare the ratios)")
     print()
-    hdr = (f"{'shape':<22}{'thr':>4}{'pt GF/s':>9}{'%peak':>7}{'packed':>8}{'torch':>8}"
-           f"{'numpy':>8}{'pt/torch':>9}{'err vs torch':>14}")
-    print("## sgemm  (C = A . W^T; 'packed' = ops.linear with pack_weight)")
+    hdr = (f"{'shape':<22}{'thr':>4}{'peak':>7}{'pt GF/s':>9}{'%peak':>7}{'packed':>8}{'torch':>8}"
+           f"{'numpy':>8}{'pt/torch':>9}{'err vs torch':>14}   best: {'pt':>6}{'%peak':>6}"
+           f"{'pt/torch':>9}")
+    print("## sgemm  (C = A . W^T; 'packed' = ops.linear with pack_weight; GFLOP/s are medians,")
+    print("##         'best' columns use each candidate's fastest sample and the highest peak sample)")
     print(hdr)
     for r in res["gemm"]:
         shape = f"{r['name']} {r['M']}x{r['N']}x{r['K']}"
         extra = ""
         if "pt_packed_weight_gbs" in r:
             extra = f"  (packed: {r['pt_packed_weight_gbs']:.1f} GB/s of weights)"
-        print(f"{shape:<22}{r['threads']:>4}{fmt(r['pt_gflops']):>9}"
+        print(f"{shape:<22}{r['threads']:>4}{fmt(r['peak_gflops'], '.0f'):>7}{fmt(r['pt_gflops']):>9}"
               f"{fmt(100 * r['pt_frac_peak'], '.0f'):>7}{fmt(r.get('pt_packed_gflops')):>8}"
               f"{fmt(r['torch_gflops']):>8}{fmt(r.get('numpy_gflops')):>8}"
-              f"{fmt(r['pt_vs_torch'], '.2f'):>9}{fmt(r['pt_err'], '.2e'):>14}{extra}")
+              f"{fmt(r['pt_vs_torch'], '.2f'):>9}{fmt(r['pt_err'], '.2e'):>14}         "
+              f"{fmt(r['pt_gflops_best']):>6}{fmt(100 * r['pt_frac_peak_best'], '.0f'):>6}"
+              f"{fmt(r['pt_vs_torch_best'], '.2f'):>9}{extra}")
     print()
     print("## softmax / layer norm (GB/s, bytes read + written)")
     print(f"{'op':<12}{'shape':<16}{'thr':>4}{'pt GB/s':>9}{'torch':>8}{'pt/torch':>9}"
@@ -212,7 +249,8 @@ def print_tables(res):
     s = res.get("scaling")
     if s:
         print()
-        print(f"## sgemm 1024^3: 2 threads / 1 thread = {s:.2f}x")
+        print(f"## sgemm 1024^3: 2 threads / 1 thread = {s:.2f}x (medians), "
+              f"{res['scaling_best']:.2f}x (best samples)")
 
 
 def plot(res, path):
@@ -289,12 +327,14 @@ def main(argv=None):
            "cpu": platform.processor() or platform.machine(), "threads": threads,
            "torch": torch.__version__, "numpy": np.__version__,
            "numpy_threads": blas.how or "not controlled (OpenBLAS not found)",
-           "peak_gflops": {}, "gemm": [], "rowwise": [], "quick": args.quick}
+           "peak_gflops": {}, "gemm": [], "rowwise": [], "quick": args.quick,
+           "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
     log(f"calibrating: memory bandwidth")
     res["memory_gbs"] = memory_bandwidth(3)
     for nt in threads:
         log(f"calibrating: FMA peak, {nt} thread(s)")
-        # the ceiling: best of a few runs of ~0.1 s
+        # whole-run figure (best of a few runs of ~0.1 s); each GEMM row also
+        # carries its own peak, sampled between its timings
         res["peak_gflops"][str(nt)] = max(
             _kernels.fma_peak_gflops(nt, 40_000_000) for _ in range(3))
 
@@ -302,26 +342,27 @@ def main(argv=None):
         pytransformer.set_num_threads(nt)
         torch.set_num_threads(nt)
         blas_ok = blas.set(nt)
-        peak = res["peak_gflops"][str(nt)]
         for n in squares:
             log(f"sgemm square {n}, {nt} thread(s)")
-            res["gemm"].append(gemm_row("square", n, n, n, nt, peak,
+            res["gemm"].append(gemm_row("square", n, n, n, nt,
                                         max(3, repeats // (2 if n >= 2048 else 1)), rng, torch,
                                         blas_ok))
         for M in Ms:
             for K, N in KN:
                 log(f"sgemm layer M={M} N={N} K={K}, {nt} thread(s)")
-                res["gemm"].append(gemm_row("layer", M, N, K, nt, peak, repeats, rng, torch,
+                res["gemm"].append(gemm_row("layer", M, N, K, nt, repeats, rng, torch,
                                             blas_ok, packed_too=True))
         for op, shape in rowwise:
             log(f"{op} {shape}, {nt} thread(s)")
             res["rowwise"].append(rowwise_row(op, shape, nt, repeats, rng, torch))
 
     one = [r for r in res["gemm"] if r["name"] == "square" and r["M"] == 1024]
-    by_t = {r["threads"]: r["pt_gflops"] for r in one}
+    by_t = {r["threads"]: r for r in one}
     if 1 in by_t and 2 in by_t:
-        res["scaling"] = by_t[2] / by_t[1]
+        res["scaling"] = by_t[2]["pt_gflops"] / by_t[1]["pt_gflops"]
+        res["scaling_best"] = by_t[2]["pt_gflops_best"] / by_t[1]["pt_gflops_best"]
 
+    res["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     os.makedirs(args.out, exist_ok=True)
     stem = "bench_ops_quick" if args.quick else "bench_ops"
     with open(os.path.join(args.out, stem + ".json"), "w") as f:

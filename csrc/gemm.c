@@ -372,8 +372,9 @@ static void gemm_core(float *C, int64_t ldc, const float *A, int64_t lda, int tr
     if (nthreads < 1) nthreads = 1;
     if (nthreads > 1 && (int64_t)nthreads > mtiles * ntiles)
         nthreads = (int)(mtiles * ntiles);
-    /* tiny problems: not worth waking a second thread */
-    if ((double)M * (double)N * (double)(K + 1) < 32768.0) nthreads = 1;
+    /* under ~0.5 MFLOP (a few microseconds) waking another thread costs
+     * more than it saves */
+    if (2.0 * (double)M * (double)N * (double)(K + 1) < 524288.0) nthreads = 1;
     int split_m = mtiles >= 4 * (int64_t)nthreads;
     int64_t kc_max = K < KC_MAX ? (K > 0 ? K : 1) : KC_MAX;
     /* per thread: the A block, then (reading B in place) an edge panel of B */
