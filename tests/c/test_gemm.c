@@ -134,6 +134,34 @@ static void test_bit_identity(const pt_kernel_table *k) {
         }
     pt_test_check(same, "%s untransposed B: rows differ between M=1000 and M<=13", k->name);
     free(Bn); free(few);
+
+    /* wide enough that one row is split over N between two threads while
+     * the 100-row call is split over M */
+    {
+        const int64_t M2 = 100, N2 = 1300, K2 = 300;
+        float *A2 = malloc(sizeof(float) * M2 * K2), *B2 = malloc(sizeof(float) * K2 * N2);
+        float *C2 = malloc(sizeof(float) * M2 * N2), *r2 = malloc(sizeof(float) * 3 * N2);
+        pt_test_fill(A2, M2 * K2, 11);
+        pt_test_fill(B2, K2 * N2, 12);
+        pt_packed_b *p2 = k->sgemm_pack_b(B2, K2, 1, K2, N2);   /* B2 read as N2 x K2 */
+        int same2 = 1;
+        for (int tb = 0; tb < 2; tb++) {
+            int64_t ldb2 = tb ? K2 : N2;
+            k->sgemm(C2, N2, A2, K2, 0, B2, ldb2, tb, M2, N2, K2, NULL, PT_ACT_NONE, 2);
+            for (int64_t m = 1; m <= 3; m++) {
+                k->sgemm(r2, N2, A2 + 50 * K2, K2, 0, B2, ldb2, tb, m, N2, K2, NULL,
+                         PT_ACT_NONE, 2);
+                same2 &= memcmp(r2, C2 + 50 * N2, sizeof(float) * (size_t)(m * N2)) == 0;
+                if (tb) {
+                    k->sgemm_packed(r2, N2, A2 + 50 * K2, K2, m, p2, NULL, PT_ACT_NONE, 2);
+                    same2 &= memcmp(r2, C2 + 50 * N2, sizeof(float) * (size_t)(m * N2)) == 0;
+                }
+            }
+        }
+        pt_test_check(same2, "%s rows split over N differ from rows split over M", k->name);
+        pt_packed_b_free(p2);
+        free(A2); free(B2); free(C2); free(r2);
+    }
     pt_packed_b_free(p);
     free(A); free(B); free(bias); free(big); free(one); free(At); free(col);
 }
