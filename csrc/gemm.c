@@ -16,8 +16,9 @@
  *      K block of a panel is the contiguous run starting at row pc.
  *   A: per call and thread, an mc x kc block as micro-panels of MR rows;
  *      micro-panel q is kc x MR, element (r, k) at q*kc*MR + k*MR + r.
- * An untransposed B multiplied by a single row tile of A (M <= MR: decoding)
- * is read in place instead: each of its elements is used once.
+ * B multiplied by a single row tile of A (M <= MR: decoding) is not packed
+ * ahead: each of its elements is used once, so an untransposed B is read in
+ * place and a transposed one is transposed block by block as it is used.
  *
  * Determinism.  Element (i, j) of C is, for each K block in order, one FMA
  * chain over k starting from zero, added to what C holds after the previous
@@ -339,18 +340,22 @@ static void UKERNEL_WIDE(int m, int64_t kc, const float *a, const float *b, int6
 /* The five loops, on one thread's rectangle of C: rows [m0, m1), columns     */
 /* [n0, n1) (n0 a multiple of NR).  Bo: op(B), packed or read in place.      */
 /* Ap: this thread's A block buffer (MC_MAX rounded to MR, x kc_max);        */
-/* Bedge: its kc_max x NR buffer for B's last columns when read in place.   */
+/* Bbuf: its buffer for B blocks (B's last columns when read in place;     */
+/* WIDE_NP1 panels of kc_max x NR when transposed on the fly).              */
 /* ------------------------------------------------------------------------ */
+enum { B_PACKED = 0, B_IN_PLACE = 1, B_TRANS_ON_THE_FLY = 2 };
 typedef struct {
-    const float *p;   /* packed panels, or op(B) itself (K x N, row stride ld) */
+    const float *p;   /* packed panels, or B itself (row stride ld) */
     int64_t ld;
-    int direct;       /* 1: read B in place (no transpose, few rows of A) */
+    int mode;         /* B_PACKED; B_IN_PLACE: op(B) = B read where it lies;
+                         B_TRANS_ON_THE_FLY: op(B) = B^T, each kc x NR block
+                         transposed into Bbuf just before its use */
 } b_operand;
 
 static void gemm_rect(float *C, int64_t ldc, const float *A, int64_t lda, int trans_a,
                       const b_operand *Bo, int64_t K, int64_t N, int64_t m0, int64_t m1,
                       int64_t n0, int64_t n1, const float *bias, int act, float *Ap,
-                      float *Bedge) {
+                      float *Bbuf) {
     int64_t rows = m1 - m0;
     if (rows <= 0 || n1 <= n0) return;
     /* mc: near-equal row blocks no larger than MC_MAX, whole tiles */
@@ -371,27 +376,47 @@ static void gemm_rect(float *C, int64_t ldc, const float *A, int64_t lda, int tr
                 for (int64_t jr = jc; jr < jc + nc; jr += NR) {            /* jr */
                     int64_t nr = N - jr < NR ? N - jr : NR;
                     int64_t span = jc + nc - jr;
-                    if (wnp > 1 && span > (wnp - 1) * NR && (!Bo->direct || span >= wnp * NR)) {
+                    if (wnp > 1 && span > (wnp - 1) * NR &&
+                        (Bo->mode != B_IN_PLACE || span >= wnp * NR)) {
                         /* a few rows: wnp panels at once (whole panels when in place) */
                         int64_t nrw = span < wnp * NR ? span : wnp * NR;
-                        const float *b = Bo->direct ? Bo->p + pc * Bo->ld + jr
-                                                    : Bo->p + (jr / NR) * K * NR + pc * NR;
-                        UKERNEL_WIDE((int)mc, kc, Ap, b, Bo->direct ? Bo->ld : NR,
-                                     Bo->direct ? NR : K * NR, C + ic * ldc + jr, ldc, nrw,
-                                     first, last, bias ? bias + jr : NULL, act);
+                        const float *b;
+                        int64_t ldbk = NR, pstride = K * NR;
+                        if (Bo->mode == B_PACKED) {
+                            b = Bo->p + (jr / NR) * K * NR + pc * NR;
+                        } else if (Bo->mode == B_IN_PLACE) {
+                            b = Bo->p + pc * Bo->ld + jr;
+                            ldbk = Bo->ld;
+                            pstride = NR;
+                        } else {
+                            for (int64_t q = 0; q < wnp; q++) {
+                                int64_t jq = jr + q * NR;
+                                int64_t nq = nrw - q * NR < NR ? nrw - q * NR : NR;
+                                pack_b_panel(Bbuf + q * kc * NR, Bo->p + pc, Bo->ld, 1, kc, jq,
+                                             nq);
+                            }
+                            b = Bbuf;
+                            pstride = kc * NR;
+                        }
+                        UKERNEL_WIDE((int)mc, kc, Ap, b, ldbk, pstride, C + ic * ldc + jr, ldc,
+                                     nrw, first, last, bias ? bias + jr : NULL, act);
                         jr += (wnp - 1) * NR;
                         continue;
                     }
                     const float *b;
                     int64_t ldbk = NR;
-                    if (!Bo->direct) {
+                    if (Bo->mode == B_PACKED) {
                         b = Bo->p + (jr / NR) * K * NR + pc * NR;
-                    } else if (nr == NR) {
+                    } else if (Bo->mode == B_IN_PLACE && nr == NR) {
                         b = Bo->p + pc * Bo->ld + jr;
                         ldbk = Bo->ld;
-                    } else {    /* last columns: zero pad a copy, never read past B */
-                        pack_b_block(Bedge, Bo->p + pc * Bo->ld, Bo->ld, kc, jr, nr);
-                        b = Bedge;
+                    } else if (Bo->mode == B_IN_PLACE) {
+                        /* last columns: zero pad a copy, never read past B */
+                        pack_b_panel(Bbuf, Bo->p + pc * Bo->ld, Bo->ld, 0, kc, jr, nr);
+                        b = Bbuf;
+                    } else {
+                        pack_b_panel(Bbuf, Bo->p + pc, Bo->ld, 1, kc, jr, nr);
+                        b = Bbuf;
                     }
                     const float *bias_j = bias ? bias + jr : NULL;
                     for (int64_t ir = 0; ir < mc; ir += MR) {              /* ir */
@@ -422,9 +447,10 @@ static void gemm_core(float *C, int64_t ldc, const float *A, int64_t lda, int tr
     if (2.0 * (double)M * (double)N * (double)(K + 1) < 524288.0) nthreads = 1;
     int split_m = mtiles >= 4 * (int64_t)nthreads;
     int64_t kc_max = K < KC_MAX ? (K > 0 ? K : 1) : KC_MAX;
-    /* per thread: the A block, then (reading B in place) an edge panel of B */
+    /* per thread: the A block, then a buffer for blocks of B */
     size_t abuf = (size_t)((MC_MAX + MR - 1) / MR * MR) * (size_t)kc_max;
-    size_t ebuf = Bo->direct ? (size_t)(kc_max * NR) : 0;
+    size_t ebuf = Bo->mode == B_IN_PLACE ? (size_t)(kc_max * NR)
+                  : Bo->mode == B_TRANS_ON_THE_FLY ? (size_t)(kc_max * NR * WIDE_NP1) : 0;
     size_t tbuf = (abuf + ebuf + PT_ALIGN / sizeof(float) - 1) / (PT_ALIGN / sizeof(float)) *
                   (PT_ALIGN / sizeof(float));
     float *Ap_all = alloc_aligned(tbuf * (size_t)nthreads);
@@ -435,8 +461,9 @@ static void gemm_core(float *C, int64_t ldc, const float *A, int64_t lda, int tr
                 float s = 0.0f;
                 for (int64_t k = 0; k < K; k++)
                     s += (trans_a ? A[k * lda + i] : A[i * lda + k]) *
-                         (Bo->direct ? Bo->p[k * Bo->ld + j]
-                                     : Bo->p[(j / NR) * K * NR + k * NR + j % NR]);
+                         (Bo->mode == B_IN_PLACE ? Bo->p[k * Bo->ld + j]
+                          : Bo->mode == B_TRANS_ON_THE_FLY ? Bo->p[j * Bo->ld + k]
+                          : Bo->p[(j / NR) * K * NR + k * NR + j % NR]);
                 if (bias) s += bias[j];
                 pt_vf x = apply_act(pt_vset1(s), act);
                 float out[PT_VL];
@@ -452,15 +479,15 @@ static void gemm_core(float *C, int64_t ldc, const float *A, int64_t lda, int tr
         t = omp_get_thread_num();
         T = omp_get_num_threads();
 #endif
-        float *Ap = Ap_all + tbuf * (size_t)t, *Bedge = Ap + abuf;
+        float *Ap = Ap_all + tbuf * (size_t)t, *Bbuf = Ap + abuf;
         if (split_m) {
             int64_t a0 = mtiles * t / T, a1 = mtiles * (t + 1) / T;
             int64_t m0 = a0 * MR, m1 = a1 * MR < M ? a1 * MR : M;
-            gemm_rect(C, ldc, A, lda, trans_a, Bo, K, N, m0, m1, 0, N, bias, act, Ap, Bedge);
+            gemm_rect(C, ldc, A, lda, trans_a, Bo, K, N, m0, m1, 0, N, bias, act, Ap, Bbuf);
         } else {
             int64_t a0 = ntiles * t / T, a1 = ntiles * (t + 1) / T;
             int64_t n0 = a0 * NR, n1 = a1 * NR < N ? a1 * NR : N;
-            gemm_rect(C, ldc, A, lda, trans_a, Bo, K, N, 0, M, n0, n1, bias, act, Ap, Bedge);
+            gemm_rect(C, ldc, A, lda, trans_a, Bo, K, N, 0, M, n0, n1, bias, act, Ap, Bbuf);
         }
     }
     free(Ap_all);
@@ -474,11 +501,12 @@ void PT_FN(pt_sgemm)(float *C, int64_t ldc, const float *A, int64_t lda, int tra
                      const float *B, int64_t ldb, int trans_b, int64_t M, int64_t N, int64_t K,
                      const float *bias, int act, int nthreads) {
     if (M <= 0 || N <= 0) return;
-    if (!trans_b && M <= MR) {
-        /* One row tile: every element of B is used once, so packing it
-         * would only add a pass over B.  Read it in place (the same FMA
-         * chains as from packed panels: same bits). */
-        b_operand Bo = {B, ldb, 1};
+    if (M <= MR) {
+        /* One row tile: every element of B is used once, so packing all of
+         * it first would only add passes over B.  Read it in place, or
+         * transpose each block just before its use (the same FMA chains as
+         * from packed panels: same bits). */
+        b_operand Bo = {B, ldb, trans_b ? B_TRANS_ON_THE_FLY : B_IN_PLACE};
         gemm_core(C, ldc, A, lda, trans_a, &Bo, M, N, K, bias, act, nthreads);
         return;
     }
@@ -489,7 +517,7 @@ void PT_FN(pt_sgemm)(float *C, int64_t ldc, const float *A, int64_t lda, int tra
         return;
     }
     if (K > 0) pack_b_all(Bp, B, ldb, trans_b, K, N, nthreads);
-    b_operand Bo = {Bp, NR, 0};
+    b_operand Bo = {Bp, NR, B_PACKED};
     gemm_core(C, ldc, A, lda, trans_a, &Bo, M, N, K, bias, act, nthreads);
     free(Bp);
 }
@@ -514,7 +542,7 @@ pt_packed_b *PT_FN(pt_sgemm_pack_b)(const float *B, int64_t ldb, int trans_b, in
 void PT_FN(pt_sgemm_packed)(float *C, int64_t ldc, const float *A, int64_t lda, int64_t M,
                             const pt_packed_b *B, const float *bias, int act, int nthreads) {
     if (!B || B->isa != PT_ISA || B->nr != NR) return;   /* caller repacks on a path change */
-    b_operand Bo = {B->data, NR, 0};
+    b_operand Bo = {B->data, NR, B_PACKED};
     gemm_core(C, ldc, A, lda, 0, &Bo, M, B->N, B->K, bias, act, nthreads);
 }
 
