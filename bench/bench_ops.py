@@ -16,8 +16,10 @@ What it measures (every figure a ratio taken in this same process run):
   error against torch;
 * softmax and layer norm GB/s (bytes read + written) beside torch.
 
-Timing: warm-up, then the median of several repeats, each repeat long enough
-(>= ~20 ms) to swamp timer overhead.  A table goes to stdout, JSON and a PNG
+Timing: warm-up, then the median of several rounds; in each round every
+candidate runs for ~20 ms in turn, beside a short FMA peak sample, so ratios
+compare the same moments of a shared machine.  OMP_WAIT_POLICY defaults to
+passive here (see below).  A table goes to stdout, JSON and a PNG
 plot to bench/results/ (or --out); progress goes to stderr.
 """
 import argparse
@@ -28,7 +30,15 @@ import platform
 import sys
 import time
 
-import numpy as np
+# OpenMP threads that spin between parallel regions (libgomp's default) lose
+# their core on a machine shared with other work, and every small kernel then
+# waits milliseconds for a descheduled thread.  Sleeping waiters ("passive")
+# are woken promptly.  Set before pytransformer and torch load their OpenMP
+# runtimes, so both run under the same policy; an OMP_WAIT_POLICY already in
+# the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -211,7 +221,7 @@ def fmt(v, spec=".1f"):
 
 def print_tables(res):
     print(f"# pytransformer {res['version']}  isa={res['isa']}  cpu={res['cpu']}")
-    print(f"# numpy BLAS threads: {res['numpy_threads']}")
+    print(f"# numpy BLAS threads: {res['numpy_threads']}; OMP_WAIT_POLICY={res['omp_wait_policy']}")
     for nt, p in res["peak_gflops"].items():
         print(f"# calibrated fp32 FMA peak, {nt} thread(s): {p:.1f} GFLOP/s at start "
               f"(%peak below uses the peak sampled between each row's timings)")
@@ -327,6 +337,7 @@ def main(argv=None):
            "cpu": platform.processor() or platform.machine(), "threads": threads,
            "torch": torch.__version__, "numpy": np.__version__,
            "numpy_threads": blas.how or "not controlled (OpenBLAS not found)",
+           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
            "peak_gflops": {}, "gemm": [], "rowwise": [], "quick": args.quick,
            "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
     log(f"calibrating: memory bandwidth")
