@@ -248,6 +248,13 @@ PT_INLINE void ukernel_body(const int M_, const int NP_, int64_t kc, const float
     pt_vf acc[MR][WIDE_V];
     for (int r = 0; r < M_; r++)
         for (int v = 0; v < NP_ * NV; v++) acc[r][v] = pt_vzero();
+#if PT_ISA != PT_ISA_SCALAR
+    /* fetch the C tile while the k loop runs: its rows are far apart (ldc)
+     * and would otherwise be missed one by one at the store */
+    for (int r = 0; r < M_; r++)
+        for (int v = 0; v < NP_ * NV * PT_VL; v += 16)
+            _mm_prefetch((const char *)(C + r * ldc + v), _MM_HINT_T0);
+#endif
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC unroll 4
