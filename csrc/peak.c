@@ -1,8 +1,8 @@
 /* peak.c -- a calibration loop of independent FMAs.
  *
  * Two FMA pipes of latency ~4 cycles need at least 8 independent chains in
- * flight; 16 accumulators leave margin, and only touch registers so memory
- * never limits the loop.  The result is the ceiling a GEMM micro-kernel
+ * flight; 16 (AVX-512) or 12 (AVX2) accumulators leave margin and stay in
+ * registers, so memory never limits the loop.  The result is the ceiling a GEMM micro-kernel
  * could reach on this core at this moment (clock, sharing), measured in the
  * same run as the GEMM it judges. */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime under -std=c11 */
@@ -22,7 +22,11 @@ double PT_FN(pt_fma_peak_gflops)(int nthreads, int64_t iters) {
     return 0.0;
 }
 #else
-#define CHAINS 16
+#if PT_ISA == PT_ISA_AVX512
+#define CHAINS 16   /* of 32 zmm */
+#else
+#define CHAINS 12   /* of 16 ymm: with x and y, more would spill */
+#endif
 
 /* Returns a sum so the compiler cannot drop the loop. */
 static float fma_loop(int64_t iters) {
