@@ -437,10 +437,14 @@ static void gemm_rect(float *C, int64_t ldc, const float *A, int64_t lda, int tr
     }
 }
 
-/* Threads take rectangles of C.  Rows when there are enough MR-row tiles
- * for every thread (prefill, training-size batches); otherwise columns, in
- * whole NR panels (decoding at batch 1: the cost is streaming B, which the
- * column split shares between the cores). */
+/* Threads share C in strips, each strip computed whole (every K block) by
+ * the thread that takes it: strips of rows when there are enough MR-row
+ * tiles for every thread (prefill, training-size batches), otherwise strips
+ * of columns in whole NR panels (decoding at batch 1: the cost is streaming
+ * B, which the column split shares between the cores).  About four strips
+ * per thread, handed out dynamically: on a machine shared with other work a
+ * thread that loses its core leaves its strips to the others.  Which thread
+ * computes a strip never changes its bits. */
 static void gemm_core(float *C, int64_t ldc, const float *A, int64_t lda, int trans_a,
                       const b_operand *Bo, int64_t M, int64_t N, int64_t K,
                       const float *bias, int act, int nthreads) {
@@ -479,22 +483,32 @@ static void gemm_core(float *C, int64_t ldc, const float *A, int64_t lda, int tr
             }
         return;
     }
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+    if (nthreads == 1) {
+        gemm_rect(C, ldc, A, lda, trans_a, Bo, K, N, 0, M, 0, N, bias, act, Ap_all,
+                  Ap_all + abuf);
+        free(Ap_all);
+        return;
+    }
+    int64_t tiles = split_m ? mtiles : ntiles;
+    int64_t per = (tiles + 4 * nthreads - 1) / (4 * nthreads);          /* tiles per strip */
+    if (split_m && per * MR > MC_MAX) per = MC_MAX / MR;
+    int64_t nstrips = (tiles + per - 1) / per;
+#pragma omp parallel num_threads(nthreads)
     {
-        int t = 0, T = 1;
+        int t = 0;
 #if defined(_OPENMP)
         t = omp_get_thread_num();
-        T = omp_get_num_threads();
 #endif
         float *Ap = Ap_all + tbuf * (size_t)t, *Bbuf = Ap + abuf;
-        if (split_m) {
-            int64_t a0 = mtiles * t / T, a1 = mtiles * (t + 1) / T;
-            int64_t m0 = a0 * MR, m1 = a1 * MR < M ? a1 * MR : M;
-            gemm_rect(C, ldc, A, lda, trans_a, Bo, K, N, m0, m1, 0, N, bias, act, Ap, Bbuf);
-        } else {
-            int64_t a0 = ntiles * t / T, a1 = ntiles * (t + 1) / T;
-            int64_t n0 = a0 * NR, n1 = a1 * NR < N ? a1 * NR : N;
-            gemm_rect(C, ldc, A, lda, trans_a, Bo, K, N, 0, M, n0, n1, bias, act, Ap, Bbuf);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t u = 0; u < nstrips; u++) {
+            if (split_m) {
+                int64_t m0 = u * per * MR, m1 = (u + 1) * per * MR < M ? (u + 1) * per * MR : M;
+                gemm_rect(C, ldc, A, lda, trans_a, Bo, K, N, m0, m1, 0, N, bias, act, Ap, Bbuf);
+            } else {
+                int64_t n0 = u * per * NR, n1 = (u + 1) * per * NR < N ? (u + 1) * per * NR : N;
+                gemm_rect(C, ldc, A, lda, trans_a, Bo, K, N, 0, M, n0, n1, bias, act, Ap, Bbuf);
+            }
         }
     }
     free(Ap_all);
