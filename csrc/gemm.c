@@ -344,7 +344,7 @@ static void UKERNEL_WIDE(int m, int64_t kc, const float *a, const float *b, int6
 }
 
 /* ------------------------------------------------------------------------ */
-/* The five loops, on one thread's rectangle of C: rows [m0, m1), columns     */
+/* The five loops, on one strip of C: rows [m0, m1), columns                */
 /* [n0, n1) (n0 a multiple of NR).  Bo: op(B), packed or read in place.      */
 /* Ap: this thread's A block buffer (MC_MAX rounded to MR, x kc_max);        */
 /* Bbuf: its buffer for B blocks (B's last columns when read in place;     */
