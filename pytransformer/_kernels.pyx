@@ -436,3 +436,16 @@ def attention(q, k, v, q_index, k_index, v_index, float scale, mask=None,
     if status != 0:
         raise MemoryError("attention: out of memory for the per-thread scratch")
     return out
+# ------------------------------------------------------------- calibration --
+
+def fma_peak_gflops(int nthreads=1, int64_t iters=20000000, isa="avx512"):
+    """Measured fp32 FMA peak (GFLOP/s) of `nthreads` threads on path `isa`
+    (a loop of independent FMAs; 0.0 for the scalar path)."""
+    if isa not in _ISA_IDS or not pt_cpu_supports(_ISA_IDS[isa]):
+        raise ValueError(f"fma_peak_gflops: kernel path {isa!r} not available; "
+                         f"available: {available_isas()}")
+    cdef const pt_kernel_table *T = pt_kernels_for(_ISA_IDS[isa])
+    cdef double g
+    with nogil:
+        g = T.fma_peak_gflops(nthreads, iters)
+    return g

@@ -6,6 +6,7 @@ misread.  Integer, bool (where floats are needed), complex and object arrays,
 and shapes that do not fit, raise ``ValueError`` naming the argument and the
 shapes.  Names, argument order and semantics follow ``torch.nn.functional``.
 """
+import math
 import numbers
 
 import numpy as np
@@ -52,9 +53,9 @@ def _gemm_operand(x, name):
     if a.dtype == np.float32 and a.ndim >= 2 and not a.flags.c_contiguous:
         t = np.swapaxes(a, -1, -2)
         if t.flags.c_contiguous:
-            return t.reshape((-1,) + t.shape[-2:]), True
+            return t.reshape((math.prod(t.shape[:-2]),) + t.shape[-2:]), True
     a = np.ascontiguousarray(a, dtype=np.float32)
-    return a.reshape((-1,) + a.shape[-2:]), False
+    return a.reshape((math.prod(a.shape[:-2]),) + a.shape[-2:]), False
 
 
 def matmul(a, b):
@@ -81,9 +82,11 @@ def matmul(a, b):
     out_shape = batch + (M, N)
     a3, ta = _gemm_operand(a_arr, "a")
     b3, tb = _gemm_operand(b_arr, "b")
-    nbatch = int(np.prod(batch, dtype=np.int64))
+    nbatch = math.prod(batch)
     if nbatch == 0 or M == 0 or N == 0:
-        out = np.zeros(out_shape, dtype=np.float32)
+        out = np.zeros(out_shape, dtype=np.float32)   # torch's empty (or K = 0: zero) result
+    elif a3.shape[0] == b3.shape[0] == nbatch:
+        out = _kernels.sgemm(a3, b3, ta, tb).reshape(out_shape)   # no broadcasting needed
     else:
         # Batch broadcasting by index: batch i of the result reads batch
         # a_index[i] of a and b_index[i] of b.
@@ -130,8 +133,8 @@ def linear(input, weight, bias=None, *, activation=None):
                              f"got shape {w.shape}")
         out_f, in_f = w.shape
     if x.ndim == 0 or x.shape[-1] != in_f:
-        raise ValueError(f"linear: input of shape {x.shape} does not match weight with "
-                         f"in_features={in_f}")
+        raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape "
+                         f"{(out_f, in_f)} (in_features={in_f})")
     b = None
     if bias is not None:
         b = as_float32(bias, "bias")
@@ -140,7 +143,7 @@ def linear(input, weight, bias=None, *, activation=None):
     if activation not in (None, "relu", "gelu", "gelu_tanh"):
         raise ValueError(f"linear: unknown activation {activation!r}")
     lead = x.shape[:-1]
-    x2 = x.reshape(-1, in_f)
+    x2 = x.reshape(math.prod(lead), in_f)
     if x2.shape[0] == 0 or out_f == 0:
         return np.zeros(lead + (out_f,), dtype=np.float32)
     if packed:
