@@ -167,21 +167,22 @@ def softmax(input, dim=-1):
     return np.moveaxis(_kernels.softmax(xt), -1, d)
 
 
-def _mask_operand(mask, shape):
-    """A mask as (contiguous base, element strides broadcasting it to shape)."""
+def _mask_operand(mask, shape, name="mask", target="input"):
+    """A mask as (contiguous base, element strides broadcasting it to shape):
+    how a broadcast mask reaches the kernels without being materialised."""
     m = np.asarray(mask)
     if m.dtype == np.bool_:
         m = np.ascontiguousarray(m)
     elif m.dtype.kind == "f":
         m = np.ascontiguousarray(m, dtype=np.float32)
     else:
-        raise ValueError(f"mask: a bool or floating-point array is needed, got dtype "
+        raise ValueError(f"{name}: a bool or floating-point array is needed, got dtype "
                          f"{m.dtype} with shape {m.shape}")
     try:
         view = np.broadcast_to(m, shape)
     except ValueError:
-        raise ValueError(f"mask of shape {m.shape} does not broadcast to input of shape "
-                         f"{tuple(shape)}") from None
+        raise ValueError(f"{name} of shape {m.shape} does not broadcast to {target} of "
+                         f"shape {tuple(shape)}") from None
     return m, tuple(s // m.itemsize for s in view.strides)
 
 
@@ -349,24 +350,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=Fa
     scale = 1.0 / np.sqrt(E) if scale is None else float(scale)
     mask = strides = None
     if attn_mask is not None:
-        m = np.asarray(attn_mask)
-        if m.dtype == np.bool_:
-            mask = np.ascontiguousarray(m)
-        elif m.dtype.kind == "f":
-            mask = np.ascontiguousarray(m, dtype=np.float32)
-        else:
-            raise ValueError(f"attn_mask: a bool or floating-point array is needed, got "
-                             f"dtype {m.dtype} with shape {m.shape}")
-        scores = batch + (L, S)
-        try:
-            if mask.ndim > len(scores):
-                raise ValueError
-            view = np.broadcast_to(mask, scores)
-        except ValueError:
-            raise ValueError(f"attn_mask of shape {m.shape} does not broadcast to the "
-                             f"attention scores of shape {scores} (query {q.shape}, "
-                             f"key {k.shape})") from None
-        strides = tuple(st // mask.itemsize for st in view.strides)
+        mask, strides = _mask_operand(
+            attn_mask, batch + (L, S), "attn_mask",
+            f"the attention scores (query {q.shape}, key {k.shape})")
 
     def batches(a):
         return a.reshape((int(np.prod(a.shape[:-2], dtype=np.int64)),) + a.shape[-2:])
