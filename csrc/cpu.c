@@ -9,8 +9,8 @@
 #define PT_TABLE(SUF, ISA)                                                  \
     {#SUF, ISA, pt_relu_##SUF, pt_gelu_##SUF, pt_gelu_tanh_##SUF,            \
      pt_softmax_##SUF, pt_layer_norm_##SUF, pt_sgemm_##SUF,                  \
-     pt_sgemm_pack_b_##SUF, pt_sgemm_packed_##SUF,                    \
-     pt_attention_##SUF}
+     pt_sgemm_pack_b_##SUF, pt_sgemm_packed_##SUF, pt_attention_##SUF,  \
+     pt_fma_peak_gflops_##SUF}
 
 static const pt_kernel_table tables[] = {
     PT_TABLE(scalar, PT_ISA_SCALAR),

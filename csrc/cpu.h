@@ -10,6 +10,7 @@
 #include "attention.h"
 #include "gemm.h"
 #include "layernorm.h"
+#include "peak.h"
 #include "softmax.h"
 
 typedef struct {
@@ -29,6 +30,7 @@ typedef struct {
     int (*attention)(float *, const float *, const int64_t *, const float *, const int64_t *,
                       const float *, const int64_t *, int64_t, int64_t, int64_t, int64_t,
                       int64_t, float, const pt_mask *, int, int);
+    double (*fma_peak_gflops)(int, int64_t);
 } pt_kernel_table;
 
 /* 1 if this build has path `isa` and the CPU (and OS) can run it. */

@@ -27,10 +27,15 @@ PT_DECLARE_VARIANTS(void, pt_sgemm,
 
 /* A B operand packed once for a kernel path and reused by every call: model
  * weights never change at inference.  Owns its memory; free with
- * pt_packed_b_free.  `isa` records the path whose layout it holds. */
+ * pt_packed_b_free.  `isa` records the path whose layout it holds:
+ * ceil(N/nr) panels of nr columns (the micro-kernel's NR: 32 on AVX-512,
+ * 16 on AVX2, 4 scalar), panel p holding K rows of nr floats at
+ * data + p*K*nr, zero padded past N.  pt_sgemm_packed of another path
+ * leaves C untouched: repack when the path changes. */
 typedef struct {
     int isa;          /* PT_ISA_* whose micro-kernel layout `data` holds */
     int64_t K, N;     /* logical op(B) shape */
+    int64_t nr;       /* panel width: the micro-kernel's NR on that path */
     size_t size;      /* floats in data */
     float *data;      /* packed panels, 64-byte aligned */
 } pt_packed_b;

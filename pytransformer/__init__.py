@@ -1,10 +1,14 @@
 """pytransformer: a CPU Transformer whose kernels are hand-written C.
 
 The model of "Attention Is All You Need" (Vaswani et al., 2017) on numpy
-arrays, every output checked against PyTorch.  See pytransformer.ops for the
-kernels (torch.nn.functional-shaped functions).
+arrays, every output checked against PyTorch:
+
+- pytransformer.ops: torch.nn.functional-shaped functions on the C kernels;
+- pytransformer.nn: torch.nn-shaped modules (MultiheadAttention, Transformer, ...);
+- pytransformer.models: Seq2SeqTransformer, the paper's full model;
+- pytransformer.oracle: the torch twin of any of them (needs torch).
 """
-from . import _kernels
+from . import _kernels, models, nn, ops
 
 __version__ = "0.1.0"
 
@@ -33,4 +37,5 @@ def cpu_info():
     }
 
 
-__all__ = ["set_num_threads", "get_num_threads", "cpu_info", "__version__"]
+__all__ = ["ops", "nn", "models", "set_num_threads", "get_num_threads", "cpu_info",
+           "__version__"]

@@ -25,6 +25,7 @@ cdef extern from "gemm.h":
         int isa
         int64_t K
         int64_t N
+        int64_t nr
         size_t size
         float *data
     void pt_packed_b_free(pt_packed_b *p) nogil
@@ -71,6 +72,7 @@ cdef extern from "cpu.h":
         int (*attention)(float *, const float *, const int64_t *, const float *,
                           const int64_t *, const float *, const int64_t *, int64_t, int64_t,
                           int64_t, int64_t, int64_t, float, const pt_mask *, int, int) nogil
+        double (*fma_peak_gflops)(int, int64_t) nogil
     int pt_cpu_supports(int isa)
     int pt_cpu_best_isa()
     const pt_kernel_table *pt_kernels_for(int isa)

@@ -127,6 +127,39 @@ def activation(x, str kind, bint ref=False):
     return y
 
 
+cdef int _fill_mask(pt_mask *m, object mask, tuple strides, tuple shape,
+                    str name) except -1:
+    """Describe `mask` to the kernels as broadcast to `shape` (non-empty).
+
+    mask: a C-contiguous bool/float32 base; strides: its element strides for
+    each axis of `shape`, from numpy broadcasting.  Checks that every offset
+    they produce lies inside the mask: the kernels trust this.
+    """
+    cdef int d, nd = len(shape)
+    if nd - 1 > PT_MAX_DIMS:
+        raise ValueError(f"{name}: at most {PT_MAX_DIMS} leading dims are supported")
+    if mask.dtype == np.bool_:
+        m.is_bool = 1
+    elif mask.dtype == np.float32:
+        m.is_bool = 0
+    else:
+        raise ValueError(f"{name}: bool or float32 expected, got {mask.dtype}")
+    if not mask.flags.c_contiguous or strides is None or len(strides) != nd:
+        raise ValueError(f"{name}: expected a C-contiguous base and one stride per axis")
+    span = sum((shape[d] - 1) * strides[d] for d in range(nd))
+    if any(st < 0 for st in strides) or span >= max(mask.size, 1):
+        raise ValueError(f"{name}: broadcast strides reach outside the mask")
+    if strides[nd - 1] not in (0, 1):
+        raise ValueError(f"{name}: last-axis stride must be 0 or 1")
+    m.data = cnp.PyArray_DATA(<cnp.ndarray>mask)
+    m.ndim = nd - 1
+    for d in range(nd - 1):
+        m.shape[d] = shape[d]
+        m.stride[d] = strides[d]
+    m.stride_last = strides[nd - 1]
+    return 0
+
+
 # ----------------------------------------------------------------- softmax --
 
 def softmax(x, mask=None, tuple mask_strides=None,
@@ -148,28 +181,7 @@ def softmax(x, mask=None, tuple mask_strides=None,
     if rows == 0 or n == 0:
         return y
     if mask is not None:
-        if x.ndim - 1 > PT_MAX_DIMS:
-            raise ValueError(f"masked softmax supports at most {PT_MAX_DIMS} leading dims")
-        if mask.dtype == np.bool_:
-            m.is_bool = 1
-        elif mask.dtype == np.float32:
-            m.is_bool = 0
-        else:
-            raise ValueError(f"mask: bool or float32 expected, got {mask.dtype}")
-        if not mask.flags.c_contiguous or len(mask_strides) != x.ndim:
-            raise ValueError("mask: expected a C-contiguous base and one stride per axis")
-        # every row offset plus the last-axis span must stay inside the mask
-        span = sum((x.shape[d] - 1) * mask_strides[d] for d in range(x.ndim))
-        if any(s < 0 for s in mask_strides) or span >= max(mask.size, 1):
-            raise ValueError("mask: broadcast strides reach outside the mask")
-        if mask_strides[x.ndim - 1] not in (0, 1):
-            raise ValueError("mask: last-axis stride must be 0 or 1")
-        m.data = cnp.PyArray_DATA(<cnp.ndarray>mask)
-        m.ndim = x.ndim - 1
-        for d in range(x.ndim - 1):
-            m.shape[d] = x.shape[d]
-            m.stride[d] = mask_strides[d]
-        m.stride_last = mask_strides[x.ndim - 1]
+        _fill_mask(&m, mask, mask_strides, x.shape, "mask")
         pm = &m
     cdef float *py = _fptr(y)
     cdef const float *px = _fptr(x)
@@ -394,32 +406,9 @@ def attention(q, k, v, q_index, k_index, v_index, float scale, mask=None,
     if mask is not None:
         if batch_shape is None or int(np.prod(batch_shape, dtype=np.int64)) != B:
             raise ValueError(f"attention: batch_shape {batch_shape} does not give {B} batches")
-        nd = len(batch_shape) + 2
-        shape = tuple(batch_shape) + (L, S)
-        if nd - 1 > PT_MAX_DIMS:
-            raise ValueError(f"attention: a mask supports at most {PT_MAX_DIMS - 1} batch dims")
-        if mask.dtype == np.bool_:
-            m.is_bool = 1
-        elif mask.dtype == np.float32:
-            m.is_bool = 0
-        else:
-            raise ValueError(f"attn_mask: bool or float32 expected, got {mask.dtype}")
-        if not mask.flags.c_contiguous or mask_strides is None or len(mask_strides) != nd:
-            raise ValueError("attn_mask: expected a C-contiguous base and one stride per axis")
-        # every row offset plus the key-axis span must stay inside the mask
         if B * L * S:
-            span = sum((shape[d] - 1) * mask_strides[d] for d in range(nd))
-            if any(s < 0 for s in mask_strides) or span >= max(mask.size, 1):
-                raise ValueError("attn_mask: broadcast strides reach outside the mask")
-        if mask_strides[nd - 1] not in (0, 1):
-            raise ValueError("attn_mask: key-axis stride must be 0 or 1")
-        m.data = cnp.PyArray_DATA(<cnp.ndarray>mask)
-        m.ndim = nd - 1
-        for d in range(nd - 1):
-            m.shape[d] = shape[d]
-            m.stride[d] = mask_strides[d]
-        m.stride_last = mask_strides[nd - 1]
-        pm = &m
+            _fill_mask(&m, mask, mask_strides, tuple(batch_shape) + (L, S), "attn_mask")
+            pm = &m
     if B == 0 or L == 0 or Ev == 0:
         return out
     cdef float *po = _fptr(out)
@@ -436,3 +425,16 @@ def attention(q, k, v, q_index, k_index, v_index, float scale, mask=None,
     if status != 0:
         raise MemoryError("attention: out of memory for the per-thread scratch")
     return out
+# ------------------------------------------------------------- calibration --
+
+def fma_peak_gflops(int nthreads=1, int64_t iters=20000000, isa="avx512"):
+    """Measured fp32 FMA peak (GFLOP/s) of `nthreads` threads on path `isa`
+    (a loop of independent FMAs; 0.0 for the scalar path)."""
+    if isa not in _ISA_IDS or not pt_cpu_supports(_ISA_IDS[isa]):
+        raise ValueError(f"fma_peak_gflops: kernel path {isa!r} not available; "
+                         f"available: {available_isas()}")
+    cdef const pt_kernel_table *T = pt_kernels_for(_ISA_IDS[isa])
+    cdef double g
+    with nogil:
+        g = T.fma_peak_gflops(nthreads, iters)
+    return g

@@ -6,6 +6,7 @@ misread.  Integer, bool (where floats are needed), complex and object arrays,
 and shapes that do not fit, raise ``ValueError`` naming the argument and the
 shapes.  Names, argument order and semantics follow ``torch.nn.functional``.
 """
+import math
 import numbers
 
 import numpy as np
@@ -52,9 +53,9 @@ def _gemm_operand(x, name):
     if a.dtype == np.float32 and a.ndim >= 2 and not a.flags.c_contiguous:
         t = np.swapaxes(a, -1, -2)
         if t.flags.c_contiguous:
-            return t.reshape((-1,) + t.shape[-2:]), True
+            return t.reshape((math.prod(t.shape[:-2]),) + t.shape[-2:]), True
     a = np.ascontiguousarray(a, dtype=np.float32)
-    return a.reshape((-1,) + a.shape[-2:]), False
+    return a.reshape((math.prod(a.shape[:-2]),) + a.shape[-2:]), False
 
 
 def matmul(a, b):
@@ -81,9 +82,11 @@ def matmul(a, b):
     out_shape = batch + (M, N)
     a3, ta = _gemm_operand(a_arr, "a")
     b3, tb = _gemm_operand(b_arr, "b")
-    nbatch = int(np.prod(batch, dtype=np.int64))
+    nbatch = math.prod(batch)
     if nbatch == 0 or M == 0 or N == 0:
-        out = np.zeros(out_shape, dtype=np.float32)
+        out = np.zeros(out_shape, dtype=np.float32)   # torch's empty (or K = 0: zero) result
+    elif a3.shape[0] == b3.shape[0] == nbatch:
+        out = _kernels.sgemm(a3, b3, ta, tb).reshape(out_shape)   # no broadcasting needed
     else:
         # Batch broadcasting by index: batch i of the result reads batch
         # a_index[i] of a and b_index[i] of b.
@@ -130,8 +133,8 @@ def linear(input, weight, bias=None, *, activation=None):
                              f"got shape {w.shape}")
         out_f, in_f = w.shape
     if x.ndim == 0 or x.shape[-1] != in_f:
-        raise ValueError(f"linear: input of shape {x.shape} does not match weight with "
-                         f"in_features={in_f}")
+        raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape "
+                         f"{(out_f, in_f)} (in_features={in_f})")
     b = None
     if bias is not None:
         b = as_float32(bias, "bias")
@@ -140,7 +143,7 @@ def linear(input, weight, bias=None, *, activation=None):
     if activation not in (None, "relu", "gelu", "gelu_tanh"):
         raise ValueError(f"linear: unknown activation {activation!r}")
     lead = x.shape[:-1]
-    x2 = x.reshape(-1, in_f)
+    x2 = x.reshape(math.prod(lead), in_f)
     if x2.shape[0] == 0 or out_f == 0:
         return np.zeros(lead + (out_f,), dtype=np.float32)
     if packed:
@@ -164,21 +167,22 @@ def softmax(input, dim=-1):
     return np.moveaxis(_kernels.softmax(xt), -1, d)
 
 
-def _mask_operand(mask, shape):
-    """A mask as (contiguous base, element strides broadcasting it to shape)."""
+def _mask_operand(mask, shape, name="mask", target="input"):
+    """A mask as (contiguous base, element strides broadcasting it to shape):
+    how a broadcast mask reaches the kernels without being materialised."""
     m = np.asarray(mask)
     if m.dtype == np.bool_:
         m = np.ascontiguousarray(m)
     elif m.dtype.kind == "f":
         m = np.ascontiguousarray(m, dtype=np.float32)
     else:
-        raise ValueError(f"mask: a bool or floating-point array is needed, got dtype "
+        raise ValueError(f"{name}: a bool or floating-point array is needed, got dtype "
                          f"{m.dtype} with shape {m.shape}")
     try:
         view = np.broadcast_to(m, shape)
     except ValueError:
-        raise ValueError(f"mask of shape {m.shape} does not broadcast to input of shape "
-                         f"{tuple(shape)}") from None
+        raise ValueError(f"{name} of shape {m.shape} does not broadcast to {target} of "
+                         f"shape {tuple(shape)}") from None
     return m, tuple(s // m.itemsize for s in view.strides)
 
 
@@ -346,24 +350,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=Fa
     scale = 1.0 / np.sqrt(E) if scale is None else float(scale)
     mask = strides = None
     if attn_mask is not None:
-        m = np.asarray(attn_mask)
-        if m.dtype == np.bool_:
-            mask = np.ascontiguousarray(m)
-        elif m.dtype.kind == "f":
-            mask = np.ascontiguousarray(m, dtype=np.float32)
-        else:
-            raise ValueError(f"attn_mask: a bool or floating-point array is needed, got "
-                             f"dtype {m.dtype} with shape {m.shape}")
-        scores = batch + (L, S)
-        try:
-            if mask.ndim > len(scores):
-                raise ValueError
-            view = np.broadcast_to(mask, scores)
-        except ValueError:
-            raise ValueError(f"attn_mask of shape {m.shape} does not broadcast to the "
-                             f"attention scores of shape {scores} (query {q.shape}, "
-                             f"key {k.shape})") from None
-        strides = tuple(st // mask.itemsize for st in view.strides)
+        mask, strides = _mask_operand(
+            attn_mask, batch + (L, S), "attn_mask",
+            f"the attention scores (query {q.shape}, key {k.shape})")
 
     def batches(a):
         return a.reshape((int(np.prod(a.shape[:-2], dtype=np.int64)),) + a.shape[-2:])

@@ -1,0 +1,14 @@
+/* peak.h -- the machine's fp32 FMA peak, measured: the yardstick GEMM
+ * efficiency is reported against (bench/bench_ops.py). */
+#ifndef PT_PEAK_H
+#define PT_PEAK_H
+
+#include <stdint.h>
+#include "pt_simd.h"
+
+/* GFLOP/s of `nthreads` threads each running `iters` rounds of independent
+ * FMAs on this path's widest registers (2 flops per lane per FMA).  Only the
+ * vector paths have a real loop; the scalar path returns 0. */
+PT_DECLARE_VARIANTS(double, pt_fma_peak_gflops, (int nthreads, int64_t iters))
+
+#endif
