@@ -104,7 +104,8 @@ def generate(model, src, max_new_tokens, bos_id, eos_id, pad_id=None, method="gr
         if num_return_sequences != 1:
             raise ValueError(f"num_return_sequences={num_return_sequences}: greedy search "
                              f"returns one sequence per source")
-        tokens, scores = greedy_search(model, src, max_new_tokens, bos_id, eos_id, pad_id)
+        tokens, scores = greedy_search(model, src, max_new_tokens, bos_id, eos_id, pad_id,
+                                       return_scores)
     elif method == "beam":
         beam_size = _int(beam_size, "beam_size", 1)
         if num_return_sequences > beam_size:
@@ -126,7 +127,8 @@ def generate(model, src, max_new_tokens, bos_id, eos_id, pad_id=None, method="gr
         if seed is not None:
             seed = _int(seed, "seed", 0)
         tokens, scores = sample(model, src, max_new_tokens, bos_id, eos_id, pad_id,
-                                temperature, top_k, top_p, seed, num_return_sequences)
+                                temperature, top_k, top_p, seed, num_return_sequences,
+                                return_scores)
     else:
         raise ValueError(f"method must be 'greedy', 'beam' or 'sample', got {method!r}")
     return (tokens, scores) if return_scores else tokens
@@ -143,10 +145,11 @@ def _pack(rows, pad_id, width=None):
 
 # ----------------------------------------------------------------- greedy --
 
-def greedy_search(model, src, max_new_tokens, bos_id, eos_id, pad_id):
-    """The most probable next token at every step, for each row."""
+def greedy_search(model, src, max_new_tokens, bos_id, eos_id, pad_id, with_scores=True):
+    """The most probable next token at every step, for each row.  Returns
+    (tokens, scores); scores is None unless with_scores."""
     tokens, scores = _decode_rows(model, src, max_new_tokens, bos_id, eos_id,
-                                  lambda rows, logits: _argmax_rows(logits))
+                                  lambda rows, logits: _argmax_rows(logits), with_scores)
     return _pack(tokens, pad_id), scores
 
 
@@ -154,7 +157,7 @@ def _argmax_rows(logits):
     return np.argmax(logits, axis=-1)  # the first of equal maxima
 
 
-def _decode_rows(model, src, max_new_tokens, bos_id, eos_id, choose):
+def _decode_rows(model, src, max_new_tokens, bos_id, eos_id, choose, with_scores=True):
     """Shared loop of greedy search and sampling: one token per live row per
     step; a row leaves the batch at its <eos>.  choose(rows, logits) gives the
     next token of each live row (rows: their indices in src)."""
@@ -162,13 +165,13 @@ def _decode_rows(model, src, max_new_tokens, bos_id, eos_id, choose):
     state = model.start_decoding(src, max_new_tokens)
     live = np.arange(N)
     out = [[] for _ in range(N)]
-    scores = np.zeros(N, dtype=np.float64)
+    scores = np.zeros(N, dtype=np.float64) if with_scores else None
     nxt = np.full(N, bos_id, dtype=np.int64)
     for _ in range(max_new_tokens):
         logits = model.decode_step(nxt, state)
         nxt = np.asarray(choose(live, logits), dtype=np.int64)
-        logp = log_softmax(logits)
-        scores[live] += logp[np.arange(live.size), nxt]
+        if with_scores:  # a log-softmax over the vocabulary: only when asked for
+            scores[live] += log_softmax(logits)[np.arange(live.size), nxt]
         for r, t in zip(live.tolist(), nxt.tolist()):
             out[r].append(t)
         if eos_id is not None:
@@ -211,7 +214,7 @@ def filter_logits(logits, temperature=1.0, top_k=None, top_p=1.0):
 
 
 def sample(model, src, max_new_tokens, bos_id, eos_id, pad_id, temperature=1.0, top_k=None,
-           top_p=1.0, seed=None, num_return_sequences=1):
+           top_p=1.0, seed=None, num_return_sequences=1, with_scores=True):
     """Ancestral sampling from the filtered next-token distribution.
 
     Row r of the output (source r // num_return_sequences) draws from its own
@@ -236,7 +239,8 @@ def sample(model, src, max_new_tokens, bos_id, eos_id, pad_id, temperature=1.0, 
             tok[bad] = np.argmax(probs[bad], axis=-1)
         return tok
 
-    tokens, scores = _decode_rows(model, src, max_new_tokens, bos_id, eos_id, choose)
+    tokens, scores = _decode_rows(model, src, max_new_tokens, bos_id, eos_id, choose,
+                                  with_scores)
     return _pack(tokens, pad_id), scores
 
 
