@@ -79,12 +79,14 @@ def kernel_cases(quick):
     for M, K, N in gemm_sizes:
         a = rng.standard_normal((M, K), dtype=np.float32)
         w = rng.standard_normal((N, K), dtype=np.float32)
-        impls = {"pytransformer": lambda a=a, w=w: ops.linear(a, w),
+        packed = ops.pack_weight(w)  # as nn.Linear holds its weight: packed once
+        impls = {"pytransformer": lambda a=a, p=packed: ops.linear(a, p),
                  "numpy": lambda a=a, w=w: a @ w.T}
         if torch is not None:
             ta, tw = torch.from_numpy(a), torch.from_numpy(w)
             impls["torch"] = lambda ta=ta, tw=tw: torch.nn.functional.linear(ta, tw)
-        cases.append((f"linear M={M} K={K} N={N}", 2.0 * M * K * N, "GFLOP/s", impls))
+        cases.append((f"linear M={M} K={K} N={N} (W packed)", 2.0 * M * K * N, "GFLOP/s",
+                      impls))
 
     for rows, cols in ([(512, 512)] if quick else [(512, 64), (512, 512), (4096, 1024)]):
         x = rng.standard_normal((rows, cols), dtype=np.float32)
@@ -234,6 +236,8 @@ def main(quick=False, threads=0, include_torch=True, json_path=None):
     if mrows:
         print()
         print(format_table("Model", mrows, ["pytransformer"] + (["torch"] if torch else [])))
+        print("(greedy: KV-cached decoding, eos_id=None; the repository's "
+              "bench/bench_generate.py compares it with a KV-cached torch loop)")
     if json_path:
         with open(json_path, "w") as f:
             json.dump({"cpu_info": info, "threads": nthreads, "quick": quick,
