@@ -339,6 +339,25 @@ def test_batched_equals_one_by_one_bit_for_bit(method, threads):
         np.testing.assert_array_equal(s1, scores[b * n:(b + 1) * n])
 
 
+def test_thread_count_does_not_change_decoding():
+    import pytransformer
+    model = make_model(2)
+    src = make_src(np.random.default_rng(7), [7, 2, 5, 9], width=10)
+    before = pytransformer.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2):
+            pytransformer.set_num_threads(n)
+            results.append([model.generate(src, 8, BOS, 3, OUT, method=m, beam_size=3,
+                                           seed=5, return_scores=True)
+                            for m in ("greedy", "beam", "sample")])
+    finally:
+        pytransformer.set_num_threads(before)
+    for (t1, s1), (t2, s2) in zip(*results):
+        np.testing.assert_array_equal(t1, t2)
+        np.testing.assert_array_equal(s1, s2)
+
+
 # -------------------------------------------------------------- bad input --
 
 @pytest.mark.parametrize("src,kw", [
