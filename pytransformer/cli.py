@@ -11,6 +11,7 @@ and a model against numpy (and torch, when it is installed).
 """
 import argparse
 import os
+import platform
 import sys
 import sysconfig
 import time
@@ -52,11 +53,16 @@ def cmd_info(args):
     print("build flags : (as setup.py compiles every csrc/*.c once per kernel path; "
           "no -march=native)")
     print(f"  compiler  : {sysconfig.get_config_var('CC') or 'unknown'} "
-          "(Python's configured C compiler)")
+          "(Python's configured CC, used unless CC was set at build time)")
     print(f"  common    : {' '.join(BUILD_CFLAGS)}"
           + (" -fopenmp" if info["openmp"] else ""))
-    for name, flags in BUILD_PATH_FLAGS.items():
-        print(f"  {name:9s} : -DPT_ISA={list(BUILD_PATH_FLAGS).index(name)} {' '.join(flags)}")
+    x86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
+    for i, (name, flags) in enumerate(BUILD_PATH_FLAGS.items()):
+        if name != "scalar" and not x86:
+            continue  # only the scalar path is built off x86
+        state = "in use" if name == info["isa"] else \
+            "available" if name in info["available"] else "built; this CPU lacks it"
+        print(f"  {name:9s} : -DPT_ISA={i} {' '.join(flags)}".rstrip() + f"  ({state})")
     return 0
 
 
