@@ -18,9 +18,11 @@ needs the built extension; the model itself is pure torch)::
     nice python scripts/train_demo.py --out /tmp/m.safetensors --steps 300
 
 The shipped file came from the default command: 800 steps of 128 examples,
-580 s of wall time on 2 cores shared with other work, held-out greedy exact
-match 99.85% on 2000 fresh days (the three misses: long "the ... of december"
-sources with a wrong year digit); 679,595 parameters, 2.7 MB.
+580 s of wall time on 2 cores shared with other work (87 s when a rerun had
+them to itself; it reproduced every tensor bit for bit -- only the order of
+the safetensors metadata keys differs), held-out greedy exact match 99.85% on
+2000 fresh days (the three misses: long "the ... of december" sources with a
+wrong year digit); 679,595 parameters, 2.7 MB.
 
 The weights file is what pytransformer.models.Seq2SeqTransformer.load reads:
 safetensors, float32, torch's key names, the constructor arguments in its
