@@ -84,6 +84,11 @@ def compare(fns, repeats, min_time=0.02, peak=None):
             for _ in range(n):
                 fn()
             samples[name].append((time.perf_counter() - t0) / n)
+            if name == "numpy":
+                # OpenBLAS's worker threads spin for up to 2^28 cycles (~70 ms)
+                # after a call; let them park before the next candidate, or
+                # they hold a core that the next multi-threaded run needs
+                time.sleep(0.1)
     out = {name: float(np.median(v)) for name, v in samples.items()}
     # best sample too: on a shared machine it is the better estimate of what
     # the code does when it has the core
