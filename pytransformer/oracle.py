@@ -9,6 +9,8 @@ weights (and its configuration).
 
 torch is imported lazily: pytransformer itself never needs it.
 """
+import warnings
+
 import numpy as np
 
 from . import nn
@@ -121,10 +123,14 @@ def _seq2seq_class():
                 pe[:, 0::2] = torch.sin(angle)
                 pe[:, 1::2] = torch.cos(angle[:, : d // 2])
                 self.register_buffer("pe", pe.to(torch.float32), persistent=False)
-            self.transformer = tnn.Transformer(
-                d, c["nhead"], c["num_encoder_layers"], c["num_decoder_layers"],
-                c["dim_feedforward"], dropout=0.0, activation=c["activation"],
-                batch_first=True, norm_first=c["norm_first"])
+            with warnings.catch_warnings():
+                # torch's note that its nested-tensor fast path is off for
+                # norm_first; the twin turns that path off anyway (next line)
+                warnings.filterwarnings("ignore", "enable_nested_tensor", UserWarning)
+                self.transformer = tnn.Transformer(
+                    d, c["nhead"], c["num_encoder_layers"], c["num_decoder_layers"],
+                    c["dim_feedforward"], dropout=0.0, activation=c["activation"],
+                    batch_first=True, norm_first=c["norm_first"])
             self.transformer.encoder.use_nested_tensor = False
             self.generator = tnn.Linear(d, c["tgt_vocab_size"])
             if c["tie_embeddings"]:
