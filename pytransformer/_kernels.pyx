@@ -2,6 +2,7 @@
 # read (float32, C-contiguous, sizes that agree), allocate outputs, release the
 # GIL, call C.  Argument semantics (broadcasting, dtype conversion, torch-style
 # errors) live in pytransformer/ops.py; no maths lives here.
+import math
 import os
 
 import numpy as np
@@ -404,7 +405,7 @@ def attention(q, k, v, q_index, k_index, v_index, float scale, mask=None,
     cdef pt_mask *pm = NULL
     cdef int d, nd
     if mask is not None:
-        if batch_shape is None or int(np.prod(batch_shape, dtype=np.int64)) != B:
+        if batch_shape is None or math.prod(batch_shape) != B:
             raise ValueError(f"attention: batch_shape {batch_shape} does not give {B} batches")
         if B * L * S:
             _fill_mask(&m, mask, mask_strides, tuple(batch_shape) + (L, S), "attn_mask")

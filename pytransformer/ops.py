@@ -220,7 +220,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     if len(ns) == 0 or len(ns) > x.ndim or x.shape[x.ndim - len(ns):] != ns:
         raise ValueError(f"layer_norm: normalized_shape {ns} does not match the trailing "
                          f"dimensions of input of shape {x.shape}")
-    n = int(np.prod(ns, dtype=np.int64))
+    n = math.prod(ns)
     params = []
     for arr, name in ((weight, "weight"), (bias, "bias")):
         if arr is None:
@@ -311,7 +311,7 @@ def _batch_index(shape, batch):
     None when that is the batch itself."""
     if tuple(shape) == tuple(batch):
         return None
-    n = int(np.prod(shape, dtype=np.int64))
+    n = math.prod(shape)
     return np.ascontiguousarray(
         np.broadcast_to(np.arange(n, dtype=np.int64).reshape(shape), batch).ravel())
 
@@ -355,11 +355,11 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=Fa
             f"the attention scores (query {q.shape}, key {k.shape})")
 
     def batches(a):
-        return a.reshape((int(np.prod(a.shape[:-2], dtype=np.int64)),) + a.shape[-2:])
+        return a.reshape((math.prod(a.shape[:-2]),) + a.shape[-2:])
 
     out = _kernels.attention(
         batches(q), batches(k), batches(v),
         _batch_index(q.shape[:-2], batch), _batch_index(k.shape[:-2], batch),
         _batch_index(v.shape[:-2], batch), scale, mask, strides, batch, bool(is_causal),
-        int(np.prod(batch, dtype=np.int64)))
+        math.prod(batch))
     return out.reshape(batch + (L, Ev))
