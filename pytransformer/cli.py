@@ -12,6 +12,7 @@ and a model against numpy (and torch, when it is installed).
 import argparse
 import os
 import platform
+import subprocess
 import sys
 import sysconfig
 import time
@@ -200,6 +201,13 @@ def cmd_demo(args):
 # ------------------------------------------------------------------- bench --
 
 def cmd_bench(args):
+    if not args.no_torch and "OMP_WAIT_POLICY" not in os.environ:
+        # pytransformer and torch each bring an OpenMP runtime whose idle
+        # threads spin by default; alternating short calls, each would hold
+        # the cores the other needs.  The policy is read when the runtime
+        # loads, so run the benchmark in a fresh process with it set.
+        env = dict(os.environ, OMP_WAIT_POLICY="passive")
+        return subprocess.call([sys.executable, "-m", "pytransformer", *args.argv], env=env)
     from . import benchmarks
     return benchmarks.main(quick=args.quick, threads=args.threads,
                            include_torch=not args.no_torch, json_path=args.json)
@@ -260,7 +268,9 @@ def build_parser():
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     return args.func(args)
 
 
