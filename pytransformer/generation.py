@@ -29,6 +29,7 @@ applied); for beam search that sum divided by ``length ** length_penalty``,
 the quantity the search ranks hypotheses by.
 """
 import numbers
+import zlib
 
 import numpy as np
 
@@ -217,15 +218,23 @@ def sample(model, src, max_new_tokens, bos_id, eos_id, pad_id, temperature=1.0, 
            top_p=1.0, seed=None, num_return_sequences=1, with_scores=True):
     """Ancestral sampling from the filtered next-token distribution.
 
-    Row r of the output (source r // num_return_sequences) draws from its own
-    stream, numpy.random.default_rng([seed, r]): the same seed gives the same
-    output, and rows do not disturb one another.
+    Sample j of a source draws from its own stream, keyed by the seed, j and
+    the source's tokens (padding left out): numpy.random.default_rng([seed, j,
+    crc32(tokens), len(tokens)]).  The same seed gives the same output, and a
+    sequence samples the same tokens whatever else is in its batch and however
+    much padding it carries (so equal sources in one batch sample alike: ask
+    for num_return_sequences to draw several).
     """
-    src = np.repeat(src, num_return_sequences, axis=0)
-    N = src.shape[0]
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (1 << 63))
-    streams = [np.random.default_rng([seed, r]) for r in range(N)]
+    streams = []
+    for row in src:
+        tokens = np.ascontiguousarray(row[row != model.pad_id], dtype=np.int64)
+        key = [seed, 0, zlib.crc32(tokens.tobytes()), tokens.size]
+        for j in range(num_return_sequences):
+            key[1] = j
+            streams.append(np.random.default_rng(key))
+    src = np.repeat(src, num_return_sequences, axis=0)
 
     def choose(rows, logits):
         probs = filter_logits(logits, temperature, top_k, top_p)
