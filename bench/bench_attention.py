@@ -26,13 +26,13 @@ import os
 import platform
 import subprocess
 import sys
-import time
 
 import numpy as np
 
+from common import timings
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
 
 HEADS, HEAD_DIM = 8, 64
 
@@ -88,17 +88,6 @@ def measure_memory(impl, L, causal, threads):
     return json.loads(res.stdout.strip().splitlines()[-1])["peak_growth_bytes"]
 
 
-def median_time(fn, repeats, warmup=1):
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts)), ts
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seqs", type=int, nargs="+", default=[512, 1024, 2048, 4096])
@@ -128,8 +117,9 @@ def main():
             for threads in args.threads:
                 # fewer repeats where one call takes long
                 reps = max(3, min(args.repeats, int(2e9 / (L * L * HEADS * HEAD_DIM))))
-                t_ours, ts_ours = median_time(runner("pytransformer", L, causal, threads), reps)
-                t_torch, ts_torch = median_time(runner("torch", L, causal, threads), reps)
+                ts_ours = timings(runner("pytransformer", L, causal, threads), 1, reps)
+                ts_torch = timings(runner("torch", L, causal, threads), 1, reps)
+                t_ours, t_torch = float(np.median(ts_ours)), float(np.median(ts_torch))
                 # useful flops: Q K^T and P V, halved by the causal mask
                 flops = 4.0 * HEADS * L * L * HEAD_DIM * (0.5 if causal else 1.0)
                 row = {"L": L, "S": L, "heads": HEADS, "head_dim": HEAD_DIM,

@@ -23,13 +23,8 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import sys
-import time
 
 import numpy as np
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -38,20 +33,11 @@ import pytransformer  # noqa: E402
 from pytransformer import oracle  # noqa: E402
 from pytransformer.models import Seq2SeqTransformer  # noqa: E402
 
+from common import median_time, set_threads  # noqa: E402
+
 BASE = dict(src_vocab_size=32000, tgt_vocab_size=32000, d_model=512, nhead=8,
             num_encoder_layers=6, num_decoder_layers=6, dim_feedforward=2048, max_len=256)
 BOS, PAD = 1, 0
-
-
-def median_time(fn, warmup, repeats):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def memory_bandwidth(nbytes=1 << 28, repeats=5):
@@ -193,8 +179,7 @@ def main():
     rows = []
     with torch.inference_mode():
         for threads in args.threads:
-            pytransformer.set_num_threads(threads)
-            torch.set_num_threads(threads)
+            set_threads(threads)
             cases = [("greedy", 1), ("greedy", 8), ("beam4", 1)]
             for what, B in cases:
                 src = src8[:B]

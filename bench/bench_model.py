@@ -14,37 +14,18 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import sys
-import time
 
 import numpy as np
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import torch  # noqa: E402
 
 import pytransformer  # noqa: E402
 from pytransformer import nn, oracle  # noqa: E402
 
+from common import median_time, set_threads  # noqa: E402
+
 BASE = dict(d_model=512, nhead=8, num_encoder_layers=6, num_decoder_layers=6,
             dim_feedforward=2048, batch_first=True)
-
-
-def median_time(fn, warmup, repeats):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def set_threads(n):
-    pytransformer.set_num_threads(n)
-    torch.set_num_threads(n)
 
 
 def main():

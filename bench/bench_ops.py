@@ -41,7 +41,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
 
 import pytransformer  # noqa: E402
 from pytransformer import _kernels, ops  # noqa: E402
@@ -345,7 +344,7 @@ def main(argv=None):
            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
            "peak_gflops": {}, "gemm": [], "rowwise": [], "quick": args.quick,
            "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
-    log(f"calibrating: memory bandwidth")
+    log("calibrating: memory bandwidth")
     res["memory_gbs"] = memory_bandwidth(3)
     for nt in threads:
         log(f"calibrating: FMA peak, {nt} thread(s)")

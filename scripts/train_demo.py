@@ -32,7 +32,6 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 import warnings
 
@@ -42,7 +41,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 from pytransformer import demo_task as task  # noqa: E402
 
 CONFIG = dict(
