@@ -723,18 +723,40 @@ def _torch_activation(layer):
     raise ValueError(f"from_torch: activation {act!r} is not supported (relu or gelu only)")
 
 
-class _FeedForward:
-    """Position-wise feed-forward network (section 3.3):
-    FFN(x) = act(x W_1 + b_1) W_2 + b_2, the activation fused into the first GEMM."""
+class _TransformerLayer(Module):
+    """What the encoder and decoder layers share: their attention
+    sub-layers, the position-wise feed-forward network (section 3.3),
+    FFN(x) = act(x W_1 + b_1) W_2 + b_2 with the activation fused into the
+    first GEMM, and one LayerNorm per sub-layer for "Add & Norm"."""
+
+    def _build(self, d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
+               batch_first, norm_first, bias, rng, cross_attention):
+        rng = _rng(rng)
+        attention = lambda: MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
+                                               batch_first=batch_first, rng=rng)
+        self.self_attn = attention()
+        if cross_attention:
+            self.multihead_attn = attention()
+        self.linear1 = Linear(d_model, dim_feedforward, bias=bias, rng=rng)
+        self.linear2 = Linear(dim_feedforward, d_model, bias=bias, rng=rng)
+        self.norm_first = bool(norm_first)
+        for i in range(3 if cross_attention else 2):
+            setattr(self, f"norm{i + 1}", LayerNorm(d_model, eps=layer_norm_eps, bias=bias))
+        self.dropout = float(dropout)
+        self.activation = activation
+        self._act_name, self._act_fn = _activation(activation)
 
     def _ff_block(self, x):
         if self._act_fn is None:
             return self.linear2(self.linear1(x, activation=self._act_name))
         return self.linear2(ops.as_float32(self._act_fn(self.linear1(x)), "activation"))
 
-    def _set_activation(self, activation):
-        self.activation = activation
-        self._act_name, self._act_fn = _activation(activation)
+    @classmethod
+    def _from_torch_config(cls, m):
+        return cls(m.self_attn.embed_dim, m.self_attn.num_heads, m.linear1.out_features,
+                   dropout=m.dropout.p, activation=_torch_activation(m),
+                   layer_norm_eps=m.norm1.eps, batch_first=m.self_attn.batch_first,
+                   norm_first=m.norm_first, bias=m.linear1.bias is not None, rng=NO_INIT)
 
 
 def _residual(x, y):
@@ -742,7 +764,7 @@ def _residual(x, y):
     return np.add(y, x, out=y)
 
 
-class TransformerEncoderLayer(Module, _FeedForward):
+class TransformerEncoderLayer(_TransformerLayer):
     """One encoder layer (section 3.1): multi-head self-attention, then the
     position-wise feed-forward network, each wrapped in a residual connection
     and layer normalisation ("Add & Norm"): LayerNorm(x + Sublayer(x)), or
@@ -752,16 +774,8 @@ class TransformerEncoderLayer(Module, _FeedForward):
                  layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True,
                  device=None, dtype=None, *, rng=None):
         super().__init__()
-        rng = _rng(rng)
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
-                                            batch_first=batch_first, rng=rng)
-        self.linear1 = Linear(d_model, dim_feedforward, bias=bias, rng=rng)
-        self.linear2 = Linear(dim_feedforward, d_model, bias=bias, rng=rng)
-        self.norm_first = bool(norm_first)
-        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-        self.dropout = float(dropout)
-        self._set_activation(activation)
+        self._build(d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
+                    batch_first, norm_first, bias, rng, cross_attention=False)
 
     def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
         x = ops.as_float32(src, "src")
@@ -777,15 +791,8 @@ class TransformerEncoderLayer(Module, _FeedForward):
         return self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
                               need_weights=False, is_causal=is_causal)[0]
 
-    @classmethod
-    def _from_torch_config(cls, m):
-        return cls(m.self_attn.embed_dim, m.self_attn.num_heads, m.linear1.out_features,
-                   dropout=m.dropout.p, activation=_torch_activation(m),
-                   layer_norm_eps=m.norm1.eps, batch_first=m.self_attn.batch_first,
-                   norm_first=m.norm_first, bias=m.linear1.bias is not None, rng=NO_INIT)
 
-
-class TransformerDecoderLayer(Module, _FeedForward):
+class TransformerDecoderLayer(_TransformerLayer):
     """One decoder layer (section 3.1): masked multi-head self-attention,
     multi-head attention over the encoder output (keys and values from the
     memory, queries from the decoder, section 3.2.3), then the position-wise
@@ -795,19 +802,8 @@ class TransformerDecoderLayer(Module, _FeedForward):
                  layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True,
                  device=None, dtype=None, *, rng=None):
         super().__init__()
-        rng = _rng(rng)
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
-                                            batch_first=batch_first, rng=rng)
-        self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
-                                                 batch_first=batch_first, rng=rng)
-        self.linear1 = Linear(d_model, dim_feedforward, bias=bias, rng=rng)
-        self.linear2 = Linear(dim_feedforward, d_model, bias=bias, rng=rng)
-        self.norm_first = bool(norm_first)
-        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-        self.norm3 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-        self.dropout = float(dropout)
-        self._set_activation(activation)
+        self._build(d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
+                    batch_first, norm_first, bias, rng, cross_attention=True)
 
     def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
                 memory_key_padding_mask=None, tgt_is_causal=False, memory_is_causal=False):
@@ -855,13 +851,6 @@ class TransformerDecoderLayer(Module, _FeedForward):
         return self.multihead_attn(x, mem, mem, attn_mask=attn_mask,
                                    key_padding_mask=key_padding_mask, need_weights=False,
                                    is_causal=is_causal)[0]
-
-    @classmethod
-    def _from_torch_config(cls, m):
-        return cls(m.self_attn.embed_dim, m.self_attn.num_heads, m.linear1.out_features,
-                   dropout=m.dropout.p, activation=_torch_activation(m),
-                   layer_norm_eps=m.norm1.eps, batch_first=m.self_attn.batch_first,
-                   norm_first=m.norm_first, bias=m.linear1.bias is not None, rng=NO_INIT)
 
 
 class ModuleList(Module):
