@@ -142,7 +142,6 @@ def test_cross_attention_map_matches_torch():
 
 
 def test_demo_plot(tmp_path):
-    pytest.importorskip("matplotlib")
     out = tmp_path / "map.png"
     assert cli.main(["demo", "5 mar 2021", "--n", "0", "--plot", str(out)]) == 0
     assert out.stat().st_size > 1000
