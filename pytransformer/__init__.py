@@ -8,7 +8,15 @@ arrays, every output checked against PyTorch:
 - pytransformer.models: Seq2SeqTransformer, the paper's full model;
 - pytransformer.oracle: the torch twin of any of them (needs torch).
 """
-from . import _kernels, models, nn, ops
+try:
+    from . import _kernels
+except ImportError as e:  # pragma: no cover - depends on how it was installed
+    import os as _os
+    raise ImportError(
+        f"pytransformer's compiled kernels are missing from {_os.path.dirname(__file__)}: "
+        f"this is a source tree that was not built.  Install it (pip install .) and run "
+        f"from another directory, or build in place (pip install -e .)") from e
+from . import models, nn, ops  # noqa: E402
 
 __version__ = "0.1.0"
 
