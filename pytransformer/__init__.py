@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 
 def set_num_threads(n):
     """Threads the kernels may use (OpenMP); 1 when built without OpenMP."""
-    _kernels.set_num_threads(int(n))
+    _kernels.set_num_threads(n)
 
 
 def get_num_threads():

@@ -61,11 +61,13 @@ def has_openmp():
     return bool(PT_HAVE_OPENMP)
 
 
-def set_num_threads(int n):
+def set_num_threads(n):
     global _nthreads
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise ValueError(f"set_num_threads: n must be an integer >= 1, got {n!r}")
     if n < 1:
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
-    _nthreads = n if PT_HAVE_OPENMP else 1
+    _nthreads = int(n) if PT_HAVE_OPENMP else 1
 
 
 def get_num_threads():
@@ -145,6 +147,8 @@ cdef int _fill_mask(pt_mask *m, object mask, tuple strides, tuple shape,
         m.is_bool = 0
     else:
         raise ValueError(f"{name}: bool or float32 expected, got {mask.dtype}")
+    if mask.size == 0:
+        raise ValueError(f"{name}: an empty mask cannot cover shape {shape}")
     if not mask.flags.c_contiguous or strides is None or len(strides) != nd:
         raise ValueError(f"{name}: expected a C-contiguous base and one stride per axis")
     span = sum((shape[d] - 1) * strides[d] for d in range(nd))

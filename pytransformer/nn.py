@@ -597,13 +597,13 @@ class MultiheadAttention(Module):
                                       N, self.num_heads, L, S)
         weights = None
         if need_weights:
-            o, weights = ops.attention_with_weights(q, k, v, mask, causal)
+            o, weights = ops.attention_with_weights(q, k, v, attn_mask=mask, is_causal=causal)
             if average_attn_weights:
                 weights = weights.mean(axis=1)
             if not batched:
                 weights = weights[0]
         else:
-            o = ops.scaled_dot_product_attention(q, k, v, mask, causal)
+            o = ops.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         out = self.output_projection(o)
         if not batched:
             out = out[0] if self.batch_first else out[:, 0]
@@ -630,7 +630,7 @@ class MultiheadAttention(Module):
         cache_v[:, :, pos] = v[:, :, 0]
         mask = None if keep is None else keep.reshape(N, 1, 1, pos + 1)
         o = ops.scaled_dot_product_attention(q, cache_k[:, :, :pos + 1],
-                                             cache_v[:, :, :pos + 1], mask)
+                                             cache_v[:, :, :pos + 1], attn_mask=mask)
         return self.output_projection(o).reshape(N, self.embed_dim)
 
     def memory_keys_values(self, memory):
@@ -646,7 +646,7 @@ class MultiheadAttention(Module):
         (N, 1, 1, S) bool is False at padded source positions.  Returns (N, E)."""
         N = x.shape[0]
         q = self.project_query(self._one_position(x))
-        o = ops.scaled_dot_product_attention(q, mem_k, mem_v, memory_keep)
+        o = ops.scaled_dot_product_attention(q, mem_k, mem_v, attn_mask=memory_keep)
         return self.output_projection(o).reshape(N, self.embed_dim)
 
     def _check_inputs(self, query, key, value, key_padding_mask):
@@ -692,6 +692,12 @@ class MultiheadAttention(Module):
 
 # ------------------------------------------------------------------ layers --
 
+def gelu_tanh(x):
+    """GELU in its tanh approximation, as torch.nn.GELU(approximate='tanh'):
+    pass it as a layer's ``activation`` (it is fused into the GEMM)."""
+    return ops.gelu(x, approximate="tanh")
+
+
 def _activation(activation):
     """(name fused into the GEMM, or a callable applied after it)."""
     if isinstance(activation, str):
@@ -702,23 +708,29 @@ def _activation(activation):
         return "relu", None
     if activation is ops.gelu:
         return "gelu", None
+    if activation is gelu_tanh:
+        return "gelu_tanh", None
     if callable(activation):  # applied to the numpy output of the first GEMM
         return None, activation
     raise ValueError(f"activation should be 'relu', 'gelu' or a callable, got {activation!r}")
 
 
 def _torch_activation(layer):
-    """'relu' / 'gelu' for a torch Transformer layer's activation."""
+    """'relu', 'gelu' or gelu_tanh for a torch Transformer layer's activation."""
+    act = layer.activation
+    name = getattr(act, "__name__", type(act).__name__).lower()
+    approximate = getattr(act, "approximate", "none")
+    # checked before torch's relu-or-gelu code, which is 2 for either GELU form
+    if name == "gelu" and approximate == "tanh":
+        return gelu_tanh
     code = getattr(layer, "activation_relu_or_gelu", 0)
     if code == 1:
         return "relu"
     if code == 2:
         return "gelu"
-    act = layer.activation
-    name = getattr(act, "__name__", type(act).__name__).lower()
     if name == "relu":
         return "relu"
-    if name == "gelu" and getattr(act, "approximate", "none") == "none":
+    if name == "gelu" and approximate == "none":
         return "gelu"
     raise ValueError(f"from_torch: activation {act!r} is not supported (relu or gelu only)")
 
@@ -743,6 +755,9 @@ class _TransformerLayer(Module):
         for i in range(3 if cross_attention else 2):
             setattr(self, f"norm{i + 1}", LayerNorm(d_model, eps=layer_norm_eps, bias=bias))
         self.dropout = float(dropout)
+        self._set_activation(activation)
+
+    def _set_activation(self, activation):
         self.activation = activation
         self._act_name, self._act_fn = _activation(activation)
 
@@ -1158,8 +1173,14 @@ class Transformer(Module):
             raise ValueError("from_torch: a Transformer with a custom encoder or decoder "
                              "(no final norm, or no layers) is not supported")
         layer = enc.layers[0]
-        return cls(layer.self_attn.embed_dim, layer.self_attn.num_heads, len(enc.layers),
-                   len(dec.layers), layer.linear1.out_features, dropout=layer.dropout.p,
-                   activation=_torch_activation(layer), layer_norm_eps=layer.norm1.eps,
-                   batch_first=layer.self_attn.batch_first, norm_first=layer.norm_first,
-                   bias=layer.linear1.bias is not None, rng=NO_INIT)
+        t = cls(layer.self_attn.embed_dim, layer.self_attn.num_heads, len(enc.layers),
+                len(dec.layers), layer.linear1.out_features, dropout=layer.dropout.p,
+                activation=_torch_activation(layer), layer_norm_eps=layer.norm1.eps,
+                batch_first=layer.self_attn.batch_first, norm_first=layer.norm_first,
+                bias=layer.linear1.bias is not None, rng=NO_INIT)
+        # torch's decoder layers may compute another activation than its
+        # encoder's (nn.Transformer gives its decoder ReLU when the activation
+        # is a GELU module): mirror what each stack computes
+        for ours in t.decoder.layers:
+            ours._set_activation(_torch_activation(dec.layers[0]))
+        return t

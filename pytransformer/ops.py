@@ -8,6 +8,7 @@ shapes.  Names, argument order and semantics follow ``torch.nn.functional``.
 """
 import math
 import numbers
+import operator
 
 import numpy as np
 
@@ -28,7 +29,7 @@ def as_float32(x, name):
     if a.dtype.kind != "f":
         raise ValueError(f"{name}: a floating-point array is needed, got dtype {a.dtype} "
                          f"with shape {a.shape}")
-    return np.ascontiguousarray(a, dtype=np.float32)
+    return np.asarray(a, dtype=np.float32, order="C")  # keeps 0-d arrays 0-d
 
 
 def _normalize_dim(dim, ndim, name="dim"):
@@ -197,12 +198,11 @@ def masked_softmax(input, mask, dim=-1):
     if x.ndim == 0:
         x = x.reshape(1)
     d = _normalize_dim(dim, x.ndim)
-    if d != x.ndim - 1:
-        full = np.broadcast_to(np.asarray(mask), x.shape) if np.ndim(mask) else mask
-        xt = np.ascontiguousarray(np.moveaxis(x, d, -1))
-        mt = np.moveaxis(np.asarray(full), d, -1) if np.ndim(mask) else full
-        return np.moveaxis(masked_softmax(xt, np.ascontiguousarray(mt), -1), -1, d)
     base, strides = _mask_operand(mask, x.shape)
+    if d != x.ndim - 1:  # the softmax axis made the last one, mask with it
+        xt = np.ascontiguousarray(np.moveaxis(x, d, -1))
+        mt = np.ascontiguousarray(np.moveaxis(np.broadcast_to(base, x.shape), d, -1))
+        return np.moveaxis(masked_softmax(xt, mt, -1), -1, d)
     out = _kernels.softmax(x, base, strides)
     return out.reshape(np.shape(input)) if np.ndim(input) == 0 else out
 
@@ -215,8 +215,12 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     square root)."""
     x = as_float32(input, "input")
     if isinstance(normalized_shape, numbers.Integral):
-        normalized_shape = (int(normalized_shape),)
-    ns = tuple(int(s) for s in normalized_shape)
+        normalized_shape = (normalized_shape,)
+    try:
+        ns = tuple(operator.index(s) for s in normalized_shape)
+    except TypeError:
+        raise ValueError(f"layer_norm: normalized_shape must be an int or a sequence of "
+                         f"ints, got {normalized_shape!r}") from None
     if len(ns) == 0 or len(ns) > x.ndim or x.shape[x.ndim - len(ns):] != ns:
         raise ValueError(f"layer_norm: normalized_shape {ns} does not match the trailing "
                          f"dimensions of input of shape {x.shape}")
@@ -284,7 +288,14 @@ def _check_qkv(query, key, value):
     return q, k, v
 
 
-def attention_with_weights(query, key, value, attn_mask=None, is_causal=False, scale=None):
+def _no_dropout(dropout_p):
+    if dropout_p != 0.0:
+        raise ValueError(f"scaled_dot_product_attention: dropout_p={dropout_p!r}; "
+                         f"pytransformer is for inference, dropout_p must be 0")
+
+
+def attention_with_weights(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
+                           scale=None):
     """Scaled dot-product attention that also returns the attention weights.
 
     softmax(Q K^T * scale + mask) V with the probabilities materialised
@@ -292,6 +303,7 @@ def attention_with_weights(query, key, value, attn_mask=None, is_causal=False, s
     (``need_weights``).  Returns ``(output, weights)``.  Same semantics as
     :func:`scaled_dot_product_attention`; fully masked rows give zeros.
     """
+    _no_dropout(dropout_p)
     q, k, v = _check_qkv(query, key, value)
     L, S, E = q.shape[-2], k.shape[-2], q.shape[-1]
     scale = 1.0 / np.sqrt(E) if scale is None else float(scale)
@@ -316,8 +328,8 @@ def _batch_index(shape, batch):
         np.broadcast_to(np.arange(n, dtype=np.int64).reshape(shape), batch).ravel())
 
 
-def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=False,
-                                 scale=None):
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
+                                 is_causal=False, scale=None):
     """softmax(Q K^T / sqrt(d_k) + mask) V -- "Scaled Dot-Product Attention"
     (Vaswani et al. 2017, section 3.2.1), as
     ``torch.nn.functional.scaled_dot_product_attention``.
@@ -327,12 +339,15 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=Fa
     (..., L, S): bool True = may attend, float added.  is_causal: query i
     attends keys j <= i (top-left aligned); not together with attn_mask.
     scale defaults to 1/sqrt(E).  Rows with nothing to attend to give zeros.
+    dropout_p is accepted for torch's argument order; inference only, it must
+    be 0.
 
     Computed by the fused kernel (csrc/attention.c): keys visited block by
     block with an online softmax, so memory grows linearly with the sequence
     length and the L x S weights are never formed.  Use
     :func:`attention_with_weights` to get them.
     """
+    _no_dropout(dropout_p)
     q, k, v = _check_qkv(query, key, value)
     if is_causal and attn_mask is not None:
         raise ValueError("scaled_dot_product_attention: give attn_mask or is_causal, "

@@ -38,8 +38,10 @@ def _load(tm, model):
 
 
 def _torch_activation(act):
-    if act in ("relu", "gelu"):
+    if isinstance(act, str) and act in ("relu", "gelu"):
         return act
+    if act is nn.gelu_tanh:
+        return _torch().nn.GELU(approximate="tanh")
     raise ValueError(f"to_torch: activation {act!r} has no torch equivalent here "
                      f"(relu or gelu only)")
 

@@ -220,3 +220,17 @@ def test_sdpa_rejects_integer_arrays():
     k = np.ones((2, 6, 8), dtype=np.float32)
     with pytest.raises(ValueError, match="query"):
         ops.scaled_dot_product_attention(q, k, k)
+
+
+def test_sdpa_takes_torchs_argument_order(rng):
+    q, k, v = qkv(rng, (2, 3, 6, 16), (2, 3, 9, 16), (2, 3, 9, 8))
+    # (query, key, value, attn_mask, dropout_p, is_causal, scale), as torch
+    ours = ops.scaled_dot_product_attention(q, k, v, None, 0.0, True, 0.3)
+    theirs = F.scaled_dot_product_attention(torch.from_numpy(q), torch.from_numpy(k),
+                                            torch.from_numpy(v), None, 0.0, True, scale=0.3)
+    score_max = np.linalg.norm(q, axis=-1).max() * np.linalg.norm(k, axis=-1).max() * 0.3
+    assert_close(ours, theirs.numpy(), attention_tol(16, 9, score_max, np.abs(v).max()))
+    with pytest.raises(ValueError, match="dropout_p"):
+        ops.scaled_dot_product_attention(q, k, v, dropout_p=0.1)
+    with pytest.raises(ValueError, match="dropout_p"):
+        ops.attention_with_weights(q, k, v, None, 0.5)

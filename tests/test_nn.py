@@ -511,3 +511,22 @@ def test_load_state_dict_repacks(rng):
 def test_custom_encoder_rejected():
     with pytest.raises(ValueError, match="custom_encoder"):
         nn.Transformer(16, 2, custom_encoder=object())
+
+
+@pytest.mark.parametrize("act", ["relu", "gelu", "gelu-module", "gelu-tanh-module"])
+def test_from_torch_keeps_each_activation(act):
+    """torch's GELU(approximate='tanh') is computed as such, and nn.Transformer
+    mirrors each stack's own activation (torch gives its decoder ReLU when
+    the activation is a GELU module)."""
+    a = {"relu": "relu", "gelu": "gelu", "gelu-module": torch.nn.GELU(),
+         "gelu-tanh-module": torch.nn.GELU(approximate="tanh")}[act]
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, activation=a).eval()
+    x = 3 * np.random.default_rng(0).standard_normal((5, 2, 16)).astype(np.float32)
+    with torch.no_grad():
+        assert_model_close(nn.TransformerEncoderLayer.from_torch(layer)(x), layer(T(x)).numpy(),
+                           what=f"layer {act}")
+        t = torch.nn.Transformer(16, 4, 2, 1, 24, dropout=0.0, activation=a).eval()
+        tgt = np.random.default_rng(1).standard_normal((4, 2, 16)).astype(np.float32)
+        assert_model_close(nn.Transformer.from_torch(t)(x, tgt), t(T(x), T(tgt)).numpy(),
+                           what=f"transformer {act}")

@@ -307,3 +307,26 @@ def test_default_path_is_the_best_available():
     res = run_python(["-c", "import pytransformer as p; i = p.cpu_info();"
                       "print(i['isa'] == i['available'][-1])"], env)
     assert res.stdout.strip() == "True", res.stderr
+
+
+def test_zero_d_inputs_stay_zero_d():
+    for ours, theirs in [(ops.softmax, lambda t: torch.softmax(t, 0)), (ops.relu, F.relu),
+                         (ops.gelu, F.gelu)]:
+        out = ours(np.float32(-1.5))
+        assert out.shape == () and out == theirs(torch.tensor(-1.5)).item()
+
+
+def test_kernel_boundary_refuses_an_empty_mask():
+    # the public ops cannot produce this; the Cython boundary must still refuse
+    # it rather than let the kernel read element 0 of an empty buffer
+    with pytest.raises(ValueError, match="empty mask"):
+        _kernels.softmax(np.ones((2, 3), np.float32), np.zeros(0, bool), (0, 0))
+
+
+def test_bad_argument_types():
+    with pytest.raises(ValueError, match="normalized_shape"):
+        ops.layer_norm(np.ones((2, 3), np.float32), 3.0)
+    with pytest.raises(ValueError, match="integer"):
+        pytransformer.set_num_threads(1.5)
+    with pytest.raises(ValueError, match=r"mask of shape \(3, 6\)"):
+        ops.masked_softmax(np.ones((4, 5, 6), np.float32), np.ones((3, 6), bool), dim=0)
