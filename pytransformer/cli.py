@@ -152,8 +152,6 @@ def cmd_demo(args):
     from . import demo_task as task
     if args.threads:
         pytransformer.set_num_threads(args.threads)
-    if args.n < 0:
-        raise SystemExit("--n must be >= 0")
     model = _load_demo_model(args.model)
     info = pytransformer.cpu_info()
     print(f"demo model: written dates -> ISO dates, {os.path.basename(args.model)} "
@@ -164,6 +162,8 @@ def cmd_demo(args):
     ok = []
     for t in texts:
         try:
+            if not t.strip():
+                raise ValueError("there is no date in it")
             task.encode(t)
             if len(t) > task.MAX_SOURCE_LEN:
                 raise ValueError(f"{len(t)} characters; the demo model reads at most "
@@ -215,6 +215,19 @@ def cmd_bench(args):
 
 # -------------------------------------------------------------------- main --
 
+def _count(lowest):
+    """An argparse type: an integer >= lowest."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"must be >= {lowest}, got {value}")
+        return value
+    return parse
+
+
 def build_parser():
     from . import demo_task as task
     p = argparse.ArgumentParser(
@@ -233,12 +246,12 @@ def build_parser():
     d.add_argument("text", nargs="*", metavar="TEXT",
                    help=f"dates to translate, e.g. \"june 3rd, 1999\" (years "
                         f"{task.FIRST_YEAR}-{task.LAST_YEAR}; letters, digits, ' ,-/')")
-    d.add_argument("--n", type=int, default=1000,
+    d.add_argument("--n", type=_count(0), default=1000,
                    help="held-out examples for the accuracy check (default 1000; 0 skips it)")
     d.add_argument("--seed", type=int, default=0, help="seed of the held-out draw (default 0)")
-    d.add_argument("--batch-size", type=int, default=256,
+    d.add_argument("--batch-size", type=_count(1), default=256,
                    help="sequences decoded together (default 256)")
-    d.add_argument("--threads", type=int, default=0,
+    d.add_argument("--threads", type=_count(1), default=None,
                    help="kernel threads (default: as pytransformer starts, OpenMP's default)")
     d.add_argument("--plot", metavar="FILE.png",
                    help="write the cross-attention map of the first example (needs matplotlib)")
@@ -259,7 +272,7 @@ def build_parser():
                     "The full comparison scripts are in the repository's bench/ directory.")
     b.add_argument("--quick", action="store_true",
                    help="fewer sizes, a smaller model, fewer repeats")
-    b.add_argument("--threads", type=int, default=0,
+    b.add_argument("--threads", type=_count(1), default=None,
                    help="threads for pytransformer and torch (default: pytransformer's)")
     b.add_argument("--no-torch", action="store_true", help="skip torch even if installed")
     b.add_argument("--json", metavar="FILE", help="also write the results as JSON")

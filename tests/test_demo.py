@@ -173,3 +173,21 @@ def test_bench_quick_runs(capsys):
     assert cli.main(["bench", "--quick", "--no-torch"]) == 0
     out = capsys.readouterr().out
     assert "Kernels" in out and "linear" in out and "softmax" in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["demo", "--batch-size", "0"], "--batch-size: must be >= 1"),
+    (["demo", "--threads", "-1"], "--threads: must be >= 1"),
+    (["demo", "--n", "-3"], "--n: must be >= 0"),
+    (["bench", "--threads", "x"], "is not an integer"),
+])
+def test_cli_rejects_bad_numbers(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_demo_says_it_cannot_read_empty_text(capsys):
+    assert cli.main(["demo", "", "   ", "--n", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("cannot read it") == 2
