@@ -9,6 +9,7 @@ sharing its weight with the target embedding.  Inference only, no dropout.
 """
 import json
 import math
+import numbers
 
 import numpy as np
 
@@ -30,6 +31,24 @@ def sinusoidal_positional_encoding(max_len, d_model):
     pe[:, 0::2] = np.sin(angle)
     pe[:, 1::2] = np.cos(angle[:, : d_model // 2])
     return pe.astype(np.float32)
+
+
+def _check_config_against(config, tensors):
+    """The sizes a config gives the largest tensors must be those in the file,
+    so that a bad config fails here rather than allocating a model for it."""
+    d = config.get("d_model")
+    expected = {"src_embed.weight": (config.get("src_vocab_size"), d),
+                "tgt_embed.weight": (config.get("tgt_vocab_size"), d),
+                "transformer.encoder.layers.0.linear1.weight": (config.get("dim_feedforward"), d)}
+    if config.get("positional") == "learned":
+        expected["pos_embed.weight"] = (config.get("max_len"), d)
+    for key, shape in expected.items():
+        if key in tensors and tuple(tensors[key].shape) != shape:
+            raise ValueError(f"{key} is {tuple(tensors[key].shape)} in the file but the "
+                             f"config makes it {shape}")
+    if not isinstance(config.get("max_len"), int) or config["max_len"] > (1 << 20):
+        raise ValueError(f"max_len={config.get('max_len')!r} is not a sequence length "
+                         f"this model could be given")
 
 
 class Seq2SeqTransformer(nn.Module):
@@ -61,11 +80,19 @@ class Seq2SeqTransformer(nn.Module):
                              f"{positional!r}")
         if activation not in ("relu", "gelu"):
             raise ValueError(f"activation must be 'relu' or 'gelu', got {activation!r}")
-        for name, v in (("src_vocab_size", src_vocab_size), ("tgt_vocab_size", tgt_vocab_size),
-                        ("d_model", d_model), ("nhead", nhead), ("max_len", max_len),
-                        ("dim_feedforward", dim_feedforward)):
-            if int(v) <= 0:
-                raise ValueError(f"{name} must be positive, got {v}")
+        sizes = dict(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size,
+                     d_model=d_model, nhead=nhead, num_encoder_layers=num_encoder_layers,
+                     num_decoder_layers=num_decoder_layers, dim_feedforward=dim_feedforward,
+                     max_len=max_len, pad_id=pad_id)
+        for name, v in sizes.items():
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise ValueError(f"{name} must be an integer, got {v!r}")
+            lowest = 0 if name in ("num_encoder_layers", "num_decoder_layers", "pad_id") else 1
+            if v < lowest:
+                raise ValueError(f"{name} must be >= {lowest}, got {v}")
+        if pad_id >= min(src_vocab_size, tgt_vocab_size):
+            raise ValueError(f"pad_id={pad_id} is outside the vocabularies (src_vocab_size="
+                             f"{src_vocab_size}, tgt_vocab_size={tgt_vocab_size})")
         self.config = dict(src_vocab_size=int(src_vocab_size),
                            tgt_vocab_size=int(tgt_vocab_size), d_model=int(d_model),
                            nhead=int(nhead), num_encoder_layers=int(num_encoder_layers),
@@ -281,8 +308,9 @@ class Seq2SeqTransformer(nn.Module):
             config = json.loads(meta["config"])
             if not isinstance(config, dict):
                 raise TypeError("not a JSON object")
+            _check_config_against(config, tensors)  # before allocating anything
             model = cls(**config, _rng=nn.NO_INIT)
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, MemoryError) as e:
             raise ValueError(f"{path}: bad model config in the metadata ({e})") from None
         bad = [k for k, v in tensors.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
         if bad:

@@ -189,6 +189,29 @@ def test_mismatched_files(tmp_path):
         Seq2SeqTransformer.load(p)
 
 
+@pytest.mark.parametrize("change,message", [
+    (dict(max_len=10**12), "max_len"), (dict(src_vocab_size=10**13), "src_embed.weight"),
+    (dict(dim_feedforward=10**12), "linear1.weight"), (dict(pad_id=99), "pad_id"),
+    (dict(pad_id=-1), "pad_id"), (dict(d_model="32"), "config"), (dict(d_model=32.7), "config"),
+])
+def test_config_is_checked_before_anything_is_allocated(tmp_path, change, message):
+    from safetensors.numpy import save_file
+    m = small_model()
+    sd = {k: np.ascontiguousarray(v) for k, v in m.state_dict().items()}
+    p = tmp_path / "m.safetensors"
+    save_file(sd, str(p), metadata={"format": "pytransformer.Seq2SeqTransformer",
+                                    "config": json.dumps(dict(m.config, **change))})
+    with pytest.raises(ValueError, match=message):
+        Seq2SeqTransformer.load(p)
+
+
+def test_constructor_checks_sizes():
+    with pytest.raises(ValueError, match="pad_id"):
+        Seq2SeqTransformer(15, 15, d_model=32, nhead=4, pad_id=15)
+    with pytest.raises(ValueError, match="d_model must be an integer"):
+        Seq2SeqTransformer(15, 15, d_model=32.0, nhead=4)
+
+
 # ----------------------------------------------------------- bad arguments --
 
 def test_bad_ids():
