@@ -47,6 +47,8 @@ def load_safetensors(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: not a file")
     size = os.path.getsize(path)
     try:
         with safe_open(path, framework="np") as f:

@@ -22,6 +22,7 @@ whenever they are loaded).
 import copy
 import math
 import numbers
+import operator
 from collections import namedtuple
 
 import numpy as np
@@ -337,6 +338,12 @@ class Embedding(Module):
         super().__init__()
         self.num_embeddings = int(num_embeddings)
         self.embedding_dim = int(embedding_dim)
+        if padding_idx is not None:
+            padding_idx = operator.index(padding_idx)
+            if not -self.num_embeddings <= padding_idx < self.num_embeddings:
+                raise ValueError(f"Embedding: padding_idx={padding_idx} is outside "
+                                 f"num_embeddings={self.num_embeddings}")
+            padding_idx %= self.num_embeddings  # as torch: -1 is the last row
         self.padding_idx = padding_idx
         w = np.asarray(_rng(rng).standard_normal((self.num_embeddings, self.embedding_dim),
                                                  dtype=np.float32), dtype=np.float32)

@@ -530,3 +530,14 @@ def test_from_torch_keeps_each_activation(act):
         tgt = np.random.default_rng(1).standard_normal((4, 2, 16)).astype(np.float32)
         assert_model_close(nn.Transformer.from_torch(t)(x, tgt), t(T(x), T(tgt)).numpy(),
                            what=f"transformer {act}")
+
+
+def test_embedding_padding_idx_as_torch():
+    for idx in (-1, 3, None):
+        ours = nn.Embedding(10, 4, padding_idx=idx, rng=np.random.default_rng(0))
+        theirs = torch.nn.Embedding(10, 4, padding_idx=idx)
+        assert ours.padding_idx == theirs.padding_idx
+        if idx is not None:
+            assert not ours.weight[idx].any()
+    with pytest.raises(ValueError, match="padding_idx"):
+        nn.Embedding(10, 4, padding_idx=10)
