@@ -852,9 +852,9 @@ class TransformerDecoderLayer(_TransformerLayer):
         pos = cache.length
         sa = self.self_attn.step_self_attention
         ca = self.multihead_attn.step_cross_attention
-        k, v = cache.self_k[i], cache.self_v[i]
+        k, v, mk, mv = cache.layer(i)
         keep = cache.self_keep[:, :pos + 1]
-        mk, mv, mkeep = cache.cross_k[i], cache.cross_v[i], cache.memory_keep
+        mkeep = cache.memory_keep
         if self.norm_first:
             x = _residual(x, sa(self.norm1(x), k, v, pos, keep))
             x = _residual(x, ca(self.norm2(x), mk, mv, mkeep))
@@ -1027,10 +1027,10 @@ class KVCache:
     values of the encoder output, which do not change at all.  Both are kept
     here, allocated once for ``max_len`` positions:
 
-    - ``self_k[i]``, ``self_v[i]``: (N, h, max_len, d_k) of decoder layer i,
-      filled for positions < ``length``;
-    - ``cross_k[i]``, ``cross_v[i]``: (N, h, S, d_k), the encoder output
-      projected by layer i's W^K, W^V;
+    - ``layer(i)`` gives decoder layer i's ``(self_k, self_v, cross_k,
+      cross_v)``: self-attention keys and values (N, h, max_len, d_k), filled
+      for positions < ``length``, and the encoder output projected by the
+      layer's W^K, W^V (N, h, S, d_k);
     - ``self_keep``: (N, max_len) bool, False at padded target positions;
     - ``memory_keep``: (N, 1, 1, S) bool, False at padded source positions
       (None: no padding).
@@ -1052,25 +1052,15 @@ class KVCache:
         self._keep = memory_keep
 
     # Views of the rows in use: buffers are only ever shrunk in place.
-    @property
-    def self_k(self):
-        return [a[:self.batch_size] for a in self._self_k]
-
-    @property
-    def self_v(self):
-        return [a[:self.batch_size] for a in self._self_v]
+    def layer(self, i):
+        """Decoder layer i's (self_k, self_v, cross_k, cross_v) for the rows in use."""
+        n = self.batch_size
+        return (self._self_k[i][:n], self._self_v[i][:n], self._cross_k[i][:n],
+                self._cross_v[i][:n])
 
     @property
     def self_keep(self):
         return self._self_keep[:self.batch_size]
-
-    @property
-    def cross_k(self):
-        return [a[:self.batch_size] for a in self._cross_k]
-
-    @property
-    def cross_v(self):
-        return [a[:self.batch_size] for a in self._cross_v]
 
     @property
     def memory_keep(self):
