@@ -30,7 +30,8 @@ if X86:
                        "-mavx2", "-mfma", "-mf16c"]),
     ]
 
-CFLAGS = ["-O3", "-std=c11", "-fno-math-errno", "-Wall", "-Wno-unused-function"]
+# -Wno-unknown-pragmas: a build without OpenMP ignores the kernels' omp pragmas
+CFLAGS = ["-O3", "-std=c11", "-fno-math-errno", "-Wall", "-Wno-unused-function", "-Wno-unknown-pragmas"]
 KERNEL_SOURCES = sorted(
     os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, "csrc", "*.c"))
     if os.path.basename(p) != "cpu.c"

@@ -18,7 +18,8 @@ import sysconfig
 import time
 
 # What setup.py compiles with (kept in step with it; tests/test_demo.py checks).
-BUILD_CFLAGS = ["-O3", "-std=c11", "-fno-math-errno", "-Wall", "-Wno-unused-function"]
+BUILD_CFLAGS = ["-O3", "-std=c11", "-fno-math-errno", "-Wall", "-Wno-unused-function",
+                "-Wno-unknown-pragmas"]
 BUILD_PATH_FLAGS = {
     "scalar": [],
     "avx2": ["-mavx2", "-mfma", "-mf16c"],
