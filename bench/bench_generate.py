@@ -19,7 +19,6 @@ Prints a table and writes bench/results/generate.json.
     python bench/bench_generate.py            # the full run
     python bench/bench_generate.py --quick    # fewer repeats, 16 new tokens
 """
-import argparse
 import json
 import os
 import platform
@@ -33,7 +32,9 @@ import pytransformer  # noqa: E402
 from pytransformer import oracle  # noqa: E402
 from pytransformer.models import Seq2SeqTransformer  # noqa: E402
 
-from common import median_time, set_threads  # noqa: E402
+from pytransformer.benchmarks import median_time  # noqa: E402
+
+from common import model_bench_args, set_threads  # noqa: E402
 
 BASE = dict(src_vocab_size=32000, tgt_vocab_size=32000, d_model=512, nhead=8,
             num_encoder_layers=6, num_decoder_layers=6, dim_feedforward=2048, max_len=256)
@@ -44,7 +45,7 @@ def memory_bandwidth(nbytes=1 << 28, repeats=5):
     """Bytes read + written per second by a large numpy copy (one thread)."""
     a = np.ones(nbytes // 4, dtype=np.float32)
     b = np.empty_like(a)
-    t = median_time(lambda: np.copyto(b, a), 1, repeats)
+    t = median_time(lambda: np.copyto(b, a), repeats, 1)
     return 2 * a.nbytes / t
 
 
@@ -147,16 +148,7 @@ class TorchCachedDecoder:
 # ----------------------------------------------------------------- main --
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repeats, 16 new tokens")
-    ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
-    ap.add_argument("--repeats", type=int, default=None)
-    ap.add_argument("--layers", type=int, default=6,
-                    help="encoder and decoder layers (6 for Transformer-base; fewer only to "
-                         "try the script out)")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                  "results", "generate.json"))
-    args = ap.parse_args()
+    args = model_bench_args(__doc__, "fewer repeats, 16 new tokens", "generate.json")
     warmup, repeats = (1, 2) if args.quick else (1, 5)
     if args.repeats:
         repeats = args.repeats
@@ -194,8 +186,8 @@ def main():
                                                   method="beam", beam_size=4)
                     theirs = lambda: tdec.beam(ts, n_new, 4)  # noqa: E731
                     same = None
-                t_ours = median_time(ours, warmup, repeats)
-                t_torch = median_time(theirs, warmup, repeats)
+                t_ours = median_time(ours, repeats, warmup)
+                t_torch = median_time(theirs, repeats, warmup)
                 tokens = B * n_new
                 row = dict(what=what, batch=B, src_len=S, new_tokens=n_new, threads=threads,
                            pytransformer_s=t_ours, torch_s=t_torch,

@@ -10,7 +10,6 @@ Prints a table and writes bench/results/bench_model.json.
     python bench/bench_model.py            # the full run
     python bench/bench_model.py --quick    # fewer shapes and repeats
 """
-import argparse
 import json
 import os
 import platform
@@ -22,23 +21,16 @@ import torch  # noqa: E402
 import pytransformer  # noqa: E402
 from pytransformer import nn, oracle  # noqa: E402
 
-from common import median_time, set_threads  # noqa: E402
+from pytransformer.benchmarks import median_time  # noqa: E402
+
+from common import model_bench_args, set_threads  # noqa: E402
 
 BASE = dict(d_model=512, nhead=8, num_encoder_layers=6, num_decoder_layers=6,
             dim_feedforward=2048, batch_first=True)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer shapes and repeats")
-    ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
-    ap.add_argument("--repeats", type=int, default=None)
-    ap.add_argument("--layers", type=int, default=6,
-                    help="encoder and decoder layers (6 for Transformer-base; fewer only "
-                         "to try the script out)")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                  "results", "bench_model.json"))
-    args = ap.parse_args()
+    args = model_bench_args(__doc__, "fewer shapes and repeats", "bench_model.json")
     warmup, repeats = (1, 3) if args.quick else (2, 7)
     if args.repeats:
         repeats = args.repeats
@@ -56,8 +48,8 @@ def main():
             for B, S in enc_shapes:
                 x = rng.standard_normal((B, S, 512)).astype(np.float32)
                 xt = torch.from_numpy(x)
-                t_ours = median_time(lambda: ours.encoder(x), warmup, repeats)
-                t_torch = median_time(lambda: theirs.encoder(xt), warmup, repeats)
+                t_ours = median_time(lambda: ours.encoder(x), repeats, warmup)
+                t_torch = median_time(lambda: theirs.encoder(xt), repeats, warmup)
                 rows.append(dict(what="encoder", batch=B, src_len=S, tgt_len=0,
                                  threads=threads, tokens=B * S, pytransformer_s=t_ours,
                                  torch_s=t_torch))

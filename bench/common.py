@@ -1,9 +1,9 @@
-"""What the benchmark scripts share: timing and thread control.
+"""What the benchmark scripts share: timing and thread control (medians come
+from pytransformer.benchmarks.median_time, which `pytransformer bench` uses).
 
 The scripts import the installed pytransformer (``pip install ".[bench]"``,
 or ``pip install -e .`` while developing), never the source tree beside them.
 """
-import statistics
 import time
 
 
@@ -19,14 +19,26 @@ def timings(fn, warmup, repeats):
     return ts
 
 
-def median_time(fn, warmup, repeats):
-    """Median seconds per call of fn() (see timings)."""
-    return statistics.median(timings(fn, warmup, repeats))
-
-
 def set_threads(n):
     """The same thread count for pytransformer and torch."""
     import pytransformer
     import torch
     pytransformer.set_num_threads(n)
     torch.set_num_threads(n)
+
+
+def model_bench_args(doc, quick_help, json_name):
+    """The command line the Transformer-base scripts share: --quick,
+    --threads, --repeats, --layers and --out (default bench/results/json_name)."""
+    import argparse
+    import os
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--layers", type=int, default=6,
+                    help="encoder and decoder layers (6 for Transformer-base; fewer only to "
+                         "try the script out)")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                  "results", json_name))
+    return ap.parse_args()

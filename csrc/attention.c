@@ -97,17 +97,23 @@ static int scratch_alloc(scratch *w, int64_t E, int64_t evp, int pad_v) {
     return 0;
 }
 
+/* dst[e][c] = src[(first + c) * E + e] for columns c in [c0, W): rows of src
+ * become interleaved columns; rows at or past n are zero. */
+static void pack_columns(float *dst /* (E, W) */, const float *src /* (n, E) */, int64_t first,
+                         int64_t n, int64_t E, int W, int c0) {
+    for (int c = c0; c < W; c++) {
+        int64_t row = first + c;
+        if (row < n)
+            for (int64_t e = 0; e < E; e++) dst[e * W + c] = src[row * E + e];
+        else
+            for (int64_t e = 0; e < E; e++) dst[e * W + c] = 0.0f;
+    }
+}
+
 /* qp[t][e][r] = q[t*QK_MR + r][e]; rows >= nq are zero. */
 static void pack_q(float *qp, const float *q /* (nq, E) */, int64_t nq, int64_t E) {
     for (int64_t t = 0; t * QK_MR < nq; t++)
-        for (int r = 0; r < QK_MR; r++) {
-            int64_t row = t * QK_MR + r;
-            float *dst = qp + t * E * QK_MR + r;
-            if (row < nq)
-                for (int64_t e = 0; e < E; e++) dst[e * QK_MR] = q[row * E + e];
-            else
-                for (int64_t e = 0; e < E; e++) dst[e * QK_MR] = 0.0f;
-        }
+        pack_columns(qp + t * E * QK_MR, q, t * QK_MR, nq, E, QK_MR, 0);
 }
 
 #if PT_ISA != PT_ISA_SCALAR
@@ -152,14 +158,7 @@ static void pack_k(float *kp, const float *k /* (nk, E) */, int64_t nk, int64_t 
                 for (int c = 0; c < 8; c++) dst[e * QK_W + c] = src[c * E + e];
         }
 #endif
-        for (int c = c0; c < QK_W; c++) {
-            int64_t j = p * QK_W + c;
-            float *dst = kp + p * E * QK_W + c;
-            if (j < nk)
-                for (int64_t e = 0; e < E; e++) dst[e * QK_W] = k[j * E + e];
-            else
-                for (int64_t e = 0; e < E; e++) dst[e * QK_W] = 0.0f;
-        }
+        pack_columns(kp + p * E * QK_W, k, p * QK_W, nk, E, QK_W, c0);
     }
 }
 

@@ -130,6 +130,33 @@ def activation(x, str kind, bint ref=False):
     return y
 
 
+cdef const int64_t *_index_ptr(object idx, str name, Py_ssize_t B, Py_ssize_t n) except? NULL:
+    """idx's data, checked to index an operand of n batches for each of the B
+    batches of a result; NULL (batch b reads batch b) for None."""
+    if idx is None:
+        if n != B:
+            raise ValueError(f"{name} omitted but the operand has {n} batches, not {B}")
+        return NULL
+    if not isinstance(idx, np.ndarray) or idx.dtype != np.int64 or idx.ndim != 1 or \
+            idx.shape[0] != B or not idx.flags.c_contiguous:
+        raise ValueError(f"{name} must be a contiguous int64 vector of length {B}")
+    cdef const int64_t *p = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>idx)
+    cdef Py_ssize_t i
+    for i in range(B):
+        if p[i] < 0 or p[i] >= n:
+            raise ValueError(f"{name}[{i}] = {p[i]} out of range for {n} batches")
+    return p
+
+
+def _result_batches(indices, Py_ssize_t default):
+    """How many batches a result has: the length of the first index vector
+    given, else `default`."""
+    for idx in indices:
+        if idx is not None:
+            return len(idx)
+    return default
+
+
 cdef int _fill_mask(pt_mask *m, object mask, tuple strides, tuple shape,
                     str name) except -1:
     """Describe `mask` to the kernels as broadcast to `shape` (non-empty).
@@ -235,8 +262,9 @@ def sgemm(a, b, bint trans_a=False, bint trans_b=False,
     """out[i] = act(op(a[a_index[i]]) @ op(b[b_index[i]]) + bias) for each batch i.
 
     a: (Ba, M, K) or (Ba, K, M) with trans_a; b: (Bb, K, N) or (Bb, N, K) with
-    trans_b.  a_index / b_index: int64 batch indices (default 0..B-1), which is
-    how numpy-style batch broadcasting reaches the kernel without copies.
+    trans_b.  a_index / b_index: int64 batch indices (None: batch i itself),
+    which is how numpy-style batch broadcasting reaches the kernel without
+    copies.
     Returns (B, M, N).
     """
     _check(a, "a")
@@ -250,40 +278,31 @@ def sgemm(a, b, bint trans_a=False, bint trans_b=False,
     if Ka != Kb:
         raise ValueError(f"sgemm: inner dimensions differ: a {a.shape} (trans_a={trans_a}), "
                          f"b {b.shape} (trans_b={trans_b})")
-    if a_index is None:
-        a_index = np.arange(a.shape[0], dtype=np.int64)
-    if b_index is None:
-        b_index = np.arange(b.shape[0], dtype=np.int64)
-    if a_index.dtype != np.int64 or b_index.dtype != np.int64 or \
-            a_index.ndim != 1 or a_index.shape[0] != b_index.shape[0] or \
-            not a_index.flags.c_contiguous or not b_index.flags.c_contiguous:
-        raise ValueError("sgemm: a_index and b_index must be equal-length int64 vectors")
-    if a_index.size and (a_index.min() < 0 or a_index.max() >= a.shape[0]
-                         or b_index.min() < 0 or b_index.max() >= b.shape[0]):
-        raise ValueError("sgemm: batch index out of range")
+    cdef Py_ssize_t B = _result_batches((a_index, b_index), a.shape[0])
+    cdef const int64_t *ai = _index_ptr(a_index, "sgemm: a_index", B, a.shape[0])
+    cdef const int64_t *bi = _index_ptr(b_index, "sgemm: b_index", B, b.shape[0])
     cdef const float *pbias = NULL
     if bias is not None:
         _check(bias, "bias", N)
         pbias = _fptr(bias)
     cdef int iact = ACT[act]
-    cdef int64_t B = a_index.shape[0]
     out = np.empty((B, M, N), dtype=np.float32)
     cdef const float *pa = _fptr(a)
     cdef const float *pb = _fptr(b)
     cdef float *pc = _fptr(out)
-    cdef const int64_t *ai = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>a_index)
-    cdef const int64_t *bi = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>b_index)
     cdef int64_t sa = a.shape[1] * a.shape[2], sb = b.shape[1] * b.shape[2]
-    cdef int64_t lda = a.shape[2], ldb = b.shape[2], i
+    cdef int64_t lda = a.shape[2], ldb = b.shape[2], i, ia, ib
     cdef int nt = _nthreads
     with nogil:
         for i in range(B):
+            ia = ai[i] if ai != NULL else i
+            ib = bi[i] if bi != NULL else i
             if ref:
-                pt_sgemm_ref(pc + i * M * N, N, pa + ai[i] * sa, lda, trans_a,
-                             pb + bi[i] * sb, ldb, trans_b, M, N, Ka, pbias, iact)
+                pt_sgemm_ref(pc + i * M * N, N, pa + ia * sa, lda, trans_a,
+                             pb + ib * sb, ldb, trans_b, M, N, Ka, pbias, iact)
             else:
-                K.sgemm(pc + i * M * N, N, pa + ai[i] * sa, lda, trans_a,
-                        pb + bi[i] * sb, ldb, trans_b, M, N, Ka, pbias, iact, nt)
+                K.sgemm(pc + i * M * N, N, pa + ia * sa, lda, trans_a,
+                        pb + ib * sb, ldb, trans_b, M, N, Ka, pbias, iact, nt)
     return out
 
 
@@ -355,24 +374,6 @@ cdef class PackedMatrix:
 
 # --------------------------------------------------------------- attention --
 
-cdef const int64_t *_index_ptr(object idx, str name, Py_ssize_t B, Py_ssize_t n) except? NULL:
-    """idx's data, checked to index n batches; NULL (identity) for None."""
-    if idx is None:
-        if n != B:
-            raise ValueError(f"attention: {name} omitted but the operand has {n} batches, "
-                             f"not {B}")
-        return NULL
-    if not isinstance(idx, np.ndarray) or idx.dtype != np.int64 or idx.ndim != 1 or \
-            idx.shape[0] != B or not idx.flags.c_contiguous:
-        raise ValueError(f"attention: {name} must be a contiguous int64 vector of length {B}")
-    cdef const int64_t *p = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>idx)
-    cdef Py_ssize_t i
-    for i in range(B):
-        if p[i] < 0 or p[i] >= n:
-            raise ValueError(f"attention: {name}[{i}] = {p[i]} out of range for {n} batches")
-    return p
-
-
 def attention(q, k, v, q_index, k_index, v_index, float scale, mask=None,
               tuple mask_strides=None, tuple batch_shape=None, bint causal=False,
               Py_ssize_t batches=-1, bint ref=False):
@@ -395,15 +396,11 @@ def attention(q, k, v, q_index, k_index, v_index, float scale, mask=None,
     if k.shape[2] != E or v.shape[1] != S:
         raise ValueError(f"attention: query {q.shape}, key {k.shape} and value {v.shape} "
                          f"do not fit (B, L, E), (B, S, E), (B, S, Ev)")
-    cdef Py_ssize_t B = batches
-    for idx in (q_index, k_index, v_index):
-        if B < 0 and idx is not None:
-            B = len(idx)
-    if B < 0:
-        B = q.shape[0]
-    cdef const int64_t *qi = _index_ptr(q_index, "q_index", B, q.shape[0])
-    cdef const int64_t *ki = _index_ptr(k_index, "k_index", B, k.shape[0])
-    cdef const int64_t *vi = _index_ptr(v_index, "v_index", B, v.shape[0])
+    cdef Py_ssize_t B = batches if batches >= 0 else \
+        _result_batches((q_index, k_index, v_index), q.shape[0])
+    cdef const int64_t *qi = _index_ptr(q_index, "attention: q_index", B, q.shape[0])
+    cdef const int64_t *ki = _index_ptr(k_index, "attention: k_index", B, k.shape[0])
+    cdef const int64_t *vi = _index_ptr(v_index, "attention: v_index", B, v.shape[0])
     out = np.empty((B, L, Ev), dtype=np.float32)
     cdef pt_mask m
     cdef pt_mask *pm = NULL

@@ -1106,22 +1106,16 @@ class Transformer(Module):
                 raise ValueError(f"Transformer: {name} must be a pytransformer.nn."
                                  f"{kind.__name__} (other modules are not supported)")
         rng = _rng(rng)
-        if custom_encoder is not None:
-            self.encoder = custom_encoder
-        else:
-            layer = TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout,
-                                            activation, layer_norm_eps, batch_first,
-                                            norm_first, bias, rng=NO_INIT)
-            self.encoder = TransformerEncoder(layer, num_encoder_layers,
-                                              LayerNorm(d_model, eps=layer_norm_eps, bias=bias))
-        if custom_decoder is not None:
-            self.decoder = custom_decoder
-        else:
-            layer = TransformerDecoderLayer(d_model, nhead, dim_feedforward, dropout,
-                                            activation, layer_norm_eps, batch_first,
-                                            norm_first, bias, rng=NO_INIT)
-            self.decoder = TransformerDecoder(layer, num_decoder_layers,
-                                              LayerNorm(d_model, eps=layer_norm_eps, bias=bias))
+
+        def stack(layer_cls, stack_cls, num_layers):  # N layers and the final norm
+            layer = layer_cls(d_model, nhead, dim_feedforward, dropout, activation,
+                              layer_norm_eps, batch_first, norm_first, bias, rng=NO_INIT)
+            return stack_cls(layer, num_layers, LayerNorm(d_model, eps=layer_norm_eps, bias=bias))
+
+        self.encoder = custom_encoder if custom_encoder is not None else \
+            stack(TransformerEncoderLayer, TransformerEncoder, num_encoder_layers)
+        self.decoder = custom_decoder if custom_decoder is not None else \
+            stack(TransformerDecoderLayer, TransformerDecoder, num_decoder_layers)
         self.d_model = int(d_model)
         self.nhead = int(nhead)
         self.batch_first = bool(batch_first)

@@ -23,13 +23,18 @@ __all__ = [
 
 # --------------------------------------------------------------- arguments --
 
-def as_float32(x, name):
-    """x as a C-contiguous float32 array (a copy only when needed)."""
+def _floating(x, name):
+    """x as an array of a floating-point dtype (not converted yet)."""
     a = np.asarray(x)
     if a.dtype.kind != "f":
         raise ValueError(f"{name}: a floating-point array is needed, got dtype {a.dtype} "
                          f"with shape {a.shape}")
-    return np.asarray(a, dtype=np.float32, order="C")  # keeps 0-d arrays 0-d
+    return a
+
+
+def as_float32(x, name):
+    """x as a C-contiguous float32 array (a copy only when needed)."""
+    return np.asarray(_floating(x, name), dtype=np.float32, order="C")  # 0-d stays 0-d
 
 
 def _normalize_dim(dim, ndim, name="dim"):
@@ -41,14 +46,22 @@ def _normalize_dim(dim, ndim, name="dim"):
     return dim % max(ndim, 1)
 
 
+def _batch_index(shape, batch):
+    """For each batch of the broadcast result, the batch of an operand of
+    leading shape `shape` it reads (numpy broadcasting by index, no copies);
+    None when that is the batch itself."""
+    if tuple(shape) == tuple(batch):
+        return None
+    n = math.prod(shape)
+    return np.ascontiguousarray(
+        np.broadcast_to(np.arange(n, dtype=np.int64).reshape(shape), batch).ravel())
+
+
 # ------------------------------------------------------------------ matmul --
 
 def _gemm_operand(x, name):
     """(array3d, transposed): a C-contiguous batch, or the transpose of one."""
-    a = np.asarray(x)
-    if a.dtype.kind != "f":
-        raise ValueError(f"{name}: a floating-point array is needed, got dtype {a.dtype} "
-                         f"with shape {a.shape}")
+    a = _floating(x, name)
     # A transposed view of a C-contiguous float32 matrix is passed as-is, with
     # the kernel told to read it transposed: no copy.
     if a.dtype == np.float32 and a.ndim >= 2 and not a.flags.c_contiguous:
@@ -86,16 +99,10 @@ def matmul(a, b):
     nbatch = math.prod(batch)
     if nbatch == 0 or M == 0 or N == 0:
         out = np.zeros(out_shape, dtype=np.float32)   # torch's empty (or K = 0: zero) result
-    elif a3.shape[0] == b3.shape[0] == nbatch:
-        out = _kernels.sgemm(a3, b3, ta, tb).reshape(out_shape)   # no broadcasting needed
     else:
-        # Batch broadcasting by index: batch i of the result reads batch
-        # a_index[i] of a and b_index[i] of b.
-        ai = np.broadcast_to(np.arange(a3.shape[0]).reshape(a_arr.shape[:-2] or ()),
-                             batch).ravel().astype(np.int64)
-        bi = np.broadcast_to(np.arange(b3.shape[0]).reshape(b_arr.shape[:-2] or ()),
-                             batch).ravel().astype(np.int64)
-        out = _kernels.sgemm(a3, b3, ta, tb, a_index=ai, b_index=bi).reshape(out_shape)
+        out = _kernels.sgemm(a3, b3, ta, tb, a_index=_batch_index(a_arr.shape[:-2], batch),
+                             b_index=_batch_index(b_arr.shape[:-2], batch),
+                             ).reshape(out_shape)
     if a_vec:
         out = out[..., 0, :]
     if b_vec:
@@ -315,17 +322,6 @@ def attention_with_weights(query, key, value, attn_mask=None, dropout_p=0.0, is_
     else:
         weights = masked_softmax(scores, mask, -1)
     return matmul(weights, v), weights
-
-
-def _batch_index(shape, batch):
-    """For each batch of the broadcast result, the batch of an operand of
-    leading shape `shape` it reads (numpy broadcasting by index, no copies);
-    None when that is the batch itself."""
-    if tuple(shape) == tuple(batch):
-        return None
-    n = math.prod(shape)
-    return np.ascontiguousarray(
-        np.broadcast_to(np.arange(n, dtype=np.int64).reshape(shape), batch).ravel())
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
