@@ -59,9 +59,9 @@ def main():
                 causal = nn.Transformer.generate_square_subsequent_mask(L)
                 st, tt, ct = (torch.from_numpy(a) for a in (src, tgt, causal))
                 t_ours = median_time(lambda: ours(src, tgt, tgt_mask=causal,
-                                                  tgt_is_causal=True), warmup, repeats)
+                                                  tgt_is_causal=True), repeats, warmup)
                 t_torch = median_time(lambda: theirs(st, tt, tgt_mask=ct, tgt_is_causal=True),
-                                      warmup, repeats)
+                                      repeats, warmup)
                 rows.append(dict(what="forward", batch=B, src_len=S, tgt_len=L,
                                  threads=threads, tokens=B * (S + L), pytransformer_s=t_ours,
                                  torch_s=t_torch))
