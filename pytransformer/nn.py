@@ -1164,14 +1164,13 @@ class Transformer(Module):
             raise ValueError("from_torch: a Transformer with a custom encoder or decoder "
                              "(no final norm, or no layers) is not supported")
         layer = enc.layers[0]
-        t = cls(layer.self_attn.embed_dim, layer.self_attn.num_heads, len(enc.layers),
-                len(dec.layers), layer.linear1.out_features, dropout=layer.dropout.p,
-                activation=_torch_activation(layer), layer_norm_eps=layer.norm1.eps,
-                batch_first=layer.self_attn.batch_first, norm_first=layer.norm_first,
-                bias=layer.linear1.bias is not None, rng=NO_INIT)
-        # torch's decoder layers may compute another activation than its
-        # encoder's (nn.Transformer gives its decoder ReLU when the activation
-        # is a GELU module): mirror what each stack computes
-        for ours in t.decoder.layers:
-            ours._set_activation(_torch_activation(dec.layers[0]))
-        return t
+        # each stack from its own layers: torch's decoder may compute another
+        # activation than its encoder (nn.Transformer gives its decoder ReLU
+        # when the activation is a GELU module)
+        return cls(layer.self_attn.embed_dim, layer.self_attn.num_heads, len(enc.layers),
+                   len(dec.layers), layer.linear1.out_features, dropout=layer.dropout.p,
+                   activation=_torch_activation(layer), layer_norm_eps=layer.norm1.eps,
+                   batch_first=layer.self_attn.batch_first, norm_first=layer.norm_first,
+                   bias=layer.linear1.bias is not None,
+                   custom_encoder=TransformerEncoder._from_torch_config(enc),
+                   custom_decoder=TransformerDecoder._from_torch_config(dec), rng=NO_INIT)
