@@ -66,6 +66,10 @@ static void test_shapes(const pt_kernel_table *k) {
                     run_case(k, 300, 520, 129, ta, tb, 1, act, packed, 1 + (act & 1));
     run_case(k, 481, 97, 600, 0, 1, 1, PT_ACT_GELU, 0, 2);   /* 3 K blocks, 2 M blocks */
     run_case(k, 5, 4100, 513, 0, 1, 1, PT_ACT_RELU, 1, 2);   /* decoder shape, > NC */
+    /* packed weights of more than 2 MiB (their own huge-page mapping), a few
+     * rows (the decoding GEMV), N past whole panel groups */
+    for (int64_t m = 1; m <= 3; m++)
+        run_case(k, m, 1000, 700, 0, 1, 1, PT_ACT_NONE, 1, 1 + (m & 1));
     /* K = 0: bias, activated, or zeros */
     for (int packed = 0; packed < 2; packed++)
         for (int use_bias = 0; use_bias < 2; use_bias++)
