@@ -77,18 +77,23 @@ static void scratch_free(scratch *w) {
     free(w->m); free(w->l); free(w->alpha); free(w->active); free(w->mrow);
 }
 
-static int scratch_alloc(scratch *w, int64_t E, int64_t evp, int pad_v) {
+/* Sized for units of at most `rows` queries and `keys` keys (a decoding step
+ * has one query: a few KiB instead of the full blocks). */
+static int scratch_alloc(scratch *w, int64_t E, int64_t evp, int pad_v, int64_t rows,
+                         int64_t keys) {
+    const int64_t rp = (rows + QK_MR - 1) / QK_MR * QK_MR;
+    const int64_t kp = (keys + QK_W - 1) / QK_W * QK_W;
     memset(w, 0, sizeof *w);
-    w->qp = alloc64(sizeof(float) * BQP * (size_t)E);
-    w->kp = alloc64(sizeof(float) * BK * (size_t)E);
-    w->s = alloc64(sizeof(float) * BQP * BK);
-    w->o = alloc64(sizeof(float) * BQ * (size_t)evp);
-    w->vp = pad_v ? alloc64(sizeof(float) * BK * (size_t)evp) : NULL;
-    w->m = alloc64(sizeof(float) * BQ);
-    w->l = alloc64(sizeof(float) * BQ);
-    w->alpha = alloc64(sizeof(float) * BQ);
-    w->active = alloc64(sizeof(int) * BQ);
-    w->mrow = alloc64(sizeof(void *) * BQ);
+    w->qp = alloc64(sizeof(float) * (size_t)(rp * E));
+    w->kp = alloc64(sizeof(float) * (size_t)(kp * E));
+    w->s = alloc64(sizeof(float) * (size_t)rp * BK);
+    w->o = alloc64(sizeof(float) * (size_t)(rows * evp));
+    w->vp = pad_v ? alloc64(sizeof(float) * (size_t)(kp * evp)) : NULL;
+    w->m = alloc64(sizeof(float) * (size_t)rows);
+    w->l = alloc64(sizeof(float) * (size_t)rows);
+    w->alpha = alloc64(sizeof(float) * (size_t)rows);
+    w->active = alloc64(sizeof(int) * (size_t)rows);
+    w->mrow = alloc64(sizeof(void *) * (size_t)rows);
     if (!w->qp || !w->kp || !w->s || !w->o || (pad_v && !w->vp) || !w->m || !w->l ||
         !w->alpha || !w->active || !w->mrow) {
         scratch_free(w);
@@ -101,13 +106,12 @@ static int scratch_alloc(scratch *w, int64_t E, int64_t evp, int pad_v) {
  * become interleaved columns; rows at or past n are zero. */
 static void pack_columns(float *dst /* (E, W) */, const float *src /* (n, E) */, int64_t first,
                          int64_t n, int64_t E, int W, int c0) {
-    for (int c = c0; c < W; c++) {
-        int64_t row = first + c;
-        if (row < n)
-            for (int64_t e = 0; e < E; e++) dst[e * W + c] = src[row * E + e];
-        else
-            for (int64_t e = 0; e < E; e++) dst[e * W + c] = 0.0f;
-    }
+    int cz = n - first < W ? (int)(n - first) : W;   /* the first zero column */
+    if (cz < c0) cz = c0;
+    for (int c = c0; c < cz; c++)
+        for (int64_t e = 0; e < E; e++) dst[e * W + c] = src[(first + c) * E + e];
+    if (cz < W)
+        for (int64_t e = 0; e < E; e++) memset(dst + e * W + cz, 0, sizeof(float) * (size_t)(W - cz));
 }
 
 /* qp[t][e][r] = q[t*QK_MR + r][e]; rows >= nq are zero. */
@@ -350,12 +354,12 @@ static void attention_unit(float *out /* (nq, Ev) */, const float *q /* (nq, E) 
                            int causal, scratch *w) {
     const int64_t elem = mask ? (mask->is_bool ? 1 : (int64_t)sizeof(float)) : 0;
     pack_q(w->qp, q, nq, E);
-    for (int64_t r = 0; r < BQ; r++) {
+    for (int64_t r = 0; r < nq; r++) {
         w->m[r] = -INFINITY;
         w->l[r] = 0.0f;
         w->alpha[r] = 1.0f;
         w->active[r] = 0;
-        if (mask && r < nq)
+        if (mask)
             w->mrow[r] = (const char *)mask->data + elem * pt_mask_row_offset(mask, mask_row0 + r);
     }
     memset(w->o, 0, sizeof(float) * (size_t)(nq * evp));
@@ -403,8 +407,8 @@ static void attention_unit(float *out /* (nq, Ev) */, const float *q /* (nq, E) 
 }
 
 int PT_FN(pt_attention)(float *out, const float *q, const int64_t *q_index, const float *k,
-                         const int64_t *k_index, const float *v, const int64_t *v_index,
-                         int64_t B, int64_t L, int64_t S, int64_t E, int64_t Ev, float scale,
+                         const int64_t *k_index, int64_t k_bs, const float *v,
+                         const int64_t *v_index, int64_t v_bs, int64_t B, int64_t L, int64_t S, int64_t E, int64_t Ev, float scale,
                          const pt_mask *mask, int causal, int nthreads) {
     (void)nthreads;
     if (B <= 0 || L <= 0 || Ev <= 0) return 0;
@@ -415,7 +419,7 @@ int PT_FN(pt_attention)(float *out, const float *q, const int64_t *q_index, cons
 #pragma omp parallel num_threads(nthreads) if(units > 1)
     {
         scratch w;
-        int ok = scratch_alloc(&w, E, evp, pad_v) == 0;
+        int ok = scratch_alloc(&w, E, evp, pad_v, L < BQ ? L : BQ, S < BK ? S : BK) == 0;
         if (!ok) {
 #pragma omp atomic write
             failed = 1;
@@ -427,8 +431,8 @@ int PT_FN(pt_attention)(float *out, const float *q, const int64_t *q_index, cons
             const int64_t nq = L - q0 < BQ ? L - q0 : BQ;
             const int64_t qb = q_index ? q_index[b] : b, kb = k_index ? k_index[b] : b,
                           vb = v_index ? v_index[b] : b;
-            attention_unit(out + (b * L + q0) * Ev, q + (qb * L + q0) * E, k + kb * S * E,
-                           v + vb * S * Ev, q0, nq, S, E, Ev, evp, scale, mask, b * L + q0,
+            attention_unit(out + (b * L + q0) * Ev, q + (qb * L + q0) * E, k + kb * k_bs,
+                           v + vb * v_bs, q0, nq, S, E, Ev, evp, scale, mask, b * L + q0,
                            causal, &w);
         }
         if (ok) scratch_free(&w);
@@ -438,8 +442,8 @@ int PT_FN(pt_attention)(float *out, const float *q, const int64_t *q_index, cons
 
 #if PT_ISA == PT_ISA_SCALAR
 void pt_attention_ref(float *out, const float *q, const int64_t *q_index, const float *k,
-                      const int64_t *k_index, const float *v, const int64_t *v_index,
-                      int64_t B, int64_t L, int64_t S, int64_t E, int64_t Ev, float scale,
+                      const int64_t *k_index, int64_t k_bs, const float *v,
+                      const int64_t *v_index, int64_t v_bs, int64_t B, int64_t L, int64_t S, int64_t E, int64_t Ev, float scale,
                       const pt_mask *mask, int causal) {
     double *sc = malloc(sizeof(double) * (size_t)(S > 0 ? S : 1));
     double *acc = malloc(sizeof(double) * (size_t)(Ev > 0 ? Ev : 1));
@@ -449,8 +453,8 @@ void pt_attention_ref(float *out, const float *q, const int64_t *q_index, const 
     }
     for (int64_t b = 0; b < B; b++) {
         const float *qb = q + (q_index ? q_index[b] : b) * L * E;
-        const float *kb = k + (k_index ? k_index[b] : b) * S * E;
-        const float *vb = v + (v_index ? v_index[b] : b) * S * Ev;
+        const float *kb = k + (k_index ? k_index[b] : b) * k_bs;
+        const float *vb = v + (v_index ? v_index[b] : b) * v_bs;
         for (int64_t i = 0; i < L; i++) {
             const uint8_t *bm = NULL;
             const float *fm = NULL;

@@ -9,10 +9,12 @@
  * ever stored.  Working memory is a per-thread scratch whose size depends on
  * the head dims and block sizes only.
  *
- * Batches: q is (Bq, L, E), k (Bk, S, E), v (Bv, S, Ev), all contiguous; batch
- * b of the result reads q[q_index[b]], k[k_index[b]], v[v_index[b]] (NULL
- * index: b itself), which is how broadcast batch/head dims reach the kernel
- * without copies.  out is (B, L, Ev).
+ * Batches: q is (Bq, L, E) contiguous, k (Bk, S, E) and v (Bv, S, Ev) with
+ * contiguous rows and k_bs, v_bs elements from one batch to the next (S*E,
+ * S*Ev when contiguous; more for the first S rows of a longer buffer, such as
+ * a KV cache); batch b of the result reads q[q_index[b]], k[k_index[b]],
+ * v[v_index[b]] (NULL index: b itself), which is how broadcast batch/head
+ * dims reach the kernel without copies.  out is (B, L, Ev).
  *
  * Masks: `mask` (may be NULL) addresses the B*L score rows through its leading
  * shape (the batch shape followed by L) and element strides, as in softmax.h;
@@ -41,14 +43,14 @@
  * then unspecified). */
 PT_DECLARE_VARIANTS(int, pt_attention,
                     (float *out, const float *q, const int64_t *q_index, const float *k,
-                     const int64_t *k_index, const float *v, const int64_t *v_index,
-                     int64_t B, int64_t L, int64_t S, int64_t E, int64_t Ev, float scale,
+                     const int64_t *k_index, int64_t k_bs, const float *v,
+                     const int64_t *v_index, int64_t v_bs, int64_t B, int64_t L, int64_t S, int64_t E, int64_t Ev, float scale,
                      const pt_mask *mask, int causal, int nthreads))
 
 /* Naive twin: one query row at a time, scores in double, two-pass softmax. */
 void pt_attention_ref(float *out, const float *q, const int64_t *q_index, const float *k,
-                      const int64_t *k_index, const float *v, const int64_t *v_index,
-                      int64_t B, int64_t L, int64_t S, int64_t E, int64_t Ev, float scale,
+                      const int64_t *k_index, int64_t k_bs, const float *v,
+                      const int64_t *v_index, int64_t v_bs, int64_t B, int64_t L, int64_t S, int64_t E, int64_t Ev, float scale,
                       const pt_mask *mask, int causal);
 
 #endif

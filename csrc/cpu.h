@@ -28,8 +28,8 @@ typedef struct {
     void (*sgemm_packed)(float *, int64_t, const float *, int64_t, int64_t, const pt_packed_b *,
                          const float *, int, int);
     int (*attention)(float *, const float *, const int64_t *, const float *, const int64_t *,
-                      const float *, const int64_t *, int64_t, int64_t, int64_t, int64_t,
-                      int64_t, float, const pt_mask *, int, int);
+                     int64_t, const float *, const int64_t *, int64_t, int64_t, int64_t,
+                     int64_t, int64_t, int64_t, float, const pt_mask *, int, int);
     double (*fma_peak_gflops)(int, int64_t);
 } pt_kernel_table;
 

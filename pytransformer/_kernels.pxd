@@ -50,8 +50,8 @@ cdef extern from "attention.h":
     int PT_ATTN_BK
     int PT_ATTN_BQ
     void pt_attention_ref(float *out, const float *q, const int64_t *q_index, const float *k,
-                          const int64_t *k_index, const float *v, const int64_t *v_index,
-                          int64_t B, int64_t L, int64_t S, int64_t E, int64_t Ev, float scale,
+                          const int64_t *k_index, int64_t k_bs, const float *v,
+                          const int64_t *v_index, int64_t v_bs, int64_t B, int64_t L, int64_t S, int64_t E, int64_t Ev, float scale,
                           const pt_mask *mask, int causal) nogil
 
 cdef extern from "cpu.h":
@@ -70,8 +70,9 @@ cdef extern from "cpu.h":
         void (*sgemm_packed)(float *, int64_t, const float *, int64_t, int64_t,
                              const pt_packed_b *, const float *, int, int) nogil
         int (*attention)(float *, const float *, const int64_t *, const float *,
-                          const int64_t *, const float *, const int64_t *, int64_t, int64_t,
-                          int64_t, int64_t, int64_t, float, const pt_mask *, int, int) nogil
+                         const int64_t *, int64_t, const float *, const int64_t *, int64_t,
+                         int64_t, int64_t, int64_t, int64_t, int64_t, float, const pt_mask *,
+                         int, int) nogil
         double (*fma_peak_gflops)(int, int64_t) nogil
     int pt_cpu_supports(int isa)
     int pt_cpu_best_isa()

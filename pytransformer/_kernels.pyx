@@ -92,6 +92,25 @@ cdef inline float *_fptr(object a):
     return <float *>cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
+cdef int64_t _rows_operand(object a, str name) except -1:
+    """Check a 3-d float32 operand whose rows are contiguous; return the
+    elements from one batch to the next (any stride >= 0: the first rows of
+    a longer buffer, such as a KV cache, pass without a copy)."""
+    if not isinstance(a, np.ndarray):
+        raise ValueError(f"{name}: a numpy array is needed, got {type(a).__name__}")
+    if a.dtype != np.float32 or a.ndim != 3:
+        raise ValueError(f"{name}: kernels take 3-d float32 arrays, got {a.dtype} {a.shape}")
+    cdef Py_ssize_t n = a.shape[0], rows = a.shape[1], cols = a.shape[2]
+    st = a.strides
+    if a.size == 0:
+        return rows * cols
+    if (cols > 1 and st[2] != 4) or (rows > 1 and st[1] != 4 * cols) or \
+            (n > 1 and (st[0] < 0 or st[0] % 4)):
+        raise ValueError(f"{name}: rows must be contiguous float32 with batches a whole "
+                         f"number of floats apart, got shape {a.shape} strides {st}")
+    return st[0] // 4 if n > 1 else rows * cols
+
+
 cdef _check(object a, str name, Py_ssize_t size=-1):
     if not isinstance(a, np.ndarray):
         raise ValueError(f"{name}: a numpy array is needed, got {type(a).__name__}")
@@ -379,7 +398,8 @@ def attention(q, k, v, q_index, k_index, v_index, float scale, mask=None,
               Py_ssize_t batches=-1, bint ref=False):
     """out[b] = softmax(q[q_index[b]] k[k_index[b]]^T * scale + mask) v[v_index[b]].
 
-    q (Bq, L, E), k (Bk, S, E), v (Bv, S, Ev); the index vectors (length B)
+    q (Bq, L, E) C-contiguous, k (Bk, S, E), v (Bv, S, Ev) with contiguous
+    rows (their batches may lie further apart); the index vectors (length B)
     say which batch of each operand batch b of the (B, L, Ev) result reads;
     None means b itself.  B is the length of the index vectors given, or
     `batches`, or Bq when every index is None.
@@ -388,10 +408,9 @@ def attention(q, k, v, q_index, k_index, v_index, float scale, mask=None,
     broadcasting) index; batch_shape multiplies out to B.
     """
     _check(q, "query")
-    _check(k, "key")
-    _check(v, "value")
-    if q.ndim != 3 or k.ndim != 3 or v.ndim != 3:
+    if q.ndim != 3:
         raise ValueError("attention: query, key and value must be 3-d (batch, rows, cols)")
+    cdef int64_t k_bs = _rows_operand(k, "key"), v_bs = _rows_operand(v, "value")
     cdef int64_t L = q.shape[1], E = q.shape[2], S = k.shape[1], Ev = v.shape[2]
     if k.shape[2] != E or v.shape[1] != S:
         raise ValueError(f"attention: query {q.shape}, key {k.shape} and value {v.shape} "
@@ -421,9 +440,11 @@ def attention(q, k, v, q_index, k_index, v_index, float scale, mask=None,
     cdef int ic = causal, status = 0
     with nogil:
         if ref:
-            pt_attention_ref(po, pq, qi, pk, ki, pv, vi, B, L, S, E, Ev, scale, pm, ic)
+            pt_attention_ref(po, pq, qi, pk, ki, k_bs, pv, vi, v_bs, B, L, S, E, Ev, scale, pm,
+                             ic)
         else:
-            status = K.attention(po, pq, qi, pk, ki, pv, vi, B, L, S, E, Ev, scale, pm, ic, nt)
+            status = K.attention(po, pq, qi, pk, ki, k_bs, pv, vi, v_bs, B, L, S, E, Ev, scale,
+                                 pm, ic, nt)
     if status != 0:
         raise MemoryError("attention: out of memory for the per-thread scratch")
     return out

@@ -282,10 +282,20 @@ def _attention_mask(attn_mask, is_causal, L, S):
     return m
 
 
+def _rows_float32(x, name):
+    """x as float32 with C-contiguous rows (last two axes); the leading axes
+    may be strided -- the first positions of a KV cache pass without a copy."""
+    a = _floating(x, name)
+    if a.dtype == np.float32 and a.ndim >= 2 and a.strides[-1] == 4 and \
+            a.strides[-2] == 4 * a.shape[-1] and min(a.strides[:-2], default=0) >= 0:
+        return a
+    return as_float32(a, name)
+
+
 def _check_qkv(query, key, value):
     q = as_float32(query, "query")
-    k = as_float32(key, "key")
-    v = as_float32(value, "value")
+    k = _rows_float32(key, "key")
+    v = _rows_float32(value, "value")
     if q.ndim < 2 or k.ndim < 2 or v.ndim < 2:
         raise ValueError(f"scaled_dot_product_attention: query, key and value need at least "
                          f"2 dimensions, got {q.shape}, {k.shape}, {v.shape}")

@@ -174,6 +174,31 @@ def test_sdpa_row_invariance(isa, rng):
         _kernels.set_num_threads(before)
 
 
+def test_sdpa_over_the_first_positions_of_a_cache(isa, rng):
+    """Keys and values given as the first t positions of longer buffers (a KV
+    cache, batches strided) are read in place: torch's result, and the bits
+    of the same keys copied out contiguously."""
+    N, H, T, E = 2, 3, 40, 64
+    q, kc, vc = qkv(rng, (N, H, 2, E), (N, H, T, E), (N, H, T, E))
+    for t in (1, 17, 40):
+        k, v = kc[:, :, :t], vc[:, :, :t]
+        out = check(q, k, v, what=f"t={t}")
+        same = ops.scaled_dot_product_attention(q, k.copy(), v.copy())
+        assert np.array_equal(out, same)
+    # rows that are not contiguous (a transposed view) are copied, not misread
+    kt = np.swapaxes(np.swapaxes(kc, -1, -2).copy(), -1, -2)
+    assert np.array_equal(check(q, kt, vc, what="transposed keys"),
+                          ops.scaled_dot_product_attention(q, kc, vc))
+
+
+def test_attention_kernel_rejects_strided_rows(rng):
+    k = rng.standard_normal((2, 8, 16), dtype=np.float32)
+    q = np.ones((2, 1, 16), np.float32)
+    for bad in (k[:, :, ::2], k[:, ::2], k[::-1], np.swapaxes(k, 1, 2)):
+        with pytest.raises(ValueError, match="contiguous"):
+            _kernels.attention(q[:, :, :bad.shape[2]], bad, bad, None, None, None, 0.25)
+
+
 def test_sdpa_empty(rng):
     q, k, v = qkv(rng, (2, 0, 8), (2, 5, 8), (2, 5, 4))
     assert ops.scaled_dot_product_attention(q, k, v).shape == (2, 0, 4)

@@ -1,7 +1,8 @@
 /* Fused attention on every path against the naive twin: no mask, bool, float
  * and causal masks, L != S, head dims around every vector width, broadcast
- * batches, fully masked rows, 1 and 2 threads; and the determinism contract:
- * a query row is bit-identical whatever L and the thread count. */
+ * batches, k and v strided as in a KV cache, fully masked rows, 1 and 2
+ * threads; and the determinism contract: a query row is bit-identical
+ * whatever L and the thread count. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,16 +55,34 @@ static void run(const pt_kernel_table *kt, problem p, int nthreads) {
     const float scale = 1.0f / sqrtf((float)p.E);
 
     memset(y, 0xff, sizeof(float) * p.B * p.L * p.Ev); /* NaN: every element must be written */
-    int st = kt->attention(y, q, qi, k, NULL, v, NULL, p.B, p.L, p.S, p.E, p.Ev, scale, pm,
-                           causal, nthreads);
+    int st = kt->attention(y, q, qi, k, NULL, p.S * p.E, v, NULL, p.S * p.Ev, p.B, p.L, p.S,
+                           p.E, p.Ev, scale, pm, causal, nthreads);
     pt_test_check(st == 0, "%s attention returned %d", kt->name, st);
-    pt_attention_ref(r, q, qi, k, NULL, v, NULL, p.B, p.L, p.S, p.E, p.Ev, scale, pm, causal);
+    pt_attention_ref(r, q, qi, k, NULL, p.S * p.E, v, NULL, p.S * p.Ev, p.B, p.L, p.S, p.E,
+                     p.Ev, scale, pm, causal);
     double d = pt_test_max_abs_diff(y, r, p.B * p.L * p.Ev);
     /* outputs are convex combinations of v in [-1, 1]; scores O(sqrt E) with
      * float32 dot products: a few e-6 typical */
     pt_test_check(d <= 2e-5, "%s attention B=%lld L=%lld S=%lld E=%lld Ev=%lld mask=%s%s t=%d diff %g",
                   kt->name, (long long)p.B, (long long)p.L, (long long)p.S, (long long)p.E,
                   (long long)p.Ev, mask_names[p.kind], p.full_rows ? "+full" : "", nthreads, d);
+    /* k and v as the first S rows of longer per-batch buffers (a KV cache):
+     * the same bits */
+    {
+        const int64_t T = p.S + 5;
+        float *kl = malloc(sizeof(float) * p.B * T * p.E), *vl = malloc(sizeof(float) * p.B * T * p.Ev),
+              *yl = malloc(sizeof(float) * p.B * p.L * p.Ev);
+        for (int64_t b = 0; b < p.B; b++) {
+            memcpy(kl + b * T * p.E, k + b * p.S * p.E, sizeof(float) * p.S * p.E);
+            memcpy(vl + b * T * p.Ev, v + b * p.S * p.Ev, sizeof(float) * p.S * p.Ev);
+        }
+        kt->attention(yl, q, qi, kl, NULL, T * p.E, vl, NULL, T * p.Ev, p.B, p.L, p.S, p.E, p.Ev,
+                      scale, pm, causal, nthreads);
+        pt_test_check(memcmp(yl, y, sizeof(float) * p.B * p.L * p.Ev) == 0,
+                      "%s attention B=%lld L=%lld S=%lld: strided k, v differ", kt->name,
+                      (long long)p.B, (long long)p.L, (long long)p.S);
+        free(kl); free(vl); free(yl);
+    }
     if (p.full_rows && p.kind == MASK_BOOL) {
         int zeros = 1;
         for (int64_t b = 0; b < p.B; b++)
@@ -91,8 +110,10 @@ static void run_invariance(const pt_kernel_table *kt, int64_t E, int64_t S, int 
     m.data = bm; m.is_bool = 1; m.ndim = 1; m.shape[0] = L; m.stride[0] = S; m.stride_last = 1;
     const float scale = 1.0f / sqrtf((float)E);
     const pt_mask *pm = kind == MASK_BOOL ? &m : NULL;
-    kt->attention(y1, q, NULL, k, NULL, v, NULL, 1, L, S, E, Ev, scale, pm, 0, 1);
-    kt->attention(y2, q, NULL, k, NULL, v, NULL, 1, L, S, E, Ev, scale, pm, 0, 2);
+    kt->attention(y1, q, NULL, k, NULL, S * E, v, NULL, S * Ev, 1, L, S, E, Ev, scale, pm, 0,
+                  1);
+    kt->attention(y2, q, NULL, k, NULL, S * E, v, NULL, S * Ev, 1, L, S, E, Ev, scale, pm, 0,
+                  2);
     pt_test_check(memcmp(y1, y2, sizeof(float) * L * Ev) == 0,
                   "%s attention E=%lld S=%lld mask=%s: 1 vs 2 threads differ", kt->name,
                   (long long)E, (long long)S, mask_names[kind]);
@@ -100,16 +121,18 @@ static void run_invariance(const pt_kernel_table *kt, int64_t E, int64_t S, int 
     for (int64_t i = 0; i < L; i += 37) {
         pt_mask m1 = m;
         m1.data = bm + i * S; m1.shape[0] = 1;
-        kt->attention(row, q + i * E, NULL, k, NULL, v, NULL, 1, 1, S, E, Ev, scale,
-                      kind == MASK_BOOL ? &m1 : NULL, 0, 2);
+        kt->attention(row, q + i * E, NULL, k, NULL, S * E, v, NULL, S * Ev, 1, 1, S, E, Ev,
+                      scale, kind == MASK_BOOL ? &m1 : NULL, 0, 2);
         same &= memcmp(row, y1 + i * Ev, sizeof(float) * Ev) == 0;
     }
     pt_test_check(same, "%s attention E=%lld S=%lld mask=%s: row differs at L=1 vs L=%lld",
                   kt->name, (long long)E, (long long)S, mask_names[kind], (long long)L);
     /* causal: the first rows of a causal problem are the rows of a shorter one */
     float *yc = malloc(sizeof(float) * L * Ev), *ys = malloc(sizeof(float) * 70 * Ev);
-    kt->attention(yc, q, NULL, k, NULL, v, NULL, 1, L, S, E, Ev, scale, NULL, 1, 2);
-    kt->attention(ys, q, NULL, k, NULL, v, NULL, 1, 70, S, E, Ev, scale, NULL, 1, 1);
+    kt->attention(yc, q, NULL, k, NULL, S * E, v, NULL, S * Ev, 1, L, S, E, Ev, scale, NULL, 1,
+                  2);
+    kt->attention(ys, q, NULL, k, NULL, S * E, v, NULL, S * Ev, 1, 70, S, E, Ev, scale, NULL, 1,
+                  1);
     pt_test_check(memcmp(yc, ys, sizeof(float) * 70 * Ev) == 0,
                   "%s causal attention E=%lld S=%lld: rows differ at L=70 vs L=%lld", kt->name,
                   (long long)E, (long long)S, (long long)L);
