@@ -94,14 +94,17 @@ class Module:
             raise AttributeError("Module.__init__() must be called before assigning "
                                  "attributes")
         if isinstance(value, Module):
+            # registered, and kept as a plain attribute too: reading it then
+            # costs no __getattr__ call (decoding reads a few hundred a step)
             self._modules[name] = value
             params.pop(name, None)
-            self.__dict__.pop(name, None)
+            object.__setattr__(self, name, value)
         elif name in params:
             params[name] = None if value is None else _as_parameter(value, name)
             self._parameters_changed()
         elif name in self._modules and value is None:
             self._modules[name] = None
+            object.__setattr__(self, name, None)
         else:
             object.__setattr__(self, name, value)
 
@@ -617,9 +620,23 @@ class MultiheadAttention(Module):
         return out, weights
 
     # -- incremental decoding: one new position per sequence (see KVCache) --
-    def _one_position(self, x):
-        """(N, E) -> one position laid out as this module's inputs."""
-        return x[:, None] if self.batch_first else x[None]
+    def _project_one(self, x, part):
+        """x (N, E_in), one position per sequence, through projection ``part``:
+        heads (n, N, h, d_k), views of the one GEMM's output."""
+        w, b = self._packed(part)
+        y = ops.linear(x, w, b)
+        return y.reshape(x.shape[0], -1, self.num_heads, self.head_dim).transpose(1, 0, 2, 3)
+
+    def _attend_one(self, q, k, v, keep):
+        """Scaled dot-product attention of one query per sequence and head, q
+        (N, h, d_k), over keys and values (N, h, S, d_k) read where they lie;
+        keep (N, S) bool, False at positions not to attend, or None.
+        Returns Concat(head_1..head_h) (N, E)."""
+        N, h, d = q.shape
+        q = np.ascontiguousarray(q)[:, :, None]
+        mask = None if keep is None else keep.reshape(N, 1, 1, keep.shape[-1])
+        o = ops.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return o.reshape(N, h * d)
 
     def step_self_attention(self, x, cache_k, cache_v, pos, keep=None):
         """Masked self-attention of one new position per sequence over its
@@ -629,16 +646,17 @@ class MultiheadAttention(Module):
         (N, h, T_max, d_k): keys and values of positions < pos, to which this
         position's key and value are written (at pos).  The look-ahead mask is
         implicit: only positions <= pos exist yet.  keep (N, pos + 1) bool is
-        False at padded target positions (the key padding mask).  Returns (N, E).
+        False at padded target positions (the key padding mask); None: no
+        padding.  Returns (N, E).
         """
-        N = x.shape[0]
-        q, k, v = self.project_self(self._one_position(x))  # (N, h, 1, d_k) each
-        cache_k[:, :, pos] = k[:, :, 0]
-        cache_v[:, :, pos] = v[:, :, 0]
-        mask = None if keep is None else keep.reshape(N, 1, 1, pos + 1)
-        o = ops.scaled_dot_product_attention(q, cache_k[:, :, :pos + 1],
-                                             cache_v[:, :, :pos + 1], attn_mask=mask)
-        return self.output_projection(o).reshape(N, self.embed_dim)
+        if self._qkv_same_embed_dim:
+            q, k, v = self._project_one(x, "qkv")
+        else:
+            (q,), (k,), (v,) = (self._project_one(x, p) for p in "qkv")
+        cache_k[:, :, pos] = k
+        cache_v[:, :, pos] = v
+        o = self._attend_one(q, cache_k[:, :, :pos + 1], cache_v[:, :, :pos + 1], keep)
+        return self.out_proj(o)
 
     def memory_keys_values(self, memory):
         """Cross-attention keys and values of the encoder output, computed once
@@ -650,11 +668,11 @@ class MultiheadAttention(Module):
     def step_cross_attention(self, x, mem_k, mem_v, memory_keep=None):
         """Attention of one new position per sequence (x (N, E)) over the
         encoder output's keys and values (N, h, S, d_k); memory_keep
-        (N, 1, 1, S) bool is False at padded source positions.  Returns (N, E)."""
-        N = x.shape[0]
-        q = self.project_query(self._one_position(x))
-        o = ops.scaled_dot_product_attention(q, mem_k, mem_v, attn_mask=memory_keep)
-        return self.output_projection(o).reshape(N, self.embed_dim)
+        (N, 1, 1, S) bool is False at padded source positions (None: no
+        padding).  Returns (N, E)."""
+        (q,) = self._project_one(x, "q")
+        keep = None if memory_keep is None else memory_keep.reshape(x.shape[0], -1)
+        return self.out_proj(self._attend_one(q, mem_k, mem_v, keep))
 
     def _check_inputs(self, query, key, value, key_padding_mask):
         q = ops.as_float32(query, "query")
@@ -853,7 +871,7 @@ class TransformerDecoderLayer(_TransformerLayer):
         sa = self.self_attn.step_self_attention
         ca = self.multihead_attn.step_cross_attention
         k, v, mk, mv = cache.layer(i)
-        keep = cache.self_keep[:, :pos + 1]
+        keep = cache.self_keep[:, :pos + 1] if cache.target_padded else None
         mkeep = cache.memory_keep
         if self.norm_first:
             x = _residual(x, sa(self.norm1(x), k, v, pos, keep))
@@ -984,7 +1002,8 @@ class TransformerDecoder(Module):
             if kpm.shape != (N, S) or kpm.dtype != np.bool_:
                 raise ValueError(f"memory_key_padding_mask: expected a bool array of shape "
                                  f"{(N, S)}, got {kpm.dtype} {kpm.shape}")
-            keep = np.ascontiguousarray(~kpm).reshape(N, 1, 1, S)
+            if kpm.any():  # (no padding: no mask to apply)
+                keep = np.ascontiguousarray(~kpm).reshape(N, 1, 1, S)
         cross = [layer.multihead_attn.memory_keys_values(memory) for layer in self.layers]
         heads = [(layer.self_attn.num_heads, layer.self_attn.head_dim) for layer in self.layers]
         return KVCache(N, int(max_len), heads, cross, keep)
@@ -1006,6 +1025,7 @@ class TransformerDecoder(Module):
             raise ValueError(f"tgt_key_padding_mask: expected shape ({x.shape[0]},), got "
                              f"{np.shape(tgt_key_padding_mask)}")
         cache.self_keep[:, cache.length] = ~pad
+        cache.target_padded = cache.target_padded or bool(pad.any())
         for i, layer in enumerate(self.layers):
             x = layer.forward_step(x, cache, i)
         cache.length += 1
@@ -1032,6 +1052,8 @@ class KVCache:
       for positions < ``length``, and the encoder output projected by the
       layer's W^K, W^V (N, h, S, d_k);
     - ``self_keep``: (N, max_len) bool, False at padded target positions;
+      ``target_padded``: whether any such position was decoded (if not, the
+      self-attention needs no mask);
     - ``memory_keep``: (N, 1, 1, S) bool, False at padded source positions
       (None: no padding).
 
@@ -1047,6 +1069,7 @@ class KVCache:
         self._self_k = [np.zeros((n, h, self.max_len, d), np.float32) for h, d in heads]
         self._self_v = [np.zeros((n, h, self.max_len, d), np.float32) for h, d in heads]
         self._self_keep = np.ones((n, self.max_len), dtype=bool)
+        self.target_padded = False
         self._cross_k = [k for k, _ in cross]
         self._cross_v = [v for _, v in cross]
         self._keep = memory_keep
@@ -1081,6 +1104,7 @@ class KVCache:
             for a in bufs:
                 a[:n, :, :t] = a[rows, :, :t]
         self._self_keep[:n, :t] = self._self_keep[rows, :t]
+        self.target_padded = not self._self_keep[:n, :t].all()
         for bufs in (self._cross_k, self._cross_v):
             for a in bufs:
                 a[:n] = a[rows]

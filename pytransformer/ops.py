@@ -37,6 +37,13 @@ def as_float32(x, name):
     return np.asarray(_floating(x, name), dtype=np.float32, order="C")  # 0-d stays 0-d
 
 
+def _kernel_ready(x, ndim):
+    """x is already what the kernels take: a float32 C-contiguous ndarray of
+    rank ndim (the common case, which skips the conversions)."""
+    return type(x) is np.ndarray and x.ndim == ndim and x.dtype == np.float32 and \
+        x.flags.c_contiguous
+
+
 def _normalize_dim(dim, ndim, name="dim"):
     if not isinstance(dim, numbers.Integral):
         raise ValueError(f"{name} must be an integer, got {dim!r}")
@@ -55,6 +62,9 @@ def _batch_index(shape, batch):
     n = math.prod(shape)
     return np.ascontiguousarray(
         np.broadcast_to(np.arange(n, dtype=np.int64).reshape(shape), batch).ravel())
+
+
+_ACTIVATIONS = (None, "relu", "gelu", "gelu_tanh")
 
 
 # ------------------------------------------------------------------ matmul --
@@ -130,6 +140,9 @@ def linear(input, weight, bias=None, *, activation=None):
     result.  ``activation`` (a pytransformer extension: None, 'relu', 'gelu',
     'gelu_tanh') is fused into the GEMM's store.
     """
+    if _kernel_ready(input, 2) and type(weight) is PackedMatrix and \
+            activation in _ACTIVATIONS and (bias is None or _kernel_ready(bias, 1)):
+        return weight.matmul(input, bias, activation)   # which checks the shapes
     x = as_float32(input, "input")
     packed = isinstance(weight, PackedMatrix)
     if packed:
@@ -148,7 +161,7 @@ def linear(input, weight, bias=None, *, activation=None):
         b = as_float32(bias, "bias")
         if b.shape != (out_f,):
             raise ValueError(f"linear: bias must have shape ({out_f},), got {b.shape}")
-    if activation not in (None, "relu", "gelu", "gelu_tanh"):
+    if activation not in _ACTIVATIONS:
         raise ValueError(f"linear: unknown activation {activation!r}")
     lead = x.shape[:-1]
     x2 = x.reshape(math.prod(lead), in_f)
@@ -220,6 +233,13 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Layer normalisation over the trailing ``normalized_shape`` dimensions,
     as ``torch.nn.functional.layer_norm`` (biased variance, eps inside the
     square root)."""
+    n = normalized_shape[0] if type(normalized_shape) is tuple and \
+        len(normalized_shape) == 1 else normalized_shape
+    if type(n) is int and type(input) is np.ndarray and input.ndim and input.size and \
+            _kernel_ready(input, input.ndim) and input.shape[-1] == n and \
+            (weight is None or _kernel_ready(weight, 1)) and \
+            (bias is None or _kernel_ready(bias, 1)):
+        return _kernels.layer_norm(input, n, weight, bias, float(eps))  # checks their sizes
     x = as_float32(input, "input")
     if isinstance(normalized_shape, numbers.Integral):
         normalized_shape = (normalized_shape,)
@@ -286,10 +306,22 @@ def _rows_float32(x, name):
     """x as float32 with C-contiguous rows (last two axes); the leading axes
     may be strided -- the first positions of a KV cache pass without a copy."""
     a = _floating(x, name)
-    if a.dtype == np.float32 and a.ndim >= 2 and a.strides[-1] == 4 and \
-            a.strides[-2] == 4 * a.shape[-1] and min(a.strides[:-2], default=0) >= 0:
-        return a
-    return as_float32(a, name)
+    return a if _rows_contiguous(a) else as_float32(a, name)
+
+
+def _rows_contiguous(a):
+    return a.dtype == np.float32 and a.ndim >= 2 and a.strides[-1] == 4 and \
+        a.strides[-2] == 4 * a.shape[-1] and min(a.strides[:-2], default=0) >= 0
+
+
+def _same_batches(q, k, v):
+    """q, k, v are kernel-ready as they are: float32, q C-contiguous, k and v
+    with contiguous rows, equal leading (batch) shapes, E > 0."""
+    return type(q) is np.ndarray and q.ndim >= 2 and _kernel_ready(q, q.ndim) and \
+        type(k) is np.ndarray and type(v) is np.ndarray and k.ndim == v.ndim == q.ndim and \
+        k.dtype == v.dtype == np.float32 and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and \
+        q.shape[-1] == k.shape[-1] > 0 and k.shape[-2] == v.shape[-2] and \
+        _rows_contiguous(k) and _rows_contiguous(v)
 
 
 def _check_qkv(query, key, value):
@@ -354,6 +386,14 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     :func:`attention_with_weights` to get them.
     """
     _no_dropout(dropout_p)
+    if attn_mask is None and not is_causal and _same_batches(query, key, value):
+        # the common case (a decoding step): no broadcasting, no mask
+        lead, (L, E), (S, Ev) = query.shape[:-2], query.shape[-2:], value.shape[-2:]
+        B = math.prod(lead)
+        out = _kernels.attention(query.reshape(B, L, E), key.reshape(B, S, E),
+                                 value.reshape(B, S, Ev), None, None, None,
+                                 1.0 / np.sqrt(E) if scale is None else float(scale))
+        return out.reshape(lead + (L, Ev))
     q, k, v = _check_qkv(query, key, value)
     if is_causal and attn_mask is not None:
         raise ValueError("scaled_dot_product_attention: give attn_mask or is_causal, "
