@@ -169,6 +169,29 @@ def test_cache_is_allocated_once_and_rows_leave_in_place():
         model.decode_step(np.array([1, 2, 3]), state)
 
 
+def test_masks_only_where_something_is_padded():
+    """Attention takes a mask only when a position is padded -- a source pad
+    or a pad token decoded -- and a row's logits are the same either way."""
+    model = make_model(0)
+    src = make_src(np.random.default_rng(1), [5, 5])
+    state = model.start_decoding(src, 4)
+    assert state.memory_keep is None and not state.target_padded
+    model.decode_step(np.array([BOS, BOS]), state)
+    model.decode_step(np.array([7, PAD]), state)       # row 1 decodes a pad
+    assert state.target_padded
+    with_mask = model.decode_step(np.array([8, 9]), state)
+    state.select([0])                                  # the padded row leaves
+    assert not state.target_padded
+    alone = model.start_decoding(src[[0]], 4)
+    for tok in (BOS, 7, 8):
+        row = model.decode_step(np.array([tok]), alone)
+    np.testing.assert_array_equal(row[0], with_mask[0])
+    np.testing.assert_array_equal(model.decode_step(np.array([3]), state),
+                                  model.decode_step(np.array([3]), alone))
+    padded = model.start_decoding(make_src(np.random.default_rng(1), [5, 3]), 4)
+    assert padded.memory_keep is not None
+
+
 # ------------------------------------------------------------------ greedy --
 
 @pytest.mark.parametrize("i", range(len(CONFIGS)))
