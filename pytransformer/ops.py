@@ -382,7 +382,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 
     Computed by the fused kernel (csrc/attention.c): keys visited block by
     block with an online softmax, so memory grows linearly with the sequence
-    length and the L x S weights are never formed.  Use
+    length and the L x S weights are never formed.  key and value whose rows
+    are contiguous are read where they lie, however far apart their batches
+    (the first positions of a KV cache: no copy).  Use
     :func:`attention_with_weights` to get them.
     """
     _no_dropout(dropout_p)
