@@ -70,6 +70,8 @@ static void test_shapes(const pt_kernel_table *k) {
      * rows (the decoding GEMV), N past whole panel groups */
     for (int64_t m = 1; m <= 3; m++)
         run_case(k, m, 1000, 700, 0, 1, 1, PT_ACT_NONE, 1, 1 + (m & 1));
+    /* K too long for every K block of A to be packed at once: the five loops */
+    run_case(k, 1, 70, 12000, 0, 1, 1, PT_ACT_NONE, 1, 1);
     /* K = 0: bias, activated, or zeros */
     for (int packed = 0; packed < 2; packed++)
         for (int use_bias = 0; use_bias < 2; use_bias++)
