@@ -83,6 +83,7 @@
 #define GEMV_NP1 2
 #endif
 #define NR (NV * PT_VL)
+#define MC_TILES ((MC_MAX + MR - 1) / MR * MR)   /* rows of a packed A block */
 #define WIDE_V (WIDE_NP1 * NV)   /* vectors per row in the widest instance */
 #define NC_MAX (128 * NR)
 #define PT_ALIGN 64
@@ -421,7 +422,7 @@ static void gemm_rect(float *C, int64_t ldc, const float *A, int64_t lda, int tr
     int64_t nkb = k_blocks(K);
 
     if (Bo->mode == B_PACKED && rows <= 3 &&
-        K * MR <= (MC_MAX + MR - 1) / MR * MR * KC_MAX) {
+        K * MR <= MC_TILES * KC_MAX) {
         gemv_packed(C, ldc, A, lda, trans_a, Bo->p, K, N, m0, (int)rows, n0, n1, bias, act, Ap);
         return;
     }
@@ -514,7 +515,7 @@ static void gemm_core(float *C, int64_t ldc, const float *A, int64_t lda, int tr
     int split_m = mtiles >= 4 * (int64_t)nthreads;
     int64_t kc_max = K < KC_MAX ? (K > 0 ? K : 1) : KC_MAX;
     /* per thread: the A block, then a buffer for blocks of B */
-    size_t abuf = (size_t)((MC_MAX + MR - 1) / MR * MR) * (size_t)kc_max;
+    size_t abuf = (size_t)MC_TILES * (size_t)kc_max;
     size_t ebuf = Bo->mode == B_IN_PLACE ? (size_t)(kc_max * NR)
                   : Bo->mode == B_TRANS_ON_THE_FLY ? (size_t)(kc_max * NR * WIDE_NP1) : 0;
     size_t tbuf = (abuf + ebuf + PT_ALIGN / sizeof(float) - 1) / (PT_ALIGN / sizeof(float)) *

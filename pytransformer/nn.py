@@ -911,8 +911,17 @@ class ModuleList(Module):
         return iter(list(self._modules.values()))
 
 
-def _clones(layer, n):
+def _clones(layer, n, layer_cls, where):
+    """N identical layers (independent copies of ``layer``) for a stack."""
+    if not isinstance(layer, layer_cls):
+        raise ValueError(f"{where} must be a pytransformer.nn.{layer_cls.__name__}")
     return ModuleList([copy.deepcopy(layer) for _ in range(n)])
+
+
+def _stack_config(m, layer_cls):
+    """(layer, num_layers, norm) of a torch TransformerEncoder/Decoder m."""
+    norm = None if m.norm is None else LayerNorm._from_torch_config(m.norm)
+    return layer_cls._from_torch_config(m.layers[0]), len(m.layers), norm
 
 
 def _seq_len(x, batch_first):
@@ -929,10 +938,8 @@ class TransformerEncoder(Module):
     def __init__(self, encoder_layer, num_layers, norm=None, enable_nested_tensor=True,
                  mask_check=True):
         super().__init__()
-        if not isinstance(encoder_layer, TransformerEncoderLayer):
-            raise ValueError("TransformerEncoder: encoder_layer must be a "
-                             "pytransformer.nn.TransformerEncoderLayer")
-        self.layers = _clones(encoder_layer, num_layers)
+        self.layers = _clones(encoder_layer, num_layers, TransformerEncoderLayer,
+                              "TransformerEncoder: encoder_layer")
         self.num_layers = int(num_layers)
         self.norm = norm
         self.enable_nested_tensor = enable_nested_tensor
@@ -950,9 +957,7 @@ class TransformerEncoder(Module):
 
     @classmethod
     def _from_torch_config(cls, m):
-        layer = TransformerEncoderLayer._from_torch_config(m.layers[0])
-        norm = None if m.norm is None else LayerNorm._from_torch_config(m.norm)
-        return cls(layer, len(m.layers), norm)
+        return cls(*_stack_config(m, TransformerEncoderLayer))
 
 
 class TransformerDecoder(Module):
@@ -961,10 +966,8 @@ class TransformerDecoder(Module):
 
     def __init__(self, decoder_layer, num_layers, norm=None):
         super().__init__()
-        if not isinstance(decoder_layer, TransformerDecoderLayer):
-            raise ValueError("TransformerDecoder: decoder_layer must be a "
-                             "pytransformer.nn.TransformerDecoderLayer")
-        self.layers = _clones(decoder_layer, num_layers)
+        self.layers = _clones(decoder_layer, num_layers, TransformerDecoderLayer,
+                              "TransformerDecoder: decoder_layer")
         self.num_layers = int(num_layers)
         self.norm = norm
 
@@ -1033,9 +1036,7 @@ class TransformerDecoder(Module):
 
     @classmethod
     def _from_torch_config(cls, m):
-        layer = TransformerDecoderLayer._from_torch_config(m.layers[0])
-        norm = None if m.norm is None else LayerNorm._from_torch_config(m.norm)
-        return cls(layer, len(m.layers), norm)
+        return cls(*_stack_config(m, TransformerDecoderLayer))
 
 
 class KVCache:
