@@ -6,6 +6,8 @@ arrays, every output checked against PyTorch:
 - pytransformer.ops: torch.nn.functional-shaped functions on the C kernels;
 - pytransformer.nn: torch.nn-shaped modules (MultiheadAttention, Transformer, ...);
 - pytransformer.models: Seq2SeqTransformer, the paper's full model;
+- pytransformer.generation: greedy, beam and sampling over the decoding protocol;
+- pytransformer.hub: weights files and torch state dicts;
 - pytransformer.oracle: the torch twin of any of them (needs torch).
 """
 try:
@@ -16,7 +18,8 @@ except ImportError as e:  # pragma: no cover - depends on how it was installed
         f"pytransformer's compiled kernels are missing from {_os.path.dirname(__file__)}: "
         f"this is a source tree that was not built.  Install it (pip install .) and run "
         f"from another directory, or build in place (pip install -e .)") from e
-from . import models, nn, ops  # noqa: E402
+from . import generation, hub, models, nn, ops  # noqa: E402
+from .ops.checks import TokenIdError  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -45,5 +48,5 @@ def cpu_info():
     }
 
 
-__all__ = ["ops", "nn", "models", "set_num_threads", "get_num_threads", "cpu_info",
+__all__ = ["ops", "nn", "models", "generation", "hub", "TokenIdError", "set_num_threads", "get_num_threads", "cpu_info",
            "__version__"]

@@ -79,7 +79,7 @@ def _translate(model, texts, batch_size=256):
     """Greedy-decode written dates; returns (predictions, generated tokens, seconds)."""
     import numpy as np
 
-    from . import demo_task as task
+    from .demo import task
     preds, n_tokens, seconds = [], 0, 0.0
     for i in range(0, len(texts), batch_size):
         src = task.encode_batch(texts[i:i + batch_size])
@@ -97,28 +97,15 @@ def cross_attention_map(model, text, prediction):
     """Head-averaged cross-attention weights of the last decoder layer, (T, S):
     row t is where the decoder looked in the source when it wrote token t
     (teacher-forced on [<bos>] + prediction)."""
-    import numpy as np
-
-    from . import demo_task as task
+    from .demo import task
+    from .ops import look_ahead_mask
     src = task.encode_batch([text])
     tgt = task.encode_batch([prediction], add_bos=True)
     memory = model.encode(src)
-    kpm = src == model.pad_id
-    T = tgt.shape[1]
-    causal = np.triu(np.ones((T, T), dtype=bool), 1)
-    layers = model.transformer.decoder.layers
-    x = model.embed_tgt(tgt)
-    for layer in list(layers)[:-1]:
-        x = layer(x, memory, tgt_mask=causal, memory_key_padding_mask=kpm, tgt_is_causal=True)
-    last = layers[len(layers) - 1]
-    # The query of the last cross-attention: after the masked self-attention sub-layer.
-    h = last.norm1(x) if last.norm_first else x
-    sa = last.self_attn(h, h, h, attn_mask=causal, need_weights=False, is_causal=True)[0]
-    x = x + sa
-    q = last.norm2(x) if last.norm_first else last.norm1(x)
-    _, weights = last.multihead_attn(q, memory, memory, key_padding_mask=kpm,
-                                     need_weights=True, average_attn_weights=True)
-    return weights[0]
+    _, weights = model.transformer.decoder(
+        model.embed_tgt(tgt), memory, tgt_mask=~look_ahead_mask(tgt.shape[1]),
+        memory_key_padding_mask=src == model.pad_id, tgt_is_causal=True, need_weights=True)
+    return weights[-1][0]
 
 
 def _plot(model, text, prediction, path):
@@ -150,7 +137,7 @@ def _plot(model, text, prediction, path):
 def cmd_demo(args):
     import pytransformer
 
-    from . import demo_task as task
+    from .demo import task
     if args.threads:
         pytransformer.set_num_threads(args.threads)
     model = _load_demo_model(args.model)
@@ -230,7 +217,7 @@ def _count(lowest):
 
 
 def build_parser():
-    from . import demo_task as task
+    from .demo import task
     p = argparse.ArgumentParser(
         prog="pytransformer",
         description="A CPU Transformer whose kernels are hand-written C, verified against "

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 
 from . import nn
-from .io import to_numpy
+from .ops.checks import to_numpy
 
 __all__ = ["to_torch", "compare"]
 

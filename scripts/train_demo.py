@@ -3,7 +3,7 @@
 A small encoder-decoder Transformer (the paper's architecture: embeddings
 scaled by sqrt(d_model), interleaved sinusoidal positional encoding, post-norm
 nn.Transformer, a generator to the target vocabulary) learns the task of
-pytransformer.demo_task: written dates to ISO dates, character by character.
+pytransformer.demo.task: written dates to ISO dates, character by character.
 
 Training is teacher forcing: the decoder reads [<bos>] + target and learns to
 predict target + [<eos>]; padding is ignored by the loss.  Held-out accuracy is
@@ -11,7 +11,7 @@ greedy exact match on freshly drawn days that training never sees (one day in
 ten, see demo_task.is_held_out), decoded with a plain torch loop.
 
 The run is reproducible: fixed seeds, two threads, deterministic CPU kernels.
-Run it from the repository root (it imports pytransformer.demo_task, which
+Run it from the repository root (it imports pytransformer.demo.task, which
 needs the built extension; the model itself is pure torch)::
 
     nice python scripts/train_demo.py            # writes the shipped file
@@ -41,7 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-from pytransformer import demo_task as task  # noqa: E402
+from pytransformer.demo import task  # noqa: E402
 
 CONFIG = dict(
     src_vocab_size=task.VOCAB_SIZE,

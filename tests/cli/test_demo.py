@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from pytransformer import cli
-from pytransformer import demo_task as task
+from pytransformer.demo import task
 
 from conftest import run_python
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 
 
 def _run(*args):
@@ -70,7 +70,7 @@ def test_shipped_model_reaches_99_percent_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "from pytransformer.models import Seq2SeqTransformer\n"
-        "from pytransformer import demo_task as t\n"
+        "from pytransformer.demo import task as t\n"
         "m = Seq2SeqTransformer.load(t.MODEL_PATH)\n"
         "pairs = t.sample_pairs(1000, seed=2024, split='held_out')\n"
         "out = m.generate(t.encode_batch([s for s, _ in pairs]), max_new_tokens=t.TARGET_LEN + 1,"
@@ -166,7 +166,7 @@ def test_info_build_flags_match_setup_py():
 def test_console_script_is_declared():
     text = open(os.path.join(ROOT, "pyproject.toml")).read()
     assert 'pytransformer = "pytransformer.cli:main"' in text
-    assert "data/*.safetensors" in text
+    assert '"pytransformer.demo" = ["*.safetensors"]' in text
 
 
 def test_bench_quick_runs(capsys):

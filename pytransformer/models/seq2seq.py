@@ -9,28 +9,18 @@ sharing its weight with the target embedding.  Inference only, no dropout.
 """
 import json
 import math
-import numbers
 
 import numpy as np
 
-from . import nn, ops
-from .io import load_safetensors, save_safetensors, to_numpy
+from .. import nn, ops
+from ..hub.safetensors import load_safetensors, save_safetensors
+from ..ops.attention import look_ahead_mask
+from ..ops.checks import check_int, check_token_ids, to_numpy
+from .positional import sinusoidal_positional_encoding
 
-__all__ = ["Seq2SeqTransformer", "sinusoidal_positional_encoding"]
+__all__ = ["Seq2SeqTransformer"]
 
 FORMAT = "pytransformer.Seq2SeqTransformer"
-
-
-def sinusoidal_positional_encoding(max_len, d_model):
-    """PE[pos, 2i] = sin(pos / 10000^(2i/d_model)), PE[pos, 2i+1] = cos(same)
-    (section 3.5); computed in float64, rounded once to float32."""
-    pos = np.arange(max_len, dtype=np.float64)[:, None]
-    two_i = np.arange(0, d_model, 2, dtype=np.float64)
-    angle = pos / np.power(10000.0, two_i / d_model)
-    pe = np.zeros((max_len, d_model), dtype=np.float64)
-    pe[:, 0::2] = np.sin(angle)
-    pe[:, 1::2] = np.cos(angle[:, : d_model // 2])
-    return pe.astype(np.float32)
 
 
 def _check_config_against(config, tensors):
@@ -85,11 +75,8 @@ class Seq2SeqTransformer(nn.Module):
                      num_decoder_layers=num_decoder_layers, dim_feedforward=dim_feedforward,
                      max_len=max_len, pad_id=pad_id)
         for name, v in sizes.items():
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-                raise ValueError(f"{name} must be an integer, got {v!r}")
             lowest = 0 if name in ("num_encoder_layers", "num_decoder_layers", "pad_id") else 1
-            if v < lowest:
-                raise ValueError(f"{name} must be >= {lowest}, got {v}")
+            check_int(v, name, lowest)
         if pad_id >= min(src_vocab_size, tgt_vocab_size):
             raise ValueError(f"pad_id={pad_id} is outside the vocabularies (src_vocab_size="
                              f"{src_vocab_size}, tgt_vocab_size={tgt_vocab_size})")
@@ -186,12 +173,14 @@ class Seq2SeqTransformer(nn.Module):
         if offset + a.shape[1] > self.max_len:
             raise ValueError(f"{name}: length {a.shape[1]} (from position {offset}) exceeds "
                              f"max_len={self.max_len}")
-        return nn.check_token_ids(a, name, vocab)
+        return check_token_ids(a, name, vocab)
 
     # -- forward --
     def encode(self, src):
         """The encoder stack over the embedded source: memory (B, S, d_model)."""
-        src = self._check_ids(src, "src", self.src_vocab_size)
+        return self._encode(self._check_ids(src, "src", self.src_vocab_size))
+
+    def _encode(self, src):
         return self.transformer.encoder(self.embed_src(src),
                                         src_key_padding_mask=src == self.pad_id)
 
@@ -203,7 +192,7 @@ class Seq2SeqTransformer(nn.Module):
         """
         tgt = self._check_ids(tgt, "tgt", self.tgt_vocab_size)
         memory = ops.as_float32(memory, "memory")
-        B, T = tgt.shape
+        B = tgt.shape[0]
         if memory.ndim != 3 or memory.shape[0] != B or memory.shape[2] != self.d_model:
             raise ValueError(f"memory: expected shape ({B}, S, {self.d_model}), got "
                              f"{memory.shape}")
@@ -213,7 +202,10 @@ class Seq2SeqTransformer(nn.Module):
                 raise ValueError(f"src: shape {src.shape} does not match memory "
                                  f"{memory.shape}")
             memory_key_padding_mask = src == self.pad_id
-        causal = np.triu(np.ones((T, T), dtype=bool), 1)  # True = may not attend
+        return self._decode(tgt, memory, memory_key_padding_mask)
+
+    def _decode(self, tgt, memory, memory_key_padding_mask):
+        causal = ~look_ahead_mask(tgt.shape[1])  # torch.nn's form: True = may not attend
         h = self.transformer.decoder(self.embed_tgt(tgt), memory, tgt_mask=causal,
                                      tgt_key_padding_mask=tgt == self.pad_id,
                                      memory_key_padding_mask=memory_key_padding_mask,
@@ -227,7 +219,7 @@ class Seq2SeqTransformer(nn.Module):
         if src.shape[0] != tgt.shape[0]:
             raise ValueError(f"src {src.shape} and tgt {tgt.shape} have different batch "
                              f"sizes")
-        return self.decode(tgt, self.encode(src), src=src)
+        return self._decode(tgt, self._encode(src), src == self.pad_id)
 
     # -- autoregressive decoding (section 3: "consuming the previously
     #    generated symbols as additional input when generating the next") --
@@ -235,10 +227,12 @@ class Seq2SeqTransformer(nn.Module):
         """Encode ``src`` (B, S) once and allocate the decoder's KV cache for
         ``max_len`` target positions: the state :meth:`decode_step` advances."""
         src = self._check_ids(src, "src", self.src_vocab_size)
-        if not 1 <= int(max_len) <= self.max_len:
-            raise ValueError(f"max_len={max_len}: between 1 and the model's "
-                             f"max_len={self.max_len} target positions can be decoded")
-        memory = self.encode(src)
+        max_len = check_int(max_len, "max_len", 1, self.max_len)
+        empty = np.flatnonzero((src == self.pad_id).all(axis=1))
+        if empty.size:
+            raise ValueError(f"src: row {int(empty[0])} is empty (all pad_id={self.pad_id}) "
+                             f"in a batch of shape {src.shape}")
+        memory = self._encode(src)
         return self.transformer.decoder.init_cache(memory, src == self.pad_id, max_len)
 
     def decode_step(self, tokens, state):
@@ -246,7 +240,7 @@ class Seq2SeqTransformer(nn.Module):
         ids at position ``state.length`` of each sequence; ``state`` (from
         :meth:`start_decoding`) then holds one more position.  Row for row
         the last position of :meth:`decode` over the whole prefix."""
-        tokens = nn.check_token_ids(tokens, "tokens", self.tgt_vocab_size).reshape(-1)
+        tokens = check_token_ids(tokens, "tokens", self.tgt_vocab_size).reshape(-1)
         if tokens.shape[0] != state.batch_size:
             raise ValueError(f"tokens: {tokens.shape[0]} ids for a decoding state of "
                              f"{state.batch_size} sequences")
@@ -279,7 +273,10 @@ class Seq2SeqTransformer(nn.Module):
         outside the vocabulary, max_new_tokens <= 0, beam_size < 1, top_p
         outside (0, 1], ...) raise ValueError.
         """
-        from .generation import generate  # the layer above; imported on use
+        # A facade: the search lives in pytransformer.generation, which sees
+        # this model only through the decoding protocol (start_decoding,
+        # decode_step, state.select); nothing else here depends on it.
+        from ..generation import generate
         return generate(self, src, max_new_tokens, bos_id, eos_id, pad_id, method=method,
                         beam_size=beam_size, length_penalty=length_penalty,
                         num_return_sequences=num_return_sequences, temperature=temperature,

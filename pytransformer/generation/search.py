@@ -1,89 +1,12 @@
-"""Autoregressive decoding: greedy search, beam search and sampling.
-
-At inference the decoder produces one token per step, from ``<bos>`` until
-``<eos>`` (Vaswani et al. 2017, section 3: "the model is auto-regressive,
-consuming the previously generated symbols as additional input when
-generating the next").  Re-running the decoder over the whole prefix at every
-step would cost O(T^2) projections; instead the model keeps a KV cache
-(:class:`pytransformer.nn.KVCache`): the keys and values of every earlier
-target position in each decoder self-attention, and the cross-attention keys
-and values of the encoder output, computed once per source.  A step then
-feeds one token per sequence through the decoder (all GEMMs and softmaxes in
-the C kernels); this module only chooses the next tokens.
-
-The model side of the protocol is two methods::
-
-    state = model.start_decoding(src, max_len)   # encode once, allocate caches
-    logits = model.decode_step(tokens, state)    # (N,) ids -> (N, V) logits
-    state.select(rows)                           # keep / reorder / repeat rows
-
-Every sequence of a batch ends on its own: finished rows are dropped from the
-state (so later steps cost less) and padded with ``pad_id`` in the output.
-A row's computation never depends on the other rows, so a sequence gets the
-same tokens and scores alone or in any batch.
-
-Scores are log-probabilities under the model, accumulated in float64 from the
-float32 logits: for greedy search and sampling the sum of log p(token) over
-the tokens produced (``<eos>`` included, temperature and filtering not
-applied); for beam search that sum divided by ``length ** length_penalty``,
-the quantity the search ranks hypotheses by.
-"""
-import numbers
+"""The searches: greedy, beam and sampling, over the decoding protocol."""
 import zlib
 
 import numpy as np
 
-__all__ = ["generate", "greedy_search", "beam_search", "sample", "log_softmax",
-           "filter_logits"]
+from ..ops.checks import check_int, check_token_id
+from .logits import filter_logits, log_softmax
 
-
-def log_softmax(logits):
-    """log softmax over the last axis, in float64."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-
-
-# ----------------------------------------------------------------- checks --
-
-def _int(value, name, lo=None):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if lo is not None and value < lo:
-        raise ValueError(f"{name} must be >= {lo}, got {value}")
-    return int(value)
-
-
-def _check_source(model, src):
-    a = np.asarray(src)
-    if a.dtype.kind not in "iu":
-        raise ValueError(f"src: an integer array of token ids is needed, got dtype {a.dtype} "
-                         f"with shape {a.shape}")
-    if a.ndim == 1:
-        a = a[None]
-    if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
-        raise ValueError(f"src: expected a non-empty (batch, length) array of token ids, "
-                         f"got shape {a.shape}")
-    lo, hi = int(a.min()), int(a.max())
-    if lo < 0 or hi >= model.src_vocab_size:
-        raise ValueError(f"src: token id {lo if lo < 0 else hi} is outside the source "
-                         f"vocabulary [0, {model.src_vocab_size}) (shape {a.shape})")
-    if a.shape[1] > model.max_len:
-        raise ValueError(f"src: length {a.shape[1]} exceeds max_len={model.max_len}")
-    empty = np.flatnonzero((a == model.pad_id).all(axis=1))
-    if empty.size:
-        raise ValueError(f"src: row {int(empty[0])} is empty (all pad_id={model.pad_id}) "
-                         f"in a batch of shape {a.shape}")
-    return a.astype(np.int64, copy=False)
-
-
-def _check_token(value, name, vocab, optional=False):
-    if value is None and optional:
-        return None
-    v = _int(value, name)
-    if not 0 <= v < vocab:
-        raise ValueError(f"{name}={v} is outside the target vocabulary [0, {vocab})")
-    return v
+__all__ = ["generate", "greedy_search", "beam_search", "sample", "pad_rows"]
 
 
 def generate(model, src, max_new_tokens, bos_id, eos_id, pad_id=None, method="greedy",
@@ -91,16 +14,17 @@ def generate(model, src, max_new_tokens, bos_id, eos_id, pad_id=None, method="gr
              top_k=None, top_p=1.0, seed=None, return_scores=False):
     """Decode target sequences for a batch of sources; see
     :meth:`pytransformer.models.Seq2SeqTransformer.generate`."""
-    src = _check_source(model, src)
-    max_new_tokens = _int(max_new_tokens, "max_new_tokens", 1)
-    if max_new_tokens > model.max_len:
-        raise ValueError(f"max_new_tokens={max_new_tokens} exceeds the model's "
-                         f"max_len={model.max_len} target positions")
+    # The model checks the source ids where they enter (start_decoding);
+    # here only what the search itself is given.
+    src = np.asarray(src)
+    if src.ndim == 1:
+        src = src[None]
+    max_new_tokens = check_int(max_new_tokens, "max_new_tokens", 1, model.max_len)
     V = model.tgt_vocab_size
-    bos_id = _check_token(bos_id, "bos_id", V)
-    eos_id = _check_token(eos_id, "eos_id", V, optional=True)
-    pad_id = model.pad_id if pad_id is None else _int(pad_id, "pad_id")
-    num_return_sequences = _int(num_return_sequences, "num_return_sequences", 1)
+    bos_id = check_token_id(bos_id, "bos_id", V)
+    eos_id = check_token_id(eos_id, "eos_id", V, optional=True)
+    pad_id = model.pad_id if pad_id is None else check_int(pad_id, "pad_id")
+    num_return_sequences = check_int(num_return_sequences, "num_return_sequences", 1)
     if method == "greedy":
         if num_return_sequences != 1:
             raise ValueError(f"num_return_sequences={num_return_sequences}: greedy search "
@@ -108,7 +32,7 @@ def generate(model, src, max_new_tokens, bos_id, eos_id, pad_id=None, method="gr
         tokens, scores = greedy_search(model, src, max_new_tokens, bos_id, eos_id, pad_id,
                                        return_scores)
     elif method == "beam":
-        beam_size = _int(beam_size, "beam_size", 1)
+        beam_size = check_int(beam_size, "beam_size", 1)
         if num_return_sequences > beam_size:
             raise ValueError(f"num_return_sequences={num_return_sequences} exceeds "
                              f"beam_size={beam_size}")
@@ -121,12 +45,12 @@ def generate(model, src, max_new_tokens, bos_id, eos_id, pad_id=None, method="gr
         if not (temperature > 0 and np.isfinite(temperature)):
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
         if top_k is not None:
-            top_k = _int(top_k, "top_k", 1)
+            top_k = check_int(top_k, "top_k", 1)
         top_p = 1.0 if top_p is None else float(top_p)
         if not 0.0 < top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
         if seed is not None:
-            seed = _int(seed, "seed", 0)
+            seed = check_int(seed, "seed", 0)
         tokens, scores = sample(model, src, max_new_tokens, bos_id, eos_id, pad_id,
                                 temperature, top_k, top_p, seed, num_return_sequences,
                                 return_scores)
@@ -135,7 +59,7 @@ def generate(model, src, max_new_tokens, bos_id, eos_id, pad_id=None, method="gr
     return (tokens, scores) if return_scores else tokens
 
 
-def _pack(rows, pad_id, width=None):
+def pad_rows(rows, pad_id, width=None):
     """Token lists -> (N, T) int64 padded with pad_id; T = the longest row."""
     T = width if width is not None else max((len(r) for r in rows), default=0)
     out = np.full((len(rows), max(T, 1)), pad_id, dtype=np.int64)
@@ -151,7 +75,7 @@ def greedy_search(model, src, max_new_tokens, bos_id, eos_id, pad_id, with_score
     (tokens, scores); scores is None unless with_scores."""
     tokens, scores = _decode_rows(model, src, max_new_tokens, bos_id, eos_id,
                                   lambda rows, logits: _argmax_rows(logits), with_scores)
-    return _pack(tokens, pad_id), scores
+    return pad_rows(tokens, pad_id), scores
 
 
 def _argmax_rows(logits):
@@ -186,33 +110,6 @@ def _decode_rows(model, src, max_new_tokens, bos_id, eos_id, choose, with_scores
 
 
 # --------------------------------------------------------------- sampling --
-
-def filter_logits(logits, temperature=1.0, top_k=None, top_p=1.0):
-    """The sampling distribution of each row: softmax(logits / temperature)
-    restricted to the top_k most probable tokens, then to the smallest set of
-    most probable tokens whose probability reaches top_p (nucleus sampling,
-    Holtzman et al. 2020), renormalised.  Returns float64 probabilities."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    V = z.shape[-1]
-    if (top_k is None or top_k >= V) and top_p >= 1.0:  # nothing to cut: no sort
-        p = np.exp(z - z.max(axis=-1, keepdims=True))
-        return p / p.sum(axis=-1, keepdims=True)
-    order = np.argsort(-z, axis=-1, kind="stable")  # most probable first, ties by id
-    zs = np.take_along_axis(z, order, axis=-1)
-    keep = np.ones_like(zs, dtype=bool)
-    if top_k is not None and top_k < V:
-        keep[..., top_k:] = False
-    p = np.exp(zs - zs[..., :1]) * keep
-    p /= p.sum(axis=-1, keepdims=True)
-    if top_p < 1.0:
-        before = np.cumsum(p, axis=-1) - p  # mass of the more probable tokens
-        keep &= before < top_p  # the first token is always kept
-        p = p * keep
-        p /= p.sum(axis=-1, keepdims=True)
-    probs = np.zeros_like(p)
-    np.put_along_axis(probs, order, p, axis=-1)
-    return probs
-
 
 def sample(model, src, max_new_tokens, bos_id, eos_id, pad_id, temperature=1.0, top_k=None,
            top_p=1.0, seed=None, num_return_sequences=1, with_scores=True):
@@ -250,7 +147,7 @@ def sample(model, src, max_new_tokens, bos_id, eos_id, pad_id, temperature=1.0, 
 
     tokens, scores = _decode_rows(model, src, max_new_tokens, bos_id, eos_id, choose,
                                   with_scores)
-    return _pack(tokens, pad_id), scores
+    return pad_rows(tokens, pad_id), scores
 
 
 # ------------------------------------------------------------------- beam --
@@ -346,4 +243,4 @@ def beam_search(model, src, max_new_tokens, bos_id, eos_id, pad_id, beam_size=4,
         for score, tokens, _ in best:
             out.append(tokens)
             scores.append(score)
-    return _pack(out, pad_id), np.array(scores, dtype=np.float64)
+    return pad_rows(out, pad_id), np.array(scores, dtype=np.float64)

@@ -431,7 +431,7 @@ def test_generate_square_subsequent_mask():
 
 def test_is_causal_detected(rng):
     """A causal mask without the hint is recognised, as torch does."""
-    from pytransformer.nn import _detect_is_causal_mask
+    from pytransformer.nn.attention import _detect_is_causal_mask
     m = nn.Transformer.generate_square_subsequent_mask(4)
     assert _detect_is_causal_mask(m)
     assert _detect_is_causal_mask(np.triu(np.ones((4, 4), bool), 1))

@@ -1,0 +1,80 @@
+"""The key/value cache of incremental decoding."""
+import numpy as np
+
+__all__ = ["KVCache"]
+
+
+class KVCache:
+    """What a decoder keeps between steps of incremental decoding.
+
+    At step t the decoder sees one new target position per sequence; its
+    self-attention needs the keys and values of positions 0..t-1, which do
+    not change once computed, and its cross-attention needs the keys and
+    values of the encoder output, which do not change at all.  Both are kept
+    here, allocated once for ``max_len`` positions:
+
+    - ``layer(i)`` gives decoder layer i's ``(self_k, self_v, cross_k,
+      cross_v)``: self-attention keys and values (N, h, max_len, d_k), filled
+      for positions < ``length``, and the encoder output projected by the
+      layer's W^K, W^V (N, h, S, d_k);
+    - ``self_keep``: (N, max_len) bool, False at padded target positions;
+      ``target_padded``: whether any such position was decoded (if not, the
+      self-attention needs no mask);
+    - ``memory_keep``: (N, 1, 1, S) bool, False at padded source positions
+      (None: no padding).
+
+    :meth:`select` keeps, reorders or repeats sequences (rows) in place: beam
+    search reorders hypotheses, and a sequence that has ended leaves the batch.
+    """
+
+    def __init__(self, batch_size, max_len, heads, cross, memory_keep=None):
+        self.batch_size = self.capacity = int(batch_size)
+        self.max_len = int(max_len)
+        self.length = 0
+        n = self.batch_size
+        self._self_k = [np.zeros((n, h, self.max_len, d), np.float32) for h, d in heads]
+        self._self_v = [np.zeros((n, h, self.max_len, d), np.float32) for h, d in heads]
+        self._self_keep = np.ones((n, self.max_len), dtype=bool)
+        self.target_padded = False
+        self._cross_k = [k for k, _ in cross]
+        self._cross_v = [v for _, v in cross]
+        self._keep = memory_keep
+
+    # Views of the rows in use: buffers are only ever shrunk in place.
+    def layer(self, i):
+        """Decoder layer i's (self_k, self_v, cross_k, cross_v) for the rows in use."""
+        n = self.batch_size
+        return (self._self_k[i][:n], self._self_v[i][:n], self._cross_k[i][:n],
+                self._cross_v[i][:n])
+
+    @property
+    def self_keep(self):
+        return self._self_keep[:self.batch_size]
+
+    @property
+    def memory_keep(self):
+        return None if self._keep is None else self._keep[:self.batch_size]
+
+    def select(self, rows):
+        """Keep rows ``rows`` (indices into the current batch, in their new
+        order; repeats allowed up to the allocated batch size)."""
+        rows = np.asarray(rows, dtype=np.intp).reshape(-1)
+        n = rows.size
+        if n and (rows.min() < 0 or rows.max() >= self.batch_size):
+            raise ValueError(f"select: rows must be in [0, {self.batch_size}), got "
+                             f"{rows.min()}..{rows.max()}")
+        if n > self.capacity:
+            raise ValueError(f"select: {n} rows exceed the {self.capacity} allocated")
+        t = self.length
+        for bufs in (self._self_k, self._self_v):
+            for a in bufs:
+                a[:n, :, :t] = a[rows, :, :t]
+        self._self_keep[:n, :t] = self._self_keep[rows, :t]
+        self.target_padded = not self._self_keep[:n, :t].all()
+        for bufs in (self._cross_k, self._cross_v):
+            for a in bufs:
+                a[:n] = a[rows]
+        if self._keep is not None:
+            self._keep[:n] = self._keep[rows]
+        self.batch_size = n
+        return self

@@ -1,0 +1,154 @@
+"""The basic layers: Linear, LayerNorm, Embedding, and the activations a
+position-wise feed-forward network may use."""
+import math
+import numbers
+import operator
+
+import numpy as np
+
+from .. import ops
+from ..ops.checks import check_token_ids
+from .module import NO_INIT, Module, _rng, _uniform
+
+__all__ = ["Linear", "LayerNorm", "Embedding", "gelu_tanh", "check_token_ids"]
+
+
+class Linear(Module):
+    """y = x W^T + b, as torch.nn.Linear; W is held packed for the GEMM."""
+
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None, *,
+                 rng=None):
+        super().__init__()
+        self._packs = {}
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        rng = _rng(rng)
+        bound = 1.0 / math.sqrt(self.in_features) if self.in_features else 0.0
+        self.register_parameter("weight", _uniform(rng, bound, (self.out_features,
+                                                                self.in_features)))
+        self.register_parameter("bias", _uniform(rng, bound, (self.out_features,))
+                                if bias else None)
+        self._parameters_changed()
+
+    def _parameters_changed(self):
+        self._packs = {"weight": ops.pack_weight(self.weight)}
+
+    def forward(self, input, activation=None):
+        """``activation`` ('relu', 'gelu', a pytransformer extension) is fused
+        into the GEMM's store."""
+        return ops.linear(input, self._packs["weight"], self.bias, activation=activation)
+
+    @classmethod
+    def _from_torch_config(cls, m):
+        return cls(m.in_features, m.out_features, bias=m.bias is not None, rng=NO_INIT)
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+class LayerNorm(Module):
+    """Layer normalisation (Ba et al. 2016), as torch.nn.LayerNorm: biased
+    variance, eps inside the square root."""
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True,
+                 device=None, dtype=None):
+        super().__init__()
+        if isinstance(normalized_shape, numbers.Integral):
+            normalized_shape = (normalized_shape,)
+        self.normalized_shape = tuple(int(s) for s in normalized_shape)
+        self.eps = float(eps)
+        self.elementwise_affine = bool(elementwise_affine)
+        affine = self.elementwise_affine
+        self.register_parameter("weight", np.ones(self.normalized_shape, np.float32)
+                                if affine else None)
+        self.register_parameter("bias", np.zeros(self.normalized_shape, np.float32)
+                                if affine and bias else None)
+
+    def forward(self, input):
+        return ops.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    @classmethod
+    def _from_torch_config(cls, m):
+        return cls(m.normalized_shape, eps=m.eps, elementwise_affine=m.elementwise_affine,
+                   bias=getattr(m, "bias", None) is not None)
+
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}"
+
+
+class Embedding(Module):
+    """A lookup table of ``num_embeddings`` vectors, as torch.nn.Embedding."""
+
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, device=None,
+                 dtype=None, *, rng=None):
+        super().__init__()
+        self.num_embeddings = int(num_embeddings)
+        self.embedding_dim = int(embedding_dim)
+        if padding_idx is not None:
+            padding_idx = operator.index(padding_idx)
+            if not -self.num_embeddings <= padding_idx < self.num_embeddings:
+                raise ValueError(f"Embedding: padding_idx={padding_idx} is outside "
+                                 f"num_embeddings={self.num_embeddings}")
+            padding_idx %= self.num_embeddings  # as torch: -1 is the last row
+        self.padding_idx = padding_idx
+        w = np.asarray(_rng(rng).standard_normal((self.num_embeddings, self.embedding_dim),
+                                                 dtype=np.float32), dtype=np.float32)
+        if padding_idx is not None:
+            w[padding_idx] = 0.0
+        self.register_parameter("weight", w)
+
+    def forward(self, input, name="input"):
+        ids = check_token_ids(input, name, self.num_embeddings)
+        return self.weight[ids]
+
+    @classmethod
+    def _from_torch_config(cls, m):
+        return cls(m.num_embeddings, m.embedding_dim, padding_idx=m.padding_idx,
+                   rng=NO_INIT)
+
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}"
+
+
+def gelu_tanh(x):
+    """GELU in its tanh approximation, as torch.nn.GELU(approximate='tanh'):
+    pass it as a layer's ``activation`` (it is fused into the GEMM)."""
+    return ops.gelu(x, approximate="tanh")
+
+
+def resolve_activation(activation):
+    """(name fused into the GEMM, or a callable applied after it)."""
+    if isinstance(activation, str):
+        if activation not in ("relu", "gelu"):
+            raise ValueError(f"activation should be relu/gelu, not {activation}")
+        return activation, None
+    if activation is ops.relu:
+        return "relu", None
+    if activation is ops.gelu:
+        return "gelu", None
+    if activation is gelu_tanh:
+        return "gelu_tanh", None
+    if callable(activation):  # applied to the numpy output of the first GEMM
+        return None, activation
+    raise ValueError(f"activation should be 'relu', 'gelu' or a callable, got {activation!r}")
+
+
+def torch_activation(layer):
+    """'relu', 'gelu' or gelu_tanh for a torch Transformer layer's activation."""
+    act = layer.activation
+    name = getattr(act, "__name__", type(act).__name__).lower()
+    approximate = getattr(act, "approximate", "none")
+    # checked before torch's relu-or-gelu code, which is 2 for either GELU form
+    if name == "gelu" and approximate == "tanh":
+        return gelu_tanh
+    code = getattr(layer, "activation_relu_or_gelu", 0)
+    if code == 1:
+        return "relu"
+    if code == 2:
+        return "gelu"
+    if name == "relu":
+        return "relu"
+    if name == "gelu" and approximate == "none":
+        return "gelu"
+    raise ValueError(f"from_torch: activation {act!r} is not supported (relu or gelu only)")
