@@ -29,7 +29,7 @@ import sys
 
 import numpy as np
 
-from common import timings
+from pytransformer.benchmarks import timings  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -117,8 +117,9 @@ def main():
             for threads in args.threads:
                 # fewer repeats where one call takes long
                 reps = max(3, min(args.repeats, int(2e9 / (L * L * HEADS * HEAD_DIM))))
-                ts_ours = timings(runner("pytransformer", L, causal, threads), 1, reps)
-                ts_torch = timings(runner("torch", L, causal, threads), 1, reps)
+                ts = timings({"pt": runner("pytransformer", L, causal, threads),
+                              "torch": runner("torch", L, causal, threads)}, reps)
+                ts_ours, ts_torch = ts["pt"], ts["torch"]
                 t_ours, t_torch = float(np.median(ts_ours)), float(np.median(ts_torch))
                 # useful flops: Q K^T and P V, halved by the causal mask
                 flops = 4.0 * HEADS * L * L * HEAD_DIM * (0.5 if causal else 1.0)

@@ -44,6 +44,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 import pytransformer  # noqa: E402
 from pytransformer import _kernels, ops  # noqa: E402
+from pytransformer.benchmarks import timings  # noqa: E402
 
 
 def log(*a):
@@ -65,29 +66,19 @@ def compare(fns, repeats, min_time=0.02, peak=None):
     calibration sample), so that on a shared machine all of them see the same
     moments and their ratios stay meaningful.  Returns name -> median seconds,
     plus "_peak" -> median GFLOP/s of the calibration samples."""
-    number = {}
-    for name, fn in fns.items():
-        fn()
-        t0 = time.perf_counter()
-        fn()
-        one = max(time.perf_counter() - t0, 1e-7)
-        number[name] = max(1, int(min_time / one))
-    samples = {name: [] for name in fns}
     peaks = []
-    for _ in range(repeats):
-        if peak is not None:
-            peaks.append(_kernels.fma_peak_gflops(*peak))
-        for name, fn in fns.items():
-            n = number[name]
-            t0 = time.perf_counter()
-            for _ in range(n):
-                fn()
-            samples[name].append((time.perf_counter() - t0) / n)
-            if name == "numpy":
-                # OpenBLAS's worker threads spin for up to 2^28 cycles (~70 ms)
-                # after a call; let them park before the next candidate, or
-                # they hold a core that the next multi-threaded run needs
-                time.sleep(0.1)
+
+    def after_call(name):
+        if name == "numpy":
+            # OpenBLAS's worker threads spin for up to 2^28 cycles (~70 ms)
+            # after a call; let them park before the next candidate, or
+            # they hold a core that the next multi-threaded run needs
+            time.sleep(0.1)
+
+    samples = timings(fns, repeats, warmup=1, min_time=min_time,
+                      before_round=None if peak is None else
+                      lambda: peaks.append(_kernels.fma_peak_gflops(*peak)),
+                      after_call=after_call)
     out = {name: float(np.median(v)) for name, v in samples.items()}
     # best sample too: on a shared machine it is the better estimate of what
     # the code does when it has the core

@@ -1,22 +1,10 @@
-"""What the benchmark scripts share: timing and thread control (medians come
-from pytransformer.benchmarks.median_time, which `pytransformer bench` uses).
+"""What the benchmark scripts share: thread control and their command line.
+Timing is pytransformer.benchmarks.timings / median_time, the one helper
+`pytransformer bench` uses too.
 
 The scripts import the installed pytransformer (``pip install ".[bench]"``,
 or ``pip install -e .`` while developing), never the source tree beside them.
 """
-import time
-
-
-def timings(fn, warmup, repeats):
-    """Seconds of each of `repeats` calls of fn(), after `warmup` calls."""
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return ts
 
 
 def set_threads(n):

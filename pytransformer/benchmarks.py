@@ -16,19 +16,47 @@ import pytransformer
 from pytransformer import ops
 
 
+def timings(fns, repeats, warmup=1, min_time=0.0, before_round=None, after_call=None):
+    """Seconds per call of each candidate, ``repeats`` samples each: the one
+    timing helper of ``pytransformer bench`` and the scripts in bench/.
+
+    fns: {name: callable}.  After ``warmup`` calls of each, the candidates
+    run in rounds, each taking one sample in turn, so that on a shared
+    machine all of them see the same moments and their ratios stay
+    meaningful.  A sample calls its candidate as often as it takes to last
+    about ``min_time`` seconds (once when min_time is 0) and counts the mean.
+    ``before_round()`` runs at the start of each round (a calibration
+    sample, say); ``after_call(name)`` after each sample (to let a peer's
+    spinning threads park).  Returns {name: [seconds per call, ...]}.
+    """
+    number = {}
+    for name, fn in fns.items():
+        for _ in range(warmup):
+            fn()
+        number[name] = 1
+        if min_time:
+            t0 = time.perf_counter()
+            fn()
+            number[name] = max(1, int(min_time / max(time.perf_counter() - t0, 1e-7)))
+    samples = {name: [] for name in fns}
+    for _ in range(repeats):
+        if before_round is not None:
+            before_round()
+        for name, fn in fns.items():
+            n = number[name]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / n)
+            if after_call is not None:
+                after_call(name)
+    return samples
+
+
 def median_time(fn, repeats, warmup=1, min_time=0.0):
-    """Median wall time of fn() over `repeats` runs after `warmup` runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    t_start = time.perf_counter()
-    while len(times) < repeats or time.perf_counter() - t_start < min_time:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        if len(times) >= 10 * repeats:
-            break
-    return float(np.median(times))
+    """Median seconds per call of fn() over ``repeats`` samples after
+    ``warmup`` calls (see :func:`timings`)."""
+    return float(np.median(timings({"f": fn}, repeats, warmup, min_time)["f"]))
 
 
 class Progress:
@@ -168,10 +196,9 @@ def run_cases(cases, progress, repeats, min_time):
     rows = []
     for name, work, unit, impls in cases:
         row = {"case": name, "unit": unit, "work": work}
-        for impl, fn in impls.items():
-            progress.step(f"{name}: {impl}")
-            t = median_time(fn, repeats, warmup=1, min_time=min_time)
-            row[impl] = t
+        progress.step(f"{name}: {', '.join(impls)}")
+        for impl, ts in timings(impls, repeats, warmup=1, min_time=min_time).items():
+            row[impl] = float(np.median(ts))
         rows.append(row)
     return rows
 
@@ -216,7 +243,7 @@ def main(quick=False, threads=0, include_torch=True, json_path=None):
           + ("; --quick" if quick else ""))
     print("times: median of repeats after a warm-up; 'vs X' = X's time / pytransformer's "
           "(above 1: pytransformer is faster)\n")
-    repeats, min_time = (3, 0.05) if quick else (7, 0.3)
+    repeats, min_time = (3, 0.01) if quick else (7, 0.04)   # seconds a sample
 
     kcases = kernel_cases(quick)
     try:
@@ -224,7 +251,7 @@ def main(quick=False, threads=0, include_torch=True, json_path=None):
     except ImportError as e:  # a build without the model layer
         mcases = []
         print(f"(model benchmarks skipped: {e})")
-    total = sum(len(c[3]) for c in kcases + mcases)
+    total = len(kcases) + len(mcases)
     progress = Progress(total)
     try:
         krows = run_cases(kcases, progress, repeats, min_time)

@@ -114,7 +114,7 @@ def _plot(model, text, prediction, path):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise SystemExit("pytransformer demo --plot needs matplotlib: pip install matplotlib")
+        raise ImportError("--plot needs matplotlib: pip install matplotlib") from None
     weights = cross_attention_map(model, text, prediction)
     rows = ["<bos>"] + list(prediction)  # decoder input at each step
     outs = list(prediction) + ["<eos>"]  # what it wrote from there
@@ -194,11 +194,22 @@ def cmd_bench(args):
         # threads spin by default; alternating short calls, each would hold
         # the cores the other needs.  The policy is read when the runtime
         # loads, so run the benchmark in a fresh process with it set.
-        env = dict(os.environ, OMP_WAIT_POLICY="passive")
-        return subprocess.call([sys.executable, "-m", "pytransformer", *args.argv], env=env)
+        return _run_fresh(args.argv, dict(os.environ, OMP_WAIT_POLICY="passive"))
     from . import benchmarks
     return benchmarks.main(quick=args.quick, threads=args.threads,
                            include_torch=not args.no_torch, json_path=args.json)
+
+
+def _run_fresh(argv, env):
+    """``pytransformer argv`` in a new Python process that imports this very
+    package: its folder goes first on sys.path, ahead of the working
+    directory, which may hold a source tree of the same name (a clone's
+    root) that was never built."""
+    import pytransformer
+    root = os.path.dirname(os.path.dirname(os.path.abspath(pytransformer.__file__)))
+    code = (f"import sys; sys.path.insert(0, {root!r}); "
+            f"from pytransformer.cli import main; sys.exit(main({list(argv)!r}))")
+    return subprocess.call([sys.executable, "-c", code], env=env)
 
 
 # -------------------------------------------------------------------- main --
@@ -214,6 +225,15 @@ def _count(lowest):
             raise argparse.ArgumentTypeError(f"must be >= {lowest}, got {value}")
         return value
     return parse
+
+
+def _writable(path):
+    """An argparse type: a file path that can be written (checked before the
+    work starts, so a long run does not fail at its end)."""
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {path!r}")
+    return path
 
 
 def build_parser():
@@ -236,7 +256,8 @@ def build_parser():
                         f"{task.FIRST_YEAR}-{task.LAST_YEAR}; letters, digits, ' ,-/')")
     d.add_argument("--n", type=_count(0), default=1000,
                    help="held-out examples for the accuracy check (default 1000; 0 skips it)")
-    d.add_argument("--seed", type=int, default=0, help="seed of the held-out draw (default 0)")
+    d.add_argument("--seed", type=_count(0), default=0,
+                   help="seed of the held-out draw (default 0)")
     d.add_argument("--batch-size", type=_count(1), default=256,
                    help="sequences decoded together (default 256)")
     d.add_argument("--threads", type=_count(1), default=None,
@@ -263,16 +284,38 @@ def build_parser():
     b.add_argument("--threads", type=_count(1), default=None,
                    help="threads for pytransformer and torch (default: pytransformer's)")
     b.add_argument("--no-torch", action="store_true", help="skip torch even if installed")
-    b.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    b.add_argument("--json", metavar="FILE", type=_writable,
+                   help="also write the results as JSON")
     b.set_defaults(func=cmd_bench)
     return p
 
 
+class UsageError(Exception):
+    """A bad command line or input found once the work has started: reported
+    in one line, exit code 2."""
+
+
 def main(argv=None):
+    """Run the command; user errors (bad options, paths, inputs, a missing
+    optional package) print one line and exit 2, a failure of the work
+    itself one line and exit 1 -- never a traceback (PYTRANSFORMER_DEBUG=1
+    shows it)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     args.argv = argv
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("pytransformer: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - reported in one line below
+        if os.environ.get("PYTRANSFORMER_DEBUG"):
+            raise
+        user = isinstance(e, (UsageError, ValueError, OSError, ImportError))
+        print(f"pytransformer {args.command}: {'error' if user else 'failed'}: "
+              f"{type(e).__name__ + ': ' if not user else ''}{e}", file=sys.stderr)
+        return 2 if user else 1
 
 
 if __name__ == "__main__":

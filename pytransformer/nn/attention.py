@@ -1,7 +1,7 @@
 """Multi-head attention (section 3.2.2) and torch.nn's mask conventions."""
 import numpy as np
 
-from .. import ops
+from .. import _kernels, ops
 from ..ops.attention import look_ahead_mask
 from ..ops.checks import to_numpy
 from .layers import Linear
@@ -243,7 +243,7 @@ class MultiheadAttention(Module):
         """x (N, E_in), one position per sequence, through projection ``part``:
         heads (n, N, h, d_k), views of the one GEMM's output."""
         w, b = self._packed(part)
-        y = ops.linear(x, w, b)
+        y = w.matmul(x, b)
         return y.reshape(x.shape[0], -1, self.num_heads, self.head_dim).transpose(1, 0, 2, 3)
 
     def _attend_one(self, q, k, v, keep):
@@ -252,9 +252,14 @@ class MultiheadAttention(Module):
         keep (N, S) bool, False at positions not to attend, or None.
         Returns Concat(head_1..head_h) (N, E)."""
         N, h, d = q.shape
-        q = np.ascontiguousarray(q)[:, :, None]
-        mask = None if keep is None else keep.reshape(N, 1, 1, keep.shape[-1])
-        o = ops.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        S = k.shape[2]
+        q = np.ascontiguousarray(q).reshape(N * h, 1, d)
+        mask = None if keep is None else keep.reshape(N, 1, 1, S)
+        if mask is None:   # the cache's rows are read where they lie
+            o = _kernels.attention(q, k.reshape(N * h, S, d), v.reshape(N * h, S, d),
+                                   None, None, None, 1.0 / np.sqrt(d))
+        else:
+            o = ops.scaled_dot_product_attention(q.reshape(N, h, 1, d), k, v, attn_mask=mask)
         return o.reshape(N, h * d)
 
     def step_self_attention(self, x, cache_k, cache_v, pos, keep=None):
@@ -275,7 +280,7 @@ class MultiheadAttention(Module):
         cache_k[:, :, pos] = k
         cache_v[:, :, pos] = v
         o = self._attend_one(q, cache_k[:, :, :pos + 1], cache_v[:, :, :pos + 1], keep)
-        return self.out_proj(o)
+        return self.out_proj.step(o)
 
     def memory_keys_values(self, memory):
         """Cross-attention keys and values of the encoder output, computed once
@@ -291,7 +296,7 @@ class MultiheadAttention(Module):
         padding).  Returns (N, E)."""
         (q,) = self._project_one(x, "q")
         keep = None if memory_keep is None else memory_keep.reshape(x.shape[0], -1)
-        return self.out_proj(self._attend_one(q, mem_k, mem_v, keep))
+        return self.out_proj.step(self._attend_one(q, mem_k, mem_v, keep))
 
     def _check_inputs(self, query, key, value, key_padding_mask):
         q = ops.as_float32(query, "query")

@@ -6,7 +6,7 @@ import operator
 
 import numpy as np
 
-from .. import ops
+from .. import _kernels, ops
 from ..ops.checks import check_token_ids
 from .module import NO_INIT, Module, _rng, _uniform
 
@@ -38,6 +38,12 @@ class Linear(Module):
         into the GEMM's store."""
         return ops.linear(input, self._packs["weight"], self.bias, activation=activation)
 
+    def step(self, x, activation=None):
+        """forward for what a decoding step passes between its layers: x
+        (N, in_features) float32, C-contiguous, checked at the step's entry
+        and not converted again (the kernel boundary still checks buffers)."""
+        return self._packs["weight"].matmul(x, self.bias, activation)
+
     @classmethod
     def _from_torch_config(cls, m):
         return cls(m.in_features, m.out_features, bias=m.bias is not None, rng=NO_INIT)
@@ -67,6 +73,11 @@ class LayerNorm(Module):
 
     def forward(self, input):
         return ops.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def step(self, x):
+        """forward for a decoding step's rows (see :meth:`Linear.step`):
+        x (N, E) float32, C-contiguous, normalised over its last axis."""
+        return _kernels.layer_norm(x, x.shape[-1], self.weight, self.bias, self.eps)
 
     @classmethod
     def _from_torch_config(cls, m):

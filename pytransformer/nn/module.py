@@ -69,7 +69,13 @@ class Module:
 
     # -- registration --
     def register_parameter(self, name, value):
-        self._parameters[name] = None if value is None else _as_parameter(value, name)
+        self._store(name, None if value is None else _as_parameter(value, name))
+
+    def _store(self, name, value):
+        """Parameter ``name`` = value, registered, and kept as a plain
+        attribute too: reading it then costs no __getattr__ call."""
+        self._parameters[name] = value
+        object.__setattr__(self, name, value)
 
     def __setattr__(self, name, value):
         params = self.__dict__.get("_parameters")
@@ -77,13 +83,13 @@ class Module:
             raise AttributeError("Module.__init__() must be called before assigning "
                                  "attributes")
         if isinstance(value, Module):
-            # registered, and kept as a plain attribute too: reading it then
-            # costs no __getattr__ call (decoding reads a few hundred a step)
+            # registered, and kept as a plain attribute too (as parameters
+            # are): decoding reads a few hundred a step
             self._modules[name] = value
             params.pop(name, None)
             object.__setattr__(self, name, value)
         elif name in params:
-            params[name] = None if value is None else _as_parameter(value, name)
+            self._store(name, None if value is None else _as_parameter(value, name))
             self._parameters_changed()
         elif name in self._modules and value is None:
             self._modules[name] = None
@@ -173,7 +179,7 @@ class Module:
         changed = {}
         for k, v in values.items():
             m, name, _ = owners[k]
-            m._parameters[name] = _as_parameter(v, k, copy=copy)
+            m._store(name, _as_parameter(v, k, copy=copy))
             changed[id(m)] = m
         for m in changed.values():
             m._parameters_changed()

@@ -56,6 +56,12 @@ class _TransformerLayer(Module):
             return self.linear2(self.linear1(x, activation=self._act_name))
         return self.linear2(ops.as_float32(self._act_fn(self.linear1(x)), "activation"))
 
+    def _ff_step(self, x):
+        """_ff_block for a decoding step's rows (N, d_model), kernel-ready."""
+        if self._act_fn is None:
+            return self.linear2.step(self.linear1.step(x, self._act_name))
+        return self._ff_block(x)
+
     @classmethod
     def _from_torch_config(cls, m):
         return cls(m.self_attn.embed_dim, m.self_attn.num_heads, m.linear1.out_features,
@@ -132,11 +138,11 @@ class TransformerDecoderLayer(_TransformerLayer):
         keep = cache.self_keep[:, :pos + 1] if cache.target_padded else None
         mkeep = cache.memory_keep
         x = self.add_norm(x, lambda h: self.self_attn.step_self_attention(h, k, v, pos, keep),
-                          self.norm1)
+                          self.norm1.step)
         x = self.add_norm(x, lambda h: self.multihead_attn.step_cross_attention(h, mk, mv,
                                                                                 mkeep),
-                          self.norm2)
-        return self.add_norm(x, self._ff_block, self.norm3)
+                          self.norm2.step)
+        return self.add_norm(x, self._ff_step, self.norm3.step)
 
     def _sa_block(self, x, attn_mask, key_padding_mask, is_causal=False):
         """Masked self-attention over the target prefix."""
@@ -274,7 +280,9 @@ class TransformerDecoder(Module):
         for i, layer in enumerate(self.layers):
             x = layer.forward_step(x, cache, i)
         cache.length += 1
-        return x if self.norm is None else self.norm(x)
+        if self.norm is None:
+            return x
+        return self.norm.step(x) if isinstance(self.norm, LayerNorm) else self.norm(x)
 
     @classmethod
     def _from_torch_config(cls, m):
