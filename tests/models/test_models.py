@@ -214,6 +214,34 @@ def test_constructor_checks_sizes():
 
 # ----------------------------------------------------------- bad arguments --
 
+@pytest.mark.parametrize("bad", [41, -1])   # outside both vocabularies (37, 41)
+def test_an_out_of_range_id_raises_one_class_from_every_entry(bad):
+    """forward, encode, decode, start_decoding, decode_step, generate and
+    nn.Embedding raise the same exception class for the same bad id, naming
+    the argument, the id and the vocabulary size."""
+    from pytransformer import TokenIdError
+    m = small_model(max_len=16)
+    src, tgt = np.ones((2, 5), np.int64), np.ones((2, 4), np.int64)
+    bad_src = src.copy()
+    bad_src[1, 3] = bad
+    calls = {
+        "forward": lambda: m(bad_src, tgt),
+        "encode": lambda: m.encode(bad_src),
+        "decode": lambda: m.decode(np.where(tgt == 1, bad, tgt), m.encode(src), src=src),
+        "start_decoding": lambda: m.start_decoding(bad_src, 4),
+        "decode_step": lambda: m.decode_step(np.array([1, bad]), m.start_decoding(src, 4)),
+        "generate": lambda: m.generate(bad_src, 4, bos_id=1, eos_id=2),
+        "generate bos_id": lambda: m.generate(src, 4, bos_id=bad, eos_id=2),
+        "Embedding": lambda: m.src_embed(bad_src),
+    }
+    for where, call in calls.items():
+        with pytest.raises(TokenIdError) as e:
+            call()
+        assert isinstance(e.value, IndexError) and isinstance(e.value, ValueError), where
+        msg = str(e.value)
+        assert f"token id {bad}" in msg and "vocabulary of" in msg, (where, msg)
+
+
 def test_bad_ids():
     m = small_model(max_len=16)
     src, tgt = np.ones((2, 5), np.int64), np.ones((2, 4), np.int64)
