@@ -4,7 +4,7 @@
     pytransformer info
     pytransformer bench [--quick]
 
-``demo`` runs the model shipped in the package (pytransformer/data) on the C
+``demo`` runs the model shipped in the package (pytransformer/demo) on the C
 kernels, with no PyTorch: written dates to ISO dates.  ``info`` tells which
 kernel path, threads and build flags are in use.  ``bench`` times the kernels
 and a model against numpy (and torch, when it is installed).

@@ -1,4 +1,4 @@
-"""Train the demo model shipped in pytransformer/data/demo_model.safetensors.
+"""Train the demo model shipped in pytransformer/demo/demo_model.safetensors.
 
 A small encoder-decoder Transformer (the paper's architecture: embeddings
 scaled by sqrt(d_model), interleaved sinusoidal positional encoding, post-norm
