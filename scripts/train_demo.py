@@ -8,7 +8,7 @@ pytransformer.demo.task: written dates to ISO dates, character by character.
 Training is teacher forcing: the decoder reads [<bos>] + target and learns to
 predict target + [<eos>]; padding is ignored by the loss.  Held-out accuracy is
 greedy exact match on freshly drawn days that training never sees (one day in
-ten, see demo_task.is_held_out), decoded with a plain torch loop.
+ten, see pytransformer.demo.task.is_held_out), decoded with a plain torch loop.
 
 The run is reproducible: fixed seeds, two threads, deterministic CPU kernels.
 Run it from the repository root (it imports pytransformer.demo.task, which

@@ -17,10 +17,16 @@ class _TransformerLayer(Module):
     """What the encoder and decoder layers share: their attention
     sub-layers, the position-wise feed-forward network (section 3.3),
     FFN(x) = act(x W_1 + b_1) W_2 + b_2 with the activation fused into the
-    first GEMM, and one LayerNorm per sub-layer for "Add & Norm"."""
+    first GEMM, and one LayerNorm per sub-layer for "Add & Norm".  Both take
+    torch's constructor arguments."""
 
-    def _build(self, d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
-               batch_first, norm_first, bias, rng, cross_attention):
+    cross_attention = False   # the decoder's second sub-layer
+
+    def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu",
+                 layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True,
+                 device=None, dtype=None, *, rng=None):
+        super().__init__()
+        cross_attention = self.cross_attention
         rng = _rng(rng)
         attention = lambda: MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
                                                batch_first=batch_first, rng=rng)
@@ -50,6 +56,11 @@ class _TransformerLayer(Module):
         y = sublayer(x)
         return norm(np.add(y, x, out=y))
 
+    def _sa_block(self, x, attn_mask, key_padding_mask, is_causal=False):
+        """Self-attention (masked, over the target prefix, in the decoder)."""
+        return self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
+                              need_weights=False, is_causal=is_causal)[0]
+
     def _ff_block(self, x):
         """The position-wise feed-forward network (section 3.3)."""
         if self._act_fn is None:
@@ -74,22 +85,11 @@ class TransformerEncoderLayer(_TransformerLayer):
     """One encoder layer (section 3.1): multi-head self-attention, then the
     position-wise feed-forward network, each wrapped in "Add & Norm"."""
 
-    def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu",
-                 layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True,
-                 device=None, dtype=None, *, rng=None):
-        super().__init__()
-        self._build(d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
-                    batch_first, norm_first, bias, rng, cross_attention=False)
-
     def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
         x = ops.as_float32(src, "src")
         x = self.add_norm(x, lambda h: self._sa_block(h, src_mask, src_key_padding_mask,
                                                       is_causal), self.norm1)
         return self.add_norm(x, self._ff_block, self.norm2)
-
-    def _sa_block(self, x, attn_mask, key_padding_mask, is_causal=False):
-        return self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
-                              need_weights=False, is_causal=is_causal)[0]
 
 
 class TransformerDecoderLayer(_TransformerLayer):
@@ -98,12 +98,7 @@ class TransformerDecoderLayer(_TransformerLayer):
     memory, queries from the decoder, section 3.2.3), then the position-wise
     feed-forward network; each sub-layer with "Add & Norm"."""
 
-    def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu",
-                 layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True,
-                 device=None, dtype=None, *, rng=None):
-        super().__init__()
-        self._build(d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
-                    batch_first, norm_first, bias, rng, cross_attention=True)
+    cross_attention = True
 
     def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
                 memory_key_padding_mask=None, tgt_is_causal=False, memory_is_causal=False,
@@ -143,11 +138,6 @@ class TransformerDecoderLayer(_TransformerLayer):
                                                                                 mkeep),
                           self.norm2.step)
         return self.add_norm(x, self._ff_step, self.norm3.step)
-
-    def _sa_block(self, x, attn_mask, key_padding_mask, is_causal=False):
-        """Masked self-attention over the target prefix."""
-        return self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
-                              need_weights=False, is_causal=is_causal)[0]
 
     def _mha_block(self, x, mem, attn_mask, key_padding_mask, is_causal=False):
         """Encoder-decoder ("cross") attention: queries x, keys and values mem."""
