@@ -3,10 +3,25 @@ import zlib
 
 import numpy as np
 
-from ..ops.checks import check_int, check_token_id
+from ..ops.checks import check_float, check_int, check_token_id
 from .logits import filter_logits, log_softmax
 
 __all__ = ["generate", "greedy_search", "beam_search", "sample", "pad_rows"]
+
+# What one call may ask for: rows decoded together (sources x beams or
+# samples), and the float64 log-probabilities a step of them holds
+# (rows x vocabulary), both checked before any work.
+MAX_ROWS = 1 << 16
+MAX_STEP_BYTES = 4 << 30
+INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _check_rows(n_src, per_source, name, V):
+    rows = n_src * per_source
+    if rows > MAX_ROWS or rows * V * 8 > MAX_STEP_BYTES:
+        raise ValueError(f"{name}={per_source}: {n_src} source(s) x {per_source} = {rows} "
+                         f"rows over a vocabulary of {V}; at most {MAX_ROWS} rows and "
+                         f"{MAX_STEP_BYTES >> 30} GiB of log-probabilities a step")
 
 
 def generate(model, src, max_new_tokens, bos_id, eos_id, pad_id=None, method="greedy",
@@ -23,8 +38,9 @@ def generate(model, src, max_new_tokens, bos_id, eos_id, pad_id=None, method="gr
     V = model.tgt_vocab_size
     bos_id = check_token_id(bos_id, "bos_id", V)
     eos_id = check_token_id(eos_id, "eos_id", V, optional=True)
-    pad_id = model.pad_id if pad_id is None else check_int(pad_id, "pad_id")
+    pad_id = model.pad_id if pad_id is None else check_int(pad_id, "pad_id", *INT64)
     num_return_sequences = check_int(num_return_sequences, "num_return_sequences", 1)
+    _check_rows(len(src), 1, "batch", V)
     if method == "greedy":
         if num_return_sequences != 1:
             raise ValueError(f"num_return_sequences={num_return_sequences}: greedy search "
@@ -33,22 +49,19 @@ def generate(model, src, max_new_tokens, bos_id, eos_id, pad_id=None, method="gr
                                        return_scores)
     elif method == "beam":
         beam_size = check_int(beam_size, "beam_size", 1)
+        _check_rows(len(src), beam_size, "beam_size", V)
         if num_return_sequences > beam_size:
             raise ValueError(f"num_return_sequences={num_return_sequences} exceeds "
                              f"beam_size={beam_size}")
-        if not np.isfinite(float(length_penalty)):
-            raise ValueError(f"length_penalty must be finite, got {length_penalty!r}")
+        length_penalty = check_float(length_penalty, "length_penalty")
         tokens, scores = beam_search(model, src, max_new_tokens, bos_id, eos_id, pad_id,
-                                     beam_size, float(length_penalty), num_return_sequences)
+                                     beam_size, length_penalty, num_return_sequences)
     elif method == "sample":
-        temperature = float(temperature)
-        if not (temperature > 0 and np.isfinite(temperature)):
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        _check_rows(len(src), num_return_sequences, "num_return_sequences", V)
+        temperature = check_float(temperature, "temperature", 0.0, lo_open=True)
         if top_k is not None:
             top_k = check_int(top_k, "top_k", 1)
-        top_p = 1.0 if top_p is None else float(top_p)
-        if not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+        top_p = 1.0 if top_p is None else check_float(top_p, "top_p", 0.0, 1.0, lo_open=True)
         if seed is not None:
             seed = check_int(seed, "seed", 0)
         tokens, scores = sample(model, src, max_new_tokens, bos_id, eos_id, pad_id,

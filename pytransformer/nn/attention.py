@@ -3,7 +3,7 @@ import numpy as np
 
 from .. import _kernels, ops
 from ..ops.attention import look_ahead_mask
-from ..ops.checks import to_numpy
+from ..ops.checks import check_int, to_numpy
 from .layers import Linear
 from .module import NO_INIT, Module, _rng, xavier_uniform
 
@@ -110,8 +110,8 @@ class MultiheadAttention(Module):
         if add_zero_attn:
             raise ValueError("MultiheadAttention: add_zero_attn=True is not supported")
         self._packs = {}
-        self.embed_dim = E = int(embed_dim)
-        self.num_heads = int(num_heads)
+        self.embed_dim = E = check_int(embed_dim, "embed_dim", 1)
+        self.num_heads = check_int(num_heads, "num_heads", 1)
         if self.num_heads <= 0 or E % self.num_heads:
             raise ValueError(f"MultiheadAttention: embed_dim={E} must be divisible by "
                              f"num_heads={num_heads}")

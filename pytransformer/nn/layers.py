@@ -7,7 +7,7 @@ import operator
 import numpy as np
 
 from .. import _kernels, ops
-from ..ops.checks import check_token_ids
+from ..ops.checks import check_float, check_int, check_token_ids
 from .module import NO_INIT, Module, _rng, _uniform
 
 __all__ = ["Linear", "LayerNorm", "Embedding", "gelu_tanh", "check_token_ids"]
@@ -20,8 +20,8 @@ class Linear(Module):
                  rng=None):
         super().__init__()
         self._packs = {}
-        self.in_features = int(in_features)
-        self.out_features = int(out_features)
+        self.in_features = check_int(in_features, "in_features", 0)
+        self.out_features = check_int(out_features, "out_features", 0)
         rng = _rng(rng)
         bound = 1.0 / math.sqrt(self.in_features) if self.in_features else 0.0
         self.register_parameter("weight", _uniform(rng, bound, (self.out_features,
@@ -63,7 +63,7 @@ class LayerNorm(Module):
         if isinstance(normalized_shape, numbers.Integral):
             normalized_shape = (normalized_shape,)
         self.normalized_shape = tuple(int(s) for s in normalized_shape)
-        self.eps = float(eps)
+        self.eps = check_float(eps, "eps", 0.0)
         self.elementwise_affine = bool(elementwise_affine)
         affine = self.elementwise_affine
         self.register_parameter("weight", np.ones(self.normalized_shape, np.float32)
@@ -94,8 +94,8 @@ class Embedding(Module):
     def __init__(self, num_embeddings, embedding_dim, padding_idx=None, device=None,
                  dtype=None, *, rng=None):
         super().__init__()
-        self.num_embeddings = int(num_embeddings)
-        self.embedding_dim = int(embedding_dim)
+        self.num_embeddings = check_int(num_embeddings, "num_embeddings", 0)
+        self.embedding_dim = check_int(embedding_dim, "embedding_dim", 0)
         if padding_idx is not None:
             padding_idx = operator.index(padding_idx)
             if not -self.num_embeddings <= padding_idx < self.num_embeddings:

@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from .. import _kernels
-from .checks import as_float32, floating, kernel_ready
+from .checks import as_float32, check_float, floating, kernel_ready
 from .matmul import batch_index, matmul
 from .rowwise import mask_operand, masked_softmax, softmax
 
@@ -89,7 +89,7 @@ def attention_with_weights(query, key, value, attn_mask=None, dropout_p=0.0, is_
     _no_dropout(dropout_p)
     q, k, v = _check_qkv(query, key, value)
     L, S, E = q.shape[-2], k.shape[-2], q.shape[-1]
-    scale = 1.0 / np.sqrt(E) if scale is None else float(scale)
+    scale = 1.0 / np.sqrt(E) if scale is None else check_float(scale, "scale")
     scores = matmul(q, np.swapaxes(k, -1, -2))
     scores *= np.float32(scale)
     mask = _attention_mask(attn_mask, is_causal, L, S)
@@ -126,9 +126,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         # the common case (a decoding step): no broadcasting, no mask
         lead, (L, E), (S, Ev) = query.shape[:-2], query.shape[-2:], value.shape[-2:]
         B = math.prod(lead)
+        scale = 1.0 / np.sqrt(E) if scale is None else check_float(scale, "scale")
         out = _kernels.attention(query.reshape(B, L, E), key.reshape(B, S, E),
-                                 value.reshape(B, S, Ev), None, None, None,
-                                 1.0 / np.sqrt(E) if scale is None else float(scale))
+                                 value.reshape(B, S, Ev), None, None, None, scale)
         return out.reshape(lead + (L, Ev))
     q, k, v = _check_qkv(query, key, value)
     if is_causal and attn_mask is not None:
@@ -144,7 +144,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         raise ValueError(f"scaled_dot_product_attention: the batch dimensions of query "
                          f"{q.shape}, key {k.shape} and value {v.shape} do not "
                          f"broadcast") from None
-    scale = 1.0 / np.sqrt(E) if scale is None else float(scale)
+    scale = 1.0 / np.sqrt(E) if scale is None else check_float(scale, "scale")
     mask = strides = None
     if attn_mask is not None:
         mask, strides = mask_operand(

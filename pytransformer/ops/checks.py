@@ -17,7 +17,7 @@ import numbers
 import numpy as np
 
 __all__ = ["TokenIdError", "to_numpy", "floating", "as_float32", "kernel_ready", "normalize_dim",
-           "check_int", "check_token_ids", "check_token_id"]
+           "check_int", "check_float", "check_token_ids", "check_token_id"]
 
 
 class TokenIdError(IndexError, ValueError):
@@ -75,6 +75,22 @@ def check_int(value, name, lo=None, hi=None):
         raise ValueError(f"{name} must be >= {lo}, got {v}")
     if hi is not None and v > hi:
         raise ValueError(f"{name} must be <= {hi}, got {v}")
+    return v
+
+
+def check_float(value, name, lo=None, hi=None, lo_open=False, allow_inf=False):
+    """value as a finite Python float (infinite only with ``allow_inf``) in
+    [lo, hi] -- (lo, hi] with ``lo_open``; strings, None and bools are
+    refused with a ValueError naming the argument."""
+    if isinstance(value, (bool, np.bool_, str, bytes)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    v = float(value)
+    if v != v or (not allow_inf and v in (float("inf"), float("-inf"))):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if lo is not None and (v <= lo if lo_open else v < lo):
+        raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {v!r}")
+    if hi is not None and v > hi:
+        raise ValueError(f"{name} must be <= {hi}, got {v!r}")
     return v
 
 

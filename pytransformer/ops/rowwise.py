@@ -8,7 +8,7 @@ import operator
 import numpy as np
 
 from .. import _kernels
-from .checks import as_float32, kernel_ready, normalize_dim
+from .checks import as_float32, check_float, kernel_ready, normalize_dim
 
 __all__ = ["softmax", "masked_softmax", "mask_operand", "layer_norm", "relu", "gelu"]
 
@@ -76,7 +76,8 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
             kernel_ready(input, input.ndim) and input.shape[-1] == n and \
             (weight is None or kernel_ready(weight, 1)) and \
             (bias is None or kernel_ready(bias, 1)):
-        return _kernels.layer_norm(input, n, weight, bias, float(eps))  # checks their sizes
+        # the kernel boundary checks the parameters' sizes
+        return _kernels.layer_norm(input, n, weight, bias, check_float(eps, "eps", 0.0))
     x = as_float32(input, "input")
     if isinstance(normalized_shape, numbers.Integral):
         normalized_shape = (normalized_shape,)
@@ -102,7 +103,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
         return np.empty_like(x)
     if n == 0:
         return np.empty_like(x)
-    return _kernels.layer_norm(x, n, params[0], params[1], float(eps))
+    return _kernels.layer_norm(x, n, params[0], params[1], check_float(eps, "eps", 0.0))
 
 
 # ------------------------------------------------------------- activations --
