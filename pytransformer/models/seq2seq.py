@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from .. import nn, ops
-from ..hub.safetensors import load_safetensors, save_safetensors
+from ..hub.safetensors import load_safetensors, parse_json, read_header, save_safetensors
 from ..ops.attention import look_ahead_mask
 from ..ops.checks import check_int, check_token_ids, to_numpy
 from .positional import sinusoidal_positional_encoding
@@ -23,22 +23,72 @@ __all__ = ["Seq2SeqTransformer"]
 FORMAT = "pytransformer.Seq2SeqTransformer"
 
 
-def _check_config_against(config, tensors):
-    """The sizes a config gives the largest tensors must be those in the file,
-    so that a bad config fails here rather than allocating a model for it."""
-    d = config.get("d_model")
-    expected = {"src_embed.weight": (config.get("src_vocab_size"), d),
-                "tgt_embed.weight": (config.get("tgt_vocab_size"), d),
-                "transformer.encoder.layers.0.linear1.weight": (config.get("dim_feedforward"), d)}
-    if config.get("positional") == "learned":
-        expected["pos_embed.weight"] = (config.get("max_len"), d)
-    for key, shape in expected.items():
-        if key in tensors and tuple(tensors[key].shape) != shape:
-            raise ValueError(f"{key} is {tuple(tensors[key].shape)} in the file but the "
-                             f"config makes it {shape}")
-    if not isinstance(config.get("max_len"), int) or config["max_len"] > (1 << 20):
-        raise ValueError(f"max_len={config.get('max_len')!r} is not a sequence length "
+def expected_shapes(config):
+    """{state_dict key: shape} of the model a config describes, computed from
+    the config alone: what load checks a file's header against before it
+    builds anything, so that the config cannot ask for more than the file
+    holds."""
+    d, f = config["d_model"], config["dim_feedforward"]
+    shapes = {"src_embed.weight": (config["src_vocab_size"], d),
+              "tgt_embed.weight": (config["tgt_vocab_size"], d),
+              "generator.weight": (config["tgt_vocab_size"], d),
+              "generator.bias": (config["tgt_vocab_size"],)}
+    if config["positional"] == "learned":
+        shapes["pos_embed.weight"] = (config["max_len"], d)
+
+    def attention(prefix):
+        shapes.update({prefix + "in_proj_weight": (3 * d, d), prefix + "in_proj_bias": (3 * d,),
+                       prefix + "out_proj.weight": (d, d), prefix + "out_proj.bias": (d,)})
+
+    for stack, n, attns in (("encoder", config["num_encoder_layers"], ["self_attn"]),
+                            ("decoder", config["num_decoder_layers"],
+                             ["self_attn", "multihead_attn"])):
+        for i in range(n):
+            p = f"transformer.{stack}.layers.{i}."
+            for a in attns:
+                attention(p + a + ".")
+            shapes.update({p + "linear1.weight": (f, d), p + "linear1.bias": (f,),
+                           p + "linear2.weight": (d, f), p + "linear2.bias": (d,)})
+            for j in range(len(attns) + 1):
+                shapes.update({f"{p}norm{j + 1}.weight": (d,), f"{p}norm{j + 1}.bias": (d,)})
+        shapes.update({f"transformer.{stack}.norm.weight": (d,),
+                       f"transformer.{stack}.norm.bias": (d,)})
+    return shapes
+
+
+def _check_config_against(config, header):
+    """Every tensor the config implies is in the file with its shape, and the
+    file holds nothing else (header: {name: (dtype, shape, ...)})."""
+    for name, v in config.items():
+        if name in ("activation", "positional"):
+            continue
+        if name in ("norm_first", "tie_embeddings"):
+            if not isinstance(v, bool):
+                raise ValueError(f"{name}={v!r} is not a bool")
+        elif isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name}={v!r} is not a size")
+    if config.get("max_len", 0) > (1 << 20):
+        raise ValueError(f"max_len={config['max_len']!r} is not a sequence length "
                          f"this model could be given")
+    # the number of tensors bounds the layer counts before any loop over them
+    if config.get("num_encoder_layers", 0) + config.get("num_decoder_layers", 0) > len(header):
+        raise ValueError("the config has more layers than the file has tensors")
+    expected = expected_shapes(config)
+    if config["tie_embeddings"]:
+        expected.pop("generator.weight")
+    missing = [k for k in expected if k not in header]
+    unexpected = [k for k in header if k not in expected]
+    wrong = [f"{k} is {header[k][1]} in the file but the config makes it {expected[k]}"
+             for k in expected if k in header and header[k][1] != expected[k]]
+    floats = [k for k in expected if k in header and header[k][0] not in ("F32", "F16",
+                                                                           "BF16", "F64")]
+    problems = ([f"missing keys: {', '.join(missing[:8])}"
+                 + (f" (and {len(missing) - 8} more)" if len(missing) > 8 else "")]
+                if missing else []) + \
+        ([f"unexpected keys: {', '.join(unexpected[:8])}"] if unexpected else []) + \
+        wrong[:8] + [f"{k} is not floating-point" for k in floats[:8]]
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 class Seq2SeqTransformer(nn.Module):
@@ -293,30 +343,33 @@ class Seq2SeqTransformer(nn.Module):
                                          "config": json.dumps(self.config)})
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path, verify=True):
         """The model saved at ``path``.  ValueError if the file is not a
         safetensors file, not a Seq2SeqTransformer, or its tensors do not
-        fit its config."""
-        tensors, meta = load_safetensors(path)
+        fit its config -- all found from the header, before anything is
+        read or allocated -- or if its integrity record does not match (one
+        pass over the data; ``verify=False`` skips it)."""
+        header, meta, _, _ = read_header(path)
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path}: not a {FORMAT} file (metadata format is "
                              f"{meta.get('format')!r})")
         try:
-            config = json.loads(meta["config"])
+            config = parse_json(meta["config"], "config")
             if not isinstance(config, dict):
                 raise TypeError("not a JSON object")
-            _check_config_against(config, tensors)  # before allocating anything
-            model = cls(**config, _rng=nn.NO_INIT)
-        except (KeyError, TypeError, ValueError, MemoryError) as e:
+            _check_config_against(config, header)  # before allocating anything
+        except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{path}: bad model config in the metadata ({e})") from None
-        bad = [k for k, v in tensors.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
+        tensors, _ = load_safetensors(path, verify=verify)     # memory-mapped views
+        bad = [k for k, v in tensors.items() if not np.isfinite(v).all()]
         if bad:
             raise ValueError(f"{path}: corrupted weights: non-finite values in "
                              + ", ".join(bad))
         try:
+            model = cls(**config, _rng=nn.NO_INIT)
             model._load(tensors, strict=True, copy=False)
-        except ValueError as e:
-            raise ValueError(f"{path}: tensors do not fit the config: {e}") from None
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: bad model config in the metadata ({e})") from None
         return model
 
     @classmethod

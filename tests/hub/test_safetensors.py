@@ -12,10 +12,31 @@ def test_round_trip(tmp_path):
                "b.c": rng.standard_normal(7).astype(np.float64)}
     hub.save_safetensors(tmp_path / "x.safetensors", tensors, {"k": "v"})
     got, meta = hub.load_safetensors(tmp_path / "x.safetensors")
-    assert meta == {"k": "v"} and set(got) == {"a", "b.c"}
+    assert meta.pop("sha256") and meta == {"k": "v"} and set(got) == {"a", "b.c"}
     np.testing.assert_array_equal(got["a"], tensors["a"])
     assert got["b.c"].dtype == np.float32     # written as float32
     np.testing.assert_array_equal(got["b.c"], tensors["b.c"].astype(np.float32))
+
+
+def test_tensors_are_read_only_views_of_the_file(tmp_path):
+    """Memory-mapped: loading copies nothing."""
+    hub.save_safetensors(tmp_path / "x.safetensors", {"w": np.ones((256, 256))})
+    got, _ = hub.load_safetensors(tmp_path / "x.safetensors")
+    w = got["w"]
+    assert not w.flags.owndata and not w.flags.writeable
+    assert type(w.base).__name__ in ("mmap", "memoryview") or w.base is not None
+
+
+def test_other_peoples_files_load_as_before(tmp_path):
+    """A file without the integrity record (written by safetensors itself)."""
+    from safetensors.numpy import save_file
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    save_file({"a": a, "i": np.arange(3, dtype=np.int64)}, str(tmp_path / "o.safetensors"),
+              metadata={"x": "y"})
+    got, meta = hub.load_safetensors(tmp_path / "o.safetensors")
+    assert meta == {"x": "y"}
+    np.testing.assert_array_equal(got["a"], a)
+    np.testing.assert_array_equal(got["i"], np.arange(3))
 
 
 def test_bad_paths_and_files(tmp_path):
