@@ -1,10 +1,10 @@
 """Build pytransformer's C kernels into one extension, pytransformer._kernels.
 
-Every kernel file in csrc/ (except the dispatcher, cpu.c) is compiled once per
-instruction-set path -- portable scalar C, AVX2+FMA and AVX-512 -- with
-``-DPT_ISA=<n>`` and that path's ``-m`` flags, so each object exports its own
-suffixed symbols (``pt_softmax_avx512``, ...).  cpu.c picks one path at run time
-from the CPU's features.  Nothing is built with ``-march=native``: the wheel runs
+Every kernel file under csrc/ (except the dispatcher, csrc/runtime/cpu.c) is
+compiled once per instruction-set path -- portable scalar C, AVX2+FMA and
+AVX-512 -- with ``-DPT_ISA=<n>`` and that path's ``-m`` flags, so each object
+exports its own suffixed symbols (``pt_softmax_avx512``, ...).  cpu.c picks one
+path at run time from the CPU's features.  Nothing is built with ``-march=native``: the wheel runs
 on any x86-64 machine, and on other machines only the scalar path is built.
 """
 import glob
@@ -21,7 +21,7 @@ from setuptools.command.build_ext import build_ext
 HERE = os.path.dirname(os.path.abspath(__file__))
 X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
 
-# PT_ISA values; csrc/pt_simd.h gives them names.
+# PT_ISA values; csrc/runtime/simd.h gives them names.
 ISA_PATHS = [("scalar", 0, [])]
 if X86:
     ISA_PATHS += [
@@ -32,12 +32,18 @@ if X86:
 
 # -Wno-unknown-pragmas: a build without OpenMP ignores the kernels' omp pragmas
 CFLAGS = ["-O3", "-std=c11", "-fno-math-errno", "-Wall", "-Wno-unused-function", "-Wno-unknown-pragmas"]
-KERNEL_SOURCES = sorted(
-    os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, "csrc", "*.c"))
-    if os.path.basename(p) != "cpu.c"
-)
-ALL_CSRC = sorted(os.path.relpath(p, HERE)
-                  for p in glob.glob(os.path.join(HERE, "csrc", "*.[ch]")))
+
+
+def _csrc(pattern):
+    """Files under csrc/ (any depth), relative to this directory, sorted."""
+    return sorted(os.path.relpath(p, HERE).replace(os.sep, "/")
+                  for p in glob.glob(os.path.join(HERE, "csrc", "**", pattern), recursive=True))
+
+
+# compiled once, with the extension's own flags: the run-time choice of path
+RUNTIME_SOURCES = ["csrc/runtime/cpu.c"]
+KERNEL_SOURCES = [p for p in _csrc("*.c") if p not in RUNTIME_SOURCES]
+ALL_CSRC = _csrc("*.[ch]") + _csrc("*.def")
 
 
 def _compiler_has_openmp(compiler):
@@ -82,7 +88,7 @@ class BuildExt(build_ext):
 extensions = cythonize(
     [Extension(
         "pytransformer._kernels",
-        sources=["pytransformer/_kernels.pyx", "csrc/cpu.c"],
+        sources=["pytransformer/_kernels.pyx"] + RUNTIME_SOURCES,
         include_dirs=["csrc", numpy.get_include()],
         depends=ALL_CSRC + ["pytransformer/_kernels.pxd"],
     )],

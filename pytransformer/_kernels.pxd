@@ -1,12 +1,12 @@
 # Declarations of the C kernels (csrc/).  The .pyx beside this file wraps them.
 from libc.stdint cimport int64_t, uint8_t
 
-cdef extern from "pt_simd.h":
+cdef extern from "runtime/simd.h":
     int PT_ISA_SCALAR
     int PT_ISA_AVX2
     int PT_ISA_AVX512
 
-cdef extern from "softmax.h":
+cdef extern from "rowwise/softmax.h":
     int PT_MAX_DIMS
     ctypedef struct pt_mask:
         const void *data
@@ -16,7 +16,7 @@ cdef extern from "softmax.h":
         int64_t stride[16]
         int64_t stride_last
 
-cdef extern from "gemm.h":
+cdef extern from "gemm/gemm.h":
     int PT_ACT_NONE
     int PT_ACT_RELU
     int PT_ACT_GELU
@@ -33,20 +33,20 @@ cdef extern from "gemm.h":
                       const float *B, int64_t ldb, int trans_b, int64_t M, int64_t N,
                       int64_t K, const float *bias, int act) nogil
 
-cdef extern from "activation.h":
+cdef extern from "rowwise/activation.h":
     void pt_relu_ref(float *y, const float *x, int64_t n) nogil
     void pt_gelu_ref(float *y, const float *x, int64_t n) nogil
     void pt_gelu_tanh_ref(float *y, const float *x, int64_t n) nogil
 
-cdef extern from "layernorm.h":
+cdef extern from "rowwise/layernorm.h":
     void pt_layer_norm_ref(float *y, const float *x, const float *weight, const float *bias,
                            int64_t rows, int64_t n, float eps) nogil
 
-cdef extern from "softmax.h":
+cdef extern from "rowwise/softmax.h":
     void pt_softmax_ref(float *y, const float *x, int64_t rows, int64_t n,
                         const pt_mask *mask) nogil
 
-cdef extern from "attention.h":
+cdef extern from "attention/attention.h":
     int PT_ATTN_BK
     int PT_ATTN_BQ
     void pt_attention_ref(float *out, const float *q, const int64_t *q_index, const float *k,
@@ -54,7 +54,7 @@ cdef extern from "attention.h":
                           const int64_t *v_index, int64_t v_bs, int64_t B, int64_t L, int64_t S, int64_t E, int64_t Ev, float scale,
                           const pt_mask *mask, int causal) nogil
 
-cdef extern from "cpu.h":
+cdef extern from "runtime/cpu.h":
     ctypedef struct pt_kernel_table:
         const char *name
         int isa

@@ -4,7 +4,7 @@
 #define PT_ACTIVATION_H
 
 #include <stdint.h>
-#include "pt_simd.h"
+#include "runtime/simd.h"
 
 /* y[i] = f(x[i]) for i < n; y may alias x. */
 PT_DECLARE_VARIANTS(void, pt_relu, (float *y, const float *x, int64_t n, int nthreads))

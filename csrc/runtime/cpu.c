@@ -1,6 +1,6 @@
 /* cpu.c -- run-time choice of the kernel path.  __builtin_cpu_supports checks
  * both the CPUID bits and that the OS saves the wider registers (XGETBV). */
-#include "cpu.h"
+#include "runtime/cpu.h"
 
 #ifndef PT_HAVE_X86
 #define PT_HAVE_X86 0

@@ -33,8 +33,8 @@
 #define PT_ATTENTION_H
 
 #include <stdint.h>
-#include "pt_simd.h"
-#include "softmax.h" /* pt_mask */
+#include "runtime/simd.h"
+#include "rowwise/softmax.h" /* pt_mask */
 
 #define PT_ATTN_BK 128 /* keys per block: fixes the order of every row's sums */
 #define PT_ATTN_BQ 64  /* queries per work unit (free: rows never interact) */

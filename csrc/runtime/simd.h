@@ -1,4 +1,4 @@
-/* pt_simd.h -- one vocabulary for the three kernel paths.
+/* simd.h -- one vocabulary for the three kernel paths.
  *
  * Every kernel file in csrc/ is compiled three times by setup.py with
  * -DPT_ISA=0 (portable scalar C), 1 (AVX2 + FMA) or 2 (AVX-512).  PT_FN(name)

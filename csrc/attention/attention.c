@@ -22,8 +22,8 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include "attention.h"
-#include "pt_vmath.h"
+#include "attention/attention.h"
+#include "runtime/vmath.h"
 
 /* Register tiles.  QK: QK_MR query rows x QK_NV vectors of keys (16 or 12
  * accumulators); PV: PV_MR rows x PV_NV vectors of the value dim. */

@@ -34,8 +34,8 @@
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
-#include "gemm.h"
-#include "pt_vmath.h"
+#include "gemm/gemm.h"
+#include "runtime/vmath.h"
 
 /* ------------------------------------------------------------------------ */
 /* Tile and cache-block sizes per path.                                      */

@@ -5,13 +5,13 @@
 #define PT_CPU_H
 
 #include <stdint.h>
-#include "pt_simd.h"
-#include "activation.h"
-#include "attention.h"
-#include "gemm.h"
-#include "layernorm.h"
-#include "peak.h"
-#include "softmax.h"
+#include "runtime/simd.h"
+#include "rowwise/activation.h"
+#include "attention/attention.h"
+#include "gemm/gemm.h"
+#include "rowwise/layernorm.h"
+#include "runtime/peak.h"
+#include "rowwise/softmax.h"
 
 typedef struct {
     const char *name; /* "scalar", "avx2", "avx512" */

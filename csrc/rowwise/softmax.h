@@ -9,7 +9,7 @@
 #define PT_SOFTMAX_H
 
 #include <stdint.h>
-#include "pt_simd.h"
+#include "runtime/simd.h"
 
 #define PT_MAX_DIMS 16
 
