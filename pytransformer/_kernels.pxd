@@ -6,7 +6,7 @@ cdef extern from "runtime/simd.h":
     int PT_ISA_AVX2
     int PT_ISA_AVX512
 
-cdef extern from "rowwise/softmax.h":
+cdef extern from "runtime/mask.h":
     int PT_MAX_DIMS
     ctypedef struct pt_mask:
         const void *data

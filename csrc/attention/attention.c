@@ -51,8 +51,6 @@
 #error "attention block sizes must be multiples of the register tiles"
 #endif
 
-#define PT_ALWAYS_INLINE static inline __attribute__((always_inline))
-
 /* One thread's working memory: sized by E, Ev and the block sizes only. */
 typedef struct {
     float *qp;         /* (BQP/QK_MR, E, QK_MR) packed query tiles */

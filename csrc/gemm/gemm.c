@@ -96,12 +96,6 @@
 #define MADD(a, b, c) pt_vfmadd(a, b, c)
 #endif
 
-#if defined(__GNUC__)
-#define PT_INLINE static inline __attribute__((always_inline))
-#else
-#define PT_INLINE static inline
-#endif
-
 static void *alloc_aligned(size_t nfloats) {
     size_t bytes = (nfloats ? nfloats : 1) * sizeof(float);
     bytes = (bytes + PT_ALIGN - 1) / PT_ALIGN * PT_ALIGN;
@@ -240,7 +234,7 @@ static void pack_a_block(float *dst, const float *A, int64_t lda, int trans_a, i
 /* Columns past nr are computed from zero padding and never stored; rows     */
 /* past m are not computed.  M_ is a compile-time constant in every caller.  */
 /* ------------------------------------------------------------------------ */
-PT_INLINE pt_vf apply_act(pt_vf x, int act) {
+PT_ALWAYS_INLINE pt_vf apply_act(pt_vf x, int act) {
     switch (act) {
     case PT_ACT_RELU: return pt_vrelu(x);
     case PT_ACT_GELU: return pt_vgelu(x);
@@ -249,7 +243,7 @@ PT_INLINE pt_vf apply_act(pt_vf x, int act) {
     }
 }
 
-PT_INLINE void ukernel_body(const int M_, const int NP_, int64_t kc, const float *restrict a,
+PT_ALWAYS_INLINE void ukernel_body(const int M_, const int NP_, int64_t kc, const float *restrict a,
                             const float *restrict b, int64_t ldbk, int64_t pstride,
                             float *restrict C, int64_t ldc, int64_t nr, int first, int last,
                             const float *restrict bias, int act) {
