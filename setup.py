@@ -1,11 +1,13 @@
 """Build pytransformer's C kernels into one extension, pytransformer._kernels.
 
-Every kernel file under csrc/ (except the dispatcher, csrc/runtime/cpu.c) is
-compiled once per instruction-set path -- portable scalar C, AVX2+FMA and
-AVX-512 -- with ``-DPT_ISA=<n>`` and that path's ``-m`` flags, so each object
-exports its own suffixed symbols (``pt_softmax_avx512``, ...).  cpu.c picks one
-path at run time from the CPU's features.  Nothing is built with ``-march=native``: the wheel runs
-on any x86-64 machine, and on other machines only the scalar path is built.
+Every kernel file under csrc/ is compiled once per instruction-set path --
+portable scalar C, AVX2+FMA and AVX-512 -- with ``-DPT_ISA=<n>`` and that
+path's ``-m`` flags, so each object exports its own suffixed symbols
+(``pt_softmax_avx512``, ...).  The run-time files are compiled once:
+csrc/runtime/cpu.c picks one path at run time from the CPU's features,
+csrc/runtime/mem.c allocates for all of them.  Nothing is built with
+``-march=native``: the wheel runs on any x86-64 machine, and on other machines
+only the scalar path is built.
 """
 import glob
 import os
@@ -40,8 +42,8 @@ def _csrc(pattern):
                   for p in glob.glob(os.path.join(HERE, "csrc", "**", pattern), recursive=True))
 
 
-# compiled once, with the extension's own flags: the run-time choice of path
-RUNTIME_SOURCES = ["csrc/runtime/cpu.c"]
+# compiled once, with the extension's own flags: the choice of path, memory
+RUNTIME_SOURCES = ["csrc/runtime/cpu.c", "csrc/runtime/mem.c"]
 KERNEL_SOURCES = [p for p in _csrc("*.c") if p not in RUNTIME_SOURCES]
 ALL_CSRC = _csrc("*.[ch]") + _csrc("*.def")
 

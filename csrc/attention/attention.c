@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "attention/attention.h"
+#include "runtime/mem.h"
 #include "runtime/vmath.h"
 
 /* Register tiles.  QK: QK_MR query rows x QK_NV vectors of keys (16 or 12
@@ -63,16 +64,9 @@ typedef struct {
     const void **mrow; /* (BQ) mask row of each query */
 } scratch;
 
-static void *alloc64(size_t bytes) {
-    bytes = (bytes + 63) / 64 * 64;
-    void *p = aligned_alloc(64, bytes ? bytes : 64);
-    if (p) memset(p, 0, bytes ? bytes : 64);
-    return p;
-}
-
 static void scratch_free(scratch *w) {
-    free(w->qp); free(w->kp); free(w->s); free(w->o); free(w->vp);
-    free(w->m); free(w->l); free(w->alpha); free(w->active); free(w->mrow);
+    pt_free(w->qp); pt_free(w->kp); pt_free(w->s); pt_free(w->o); pt_free(w->vp);
+    pt_free(w->m); pt_free(w->l); pt_free(w->alpha); pt_free(w->active); pt_free(w->mrow);
 }
 
 /* Sized for units of at most `rows` queries and `keys` keys (a decoding step
@@ -82,16 +76,16 @@ static int scratch_alloc(scratch *w, int64_t E, int64_t evp, int pad_v, int64_t 
     const int64_t rp = (rows + QK_MR - 1) / QK_MR * QK_MR;
     const int64_t kp = (keys + QK_W - 1) / QK_W * QK_W;
     memset(w, 0, sizeof *w);
-    w->qp = alloc64(sizeof(float) * (size_t)(rp * E));
-    w->kp = alloc64(sizeof(float) * (size_t)(kp * E));
-    w->s = alloc64(sizeof(float) * (size_t)rp * BK);
-    w->o = alloc64(sizeof(float) * (size_t)(rows * evp));
-    w->vp = pad_v ? alloc64(sizeof(float) * (size_t)(kp * evp)) : NULL;
-    w->m = alloc64(sizeof(float) * (size_t)rows);
-    w->l = alloc64(sizeof(float) * (size_t)rows);
-    w->alpha = alloc64(sizeof(float) * (size_t)rows);
-    w->active = alloc64(sizeof(int) * (size_t)rows);
-    w->mrow = alloc64(sizeof(void *) * (size_t)rows);
+    w->qp = pt_alloc_zero(sizeof(float) * (size_t)(rp * E));
+    w->kp = pt_alloc_zero(sizeof(float) * (size_t)(kp * E));
+    w->s = pt_alloc_zero(sizeof(float) * (size_t)rp * BK);
+    w->o = pt_alloc_zero(sizeof(float) * (size_t)(rows * evp));
+    w->vp = pad_v ? pt_alloc_zero(sizeof(float) * (size_t)(kp * evp)) : NULL;
+    w->m = pt_alloc_zero(sizeof(float) * (size_t)rows);
+    w->l = pt_alloc_zero(sizeof(float) * (size_t)rows);
+    w->alpha = pt_alloc_zero(sizeof(float) * (size_t)rows);
+    w->active = pt_alloc_zero(sizeof(int) * (size_t)rows);
+    w->mrow = pt_alloc_zero(sizeof(void *) * (size_t)rows);
     if (!w->qp || !w->kp || !w->s || !w->o || (pad_v && !w->vp) || !w->m || !w->l ||
         !w->alpha || !w->active || !w->mrow) {
         scratch_free(w);

@@ -28,13 +28,10 @@
  * not depend on which tile it falls in, on M, or on the thread split (threads
  * split M or N, never K).
  */
-#define _DEFAULT_SOURCE   /* mmap's MAP_ANONYMOUS and madvise under -std=c11 */
 #include <stdlib.h>
 #include <string.h>
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 #include "gemm/gemm.h"
+#include "runtime/mem.h"
 #include "runtime/vmath.h"
 
 /* ------------------------------------------------------------------------ */
@@ -86,7 +83,6 @@
 #define MC_TILES ((MC_MAX + MR - 1) / MR * MR)   /* rows of a packed A block */
 #define WIDE_V (WIDE_NP1 * NV)   /* vectors per row in the widest instance */
 #define NC_MAX (128 * NR)
-#define PT_ALIGN 64
 
 #if PT_ISA == PT_ISA_SCALAR
 /* Written as multiply then add (with -std=c11 the compiler does not contract
@@ -95,12 +91,6 @@
 #else
 #define MADD(a, b, c) pt_vfmadd(a, b, c)
 #endif
-
-static void *alloc_aligned(size_t nfloats) {
-    size_t bytes = (nfloats ? nfloats : 1) * sizeof(float);
-    bytes = (bytes + PT_ALIGN - 1) / PT_ALIGN * PT_ALIGN;
-    return aligned_alloc(PT_ALIGN, bytes);
-}
 
 /* K blocks: as few as KC_MAX allows, of near-equal size.  A function of K
  * alone -- the heart of the determinism contract. */
@@ -514,7 +504,7 @@ static void gemm_core(float *C, int64_t ldc, const float *A, int64_t lda, int tr
                   : Bo->mode == B_TRANS_ON_THE_FLY ? (size_t)(kc_max * NR * WIDE_NP1) : 0;
     size_t tbuf = (abuf + ebuf + PT_ALIGN / sizeof(float) - 1) / (PT_ALIGN / sizeof(float)) *
                   (PT_ALIGN / sizeof(float));
-    float *Ap_all = alloc_aligned(tbuf * (size_t)nthreads);
+    float *Ap_all = pt_alloc(sizeof(float) * tbuf * (size_t)nthreads);
     if (!Ap_all) {
         /* out of memory: the same product through the naive loop */
         for (int64_t i = 0; i < M; i++)
@@ -536,7 +526,7 @@ static void gemm_core(float *C, int64_t ldc, const float *A, int64_t lda, int tr
     if (nthreads == 1) {
         gemm_rect(C, ldc, A, lda, trans_a, Bo, K, N, 0, M, 0, N, bias, act, Ap_all,
                   Ap_all + abuf);
-        free(Ap_all);
+        pt_free(Ap_all);
         return;
     }
     int64_t tiles = split_m ? mtiles : ntiles;
@@ -561,7 +551,7 @@ static void gemm_core(float *C, int64_t ldc, const float *A, int64_t lda, int tr
             }
         }
     }
-    free(Ap_all);
+    pt_free(Ap_all);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -582,7 +572,7 @@ void PT_FN(pt_sgemm)(float *C, int64_t ldc, const float *A, int64_t lda, int tra
         return;
     }
     int64_t np = (N + NR - 1) / NR;
-    float *Bp = alloc_aligned((size_t)(np * NR) * (size_t)(K > 0 ? K : 0));
+    float *Bp = pt_alloc(sizeof(float) * (size_t)(np * NR) * (size_t)(K > 0 ? K : 0));
     if (!Bp) {
         pt_sgemm_ref(C, ldc, A, lda, trans_a, B, ldb, trans_b, M, N, K, bias, act);
         return;
@@ -590,13 +580,13 @@ void PT_FN(pt_sgemm)(float *C, int64_t ldc, const float *A, int64_t lda, int tra
     if (K > 0) pack_b_all(Bp, B, ldb, trans_b, K, N, nthreads);
     b_operand Bo = {Bp, NR, B_PACKED};
     gemm_core(C, ldc, A, lda, trans_a, &Bo, M, N, K, bias, act, nthreads);
-    free(Bp);
+    pt_free(Bp);
 }
 
 pt_packed_b *PT_FN(pt_sgemm_pack_b)(const float *B, int64_t ldb, int trans_b, int64_t K,
                                     int64_t N) {
     if (K < 0 || N < 0) return NULL;
-    pt_packed_b *p = calloc(1, sizeof *p);
+    pt_packed_b *p = pt_alloc_zero(sizeof *p);
     if (!p) return NULL;
     int64_t np = (N + NR - 1) / NR;
     p->isa = PT_ISA;
@@ -605,7 +595,7 @@ pt_packed_b *PT_FN(pt_sgemm_pack_b)(const float *B, int64_t ldb, int trans_b, in
     p->nr = NR;
     p->size = (size_t)(np * NR) * (size_t)K;
     p->data = pt_weights_alloc(p->size * sizeof(float));
-    if (!p->data) { free(p); return NULL; }
+    if (!p->data) { pt_free(p); return NULL; }
     if (K > 0 && N > 0) pack_b_all(p->data, B, ldb, trans_b, K, N, 1);
     return p;
 }
@@ -618,48 +608,8 @@ void PT_FN(pt_sgemm_packed)(float *C, int64_t ldc, const float *A, int64_t lda, 
 }
 
 #if PT_ISA == PT_ISA_SCALAR
-/* Weights of 2 MiB and more get memory of their own, 2 MiB aligned and
- * marked for transparent huge pages on Linux: decoding streams every packed
- * weight once per token, and on 4 KiB pages that stream takes a TLB miss
- * every 4 KiB (measured here: one core reads 43 GB/s from huge pages, 39.5
- * from small ones).  The mapping covers the exact size rounded to 4 KiB, so
- * a partial last huge page stays small pages and nothing is wasted.
- * Elsewhere, and below 2 MiB, an ordinary aligned allocation. */
-#define PT_HUGE (2u << 20)
-#define PT_PAGE 4096u
-static size_t weights_map_size(size_t bytes) {
-    return (bytes + PT_PAGE - 1) / PT_PAGE * PT_PAGE;
-}
-
-float *pt_weights_alloc(size_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (bytes >= PT_HUGE) {
-        size_t size = weights_map_size(bytes), span = size + PT_HUGE;
-        char *m = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (m == MAP_FAILED) return NULL;
-        char *p = (char *)(((uintptr_t)m + PT_HUGE - 1) & ~(uintptr_t)(PT_HUGE - 1));
-        if (p > m) munmap(m, (size_t)(p - m));                   /* unaligned head */
-        if (m + span > p + size) munmap(p + size, (size_t)(m + span - (p + size)));
-        madvise(p, size, MADV_HUGEPAGE);   /* a hint: without THP, small pages */
-        return (float *)p;
-    }
-#endif
-    return alloc_aligned(bytes / sizeof(float));
-}
-
-void pt_weights_free(float *p, size_t bytes) {
-    if (!p) return;
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (bytes >= PT_HUGE) {
-        munmap(p, weights_map_size(bytes));
-        return;
-    }
-#endif
-    free(p);
-}
-
 void pt_packed_b_free(pt_packed_b *p) {
-    if (p) { pt_weights_free(p->data, p->size * sizeof(float)); free(p); }
+    if (p) { pt_weights_free(p->data, p->size * sizeof(float)); pt_free(p); }
 }
 
 void pt_sgemm_ref(float *C, int64_t ldc, const float *A, int64_t lda, int trans_a,

@@ -49,11 +49,6 @@ PT_DECLARE_VARIANTS(void, pt_sgemm_packed,
                      const pt_packed_b *B, const float *bias, int act, int nthreads))
 void pt_packed_b_free(pt_packed_b *p);
 
-/* Memory for weights that are streamed again and again (64-byte aligned;
- * 2 MiB and more: huge pages where the OS has them).  Free with the size. */
-float *pt_weights_alloc(size_t bytes);
-void pt_weights_free(float *p, size_t bytes);
-
 /* Naive triple loop with a double accumulator: the twin the tests trust. */
 void pt_sgemm_ref(float *C, int64_t ldc, const float *A, int64_t lda, int trans_a,
                   const float *B, int64_t ldb, int trans_b, int64_t M, int64_t N, int64_t K,

@@ -20,7 +20,7 @@ if [[ "${SANITIZE:-0}" == 1 ]]; then
 fi
 isa_flags=(""  "-mavx2 -mfma -mf16c"
            "-mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx2 -mfma -mf16c")
-once=(runtime/cpu.c)
+once=(runtime/cpu.c runtime/mem.c)
 objs=()
 while IFS= read -r rel; do
     name="${rel%.c}"
