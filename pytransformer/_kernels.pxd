@@ -17,10 +17,6 @@ cdef extern from "runtime/mask.h":
         int64_t stride_last
 
 cdef extern from "gemm/gemm.h":
-    int PT_ACT_NONE
-    int PT_ACT_RELU
-    int PT_ACT_GELU
-    int PT_ACT_GELU_TANH
     ctypedef struct pt_packed_b:
         int isa
         int64_t K
@@ -34,6 +30,10 @@ cdef extern from "gemm/gemm.h":
                       int64_t K, const float *bias, int act) nogil
 
 cdef extern from "rowwise/activation.h":
+    int PT_ACT_NONE
+    int PT_ACT_RELU
+    int PT_ACT_GELU
+    int PT_ACT_GELU_TANH
     void pt_relu_ref(float *y, const float *x, int64_t n) nogil
     void pt_gelu_ref(float *y, const float *x, int64_t n) nogil
     void pt_gelu_tanh_ref(float *y, const float *x, int64_t n) nogil

@@ -16,9 +16,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "rowwise/activation.h" /* PT_ACT_* */
 #include "runtime/simd.h"
-
-enum { PT_ACT_NONE = 0, PT_ACT_RELU = 1, PT_ACT_GELU = 2, PT_ACT_GELU_TANH = 3 };
 
 PT_DECLARE_VARIANTS(void, pt_sgemm,
                     (float *C, int64_t ldc, const float *A, int64_t lda, int trans_a,

@@ -6,6 +6,9 @@
 #include <stdint.h>
 #include "runtime/simd.h"
 
+/* The activation a kernel applies in its epilogue (the GEMM's act). */
+enum { PT_ACT_NONE = 0, PT_ACT_RELU = 1, PT_ACT_GELU = 2, PT_ACT_GELU_TANH = 3 };
+
 /* y[i] = f(x[i]) for i < n; y may alias x. */
 PT_DECLARE_VARIANTS(void, pt_relu, (float *y, const float *x, int64_t n, int nthreads))
 PT_DECLARE_VARIANTS(void, pt_gelu, (float *y, const float *x, int64_t n, int nthreads))
