@@ -26,7 +26,8 @@ cdef extern from *:
 ISA_NAMES = {PT_ISA_SCALAR: "scalar", PT_ISA_AVX2: "avx2", PT_ISA_AVX512: "avx512"}
 _ISA_IDS = {v: k for k, v in ISA_NAMES.items()}
 
-cdef const pt_kernel_table *K = NULL
+# the kernel table of the path in use (K, as in sgemm, is an inner dimension)
+cdef const pt_kernel_table *KT = NULL
 cdef int _nthreads = 1
 
 ACT = {None: PT_ACT_NONE, "none": PT_ACT_NONE, "relu": PT_ACT_RELU,
@@ -42,7 +43,7 @@ def available_isas():
 
 def set_isa(name):
     """Switch every kernel to path `name` ('scalar', 'avx2' or 'avx512')."""
-    global K
+    global KT
     if name not in _ISA_IDS:
         raise ValueError(f"unknown kernel path {name!r}; expected one of "
                          f"{sorted(_ISA_IDS)}")
@@ -50,11 +51,11 @@ def set_isa(name):
     if not pt_cpu_supports(isa):
         raise RuntimeError(f"kernel path {name!r} is not available on this CPU or build; "
                            f"available: {available_isas()}")
-    K = pt_kernels_for(isa)
+    KT = pt_kernels_for(isa)
 
 
 def get_isa():
-    return K.name.decode()
+    return KT.name.decode()
 
 
 def has_openmp():
@@ -134,11 +135,11 @@ def activation(x, str kind, bint ref=False):
     cdef void (*f)(float *, const float *, int64_t, int) noexcept nogil
     cdef void (*fr)(float *, const float *, int64_t) noexcept nogil
     if kind == "relu":
-        f, fr = K.relu, pt_relu_ref
+        f, fr = KT.relu, pt_relu_ref
     elif kind == "gelu":
-        f, fr = K.gelu, pt_gelu_ref
+        f, fr = KT.gelu, pt_gelu_ref
     elif kind == "gelu_tanh":
-        f, fr = K.gelu_tanh, pt_gelu_tanh_ref
+        f, fr = KT.gelu_tanh, pt_gelu_tanh_ref
     else:
         raise ValueError(f"unknown activation {kind!r}")
     with nogil:
@@ -240,7 +241,7 @@ def softmax(x, mask=None, tuple mask_strides=None,
         if ref:
             pt_softmax_ref(py, px, rows, n, pm)
         else:
-            K.softmax(py, px, rows, n, pm, nt)
+            KT.softmax(py, px, rows, n, pm, nt)
     return y
 
 
@@ -269,7 +270,7 @@ def layer_norm(x, int64_t n, weight=None, bias=None,
         if ref:
             pt_layer_norm_ref(py, px, pw, pb, rows, n, eps)
         else:
-            K.layer_norm(py, px, pw, pb, rows, n, eps, nt)
+            KT.layer_norm(py, px, pw, pb, rows, n, eps, nt)
     return y
 
 
@@ -320,7 +321,7 @@ def sgemm(a, b, bint trans_a=False, bint trans_b=False,
                 pt_sgemm_ref(pc + i * M * N, N, pa + ia * sa, lda, trans_a,
                              pb + ib * sb, ldb, trans_b, M, N, Ka, pbias, iact)
             else:
-                K.sgemm(pc + i * M * N, N, pa + ia * sa, lda, trans_a,
+                KT.sgemm(pc + i * M * N, N, pa + ia * sa, lda, trans_a,
                         pb + ib * sb, ldb, trans_b, M, N, Ka, pbias, iact, nt)
     return out
 
@@ -355,7 +356,7 @@ cdef class PackedMatrix:
         cdef const float *src = _fptr(self.source)
         cdef int64_t ldb = self.source.shape[1]
         with nogil:
-            self.p = K.sgemm_pack_b(src, ldb, self.transpose, self.K, self.N)
+            self.p = KT.sgemm_pack_b(src, ldb, self.transpose, self.K, self.N)
         if self.p == NULL:
             raise MemoryError("PackedMatrix: out of memory while packing")
 
@@ -378,7 +379,7 @@ cdef class PackedMatrix:
         if bias is not None:
             _check(bias, "bias", self.N)
             pbias = _fptr(bias)
-        if self.p.isa != K.isa:
+        if self.p.isa != KT.isa:
             self._pack()
         cdef int iact = ACT[act]
         cdef int64_t M = a.shape[0]
@@ -387,7 +388,7 @@ cdef class PackedMatrix:
         cdef float *pc = _fptr(out)
         cdef const float *pa = _fptr(a)
         with nogil:
-            K.sgemm_packed(pc, self.N, pa, self.K, M, self.p, pbias, iact, nt)
+            KT.sgemm_packed(pc, self.N, pa, self.K, M, self.p, pbias, iact, nt)
         return out
 
 
@@ -443,7 +444,7 @@ def attention(q, k, v, q_index, k_index, v_index, float scale, mask=None,
             pt_attention_ref(po, pq, qi, pk, ki, k_bs, pv, vi, v_bs, B, L, S, E, Ev, scale, pm,
                              ic)
         else:
-            status = K.attention(po, pq, qi, pk, ki, k_bs, pv, vi, v_bs, B, L, S, E, Ev, scale,
+            status = KT.attention(po, pq, qi, pk, ki, k_bs, pv, vi, v_bs, B, L, S, E, Ev, scale,
                                  pm, ic, nt)
     if status != 0:
         raise MemoryError("attention: out of memory for the per-thread scratch")
@@ -456,8 +457,8 @@ def fma_peak_gflops(int nthreads=1, int64_t iters=20000000, isa="avx512"):
     if isa not in _ISA_IDS or not pt_cpu_supports(_ISA_IDS[isa]):
         raise ValueError(f"fma_peak_gflops: kernel path {isa!r} not available; "
                          f"available: {available_isas()}")
-    cdef const pt_kernel_table *T = pt_kernels_for(_ISA_IDS[isa])
+    cdef const pt_kernel_table *kt = pt_kernels_for(_ISA_IDS[isa])
     cdef double g
     with nogil:
-        g = T.fma_peak_gflops(nthreads, iters)
+        g = kt.fma_peak_gflops(nthreads, iters)
     return g
