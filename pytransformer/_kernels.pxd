@@ -6,6 +6,14 @@ cdef extern from "runtime/simd.h":
     int PT_ISA_AVX2
     int PT_ISA_AVX512
 
+cdef extern from "runtime/status.h":
+    int PT_OK
+    int PT_ERR_NOMEM
+    int PT_ERR_PATH
+
+cdef extern from "runtime/mem.h":
+    void pt_mem_fail_after(long long n)
+
 cdef extern from "runtime/mask.h":
     int PT_MAX_DIMS
     ctypedef struct pt_mask:

@@ -87,7 +87,22 @@ def _init():
 _init()
 
 
+def _fail_allocations_after(long long n):
+    """Tests only: the kernels' next n allocations succeed and every later one
+    fails (n < 0: none fails, the default)."""
+    pt_mem_fail_after(n)
+
+
 # ----------------------------------------------------------------- helpers --
+
+cdef int _raise_status(int status, str what) except -1:
+    """Raise for a kernel's nonzero status (runtime/status.h)."""
+    if status == PT_ERR_NOMEM:
+        raise MemoryError(f"{what}: out of memory for the kernel's working buffers")
+    if status == PT_ERR_PATH:
+        raise RuntimeError(f"{what}: operand packed for another kernel path")
+    raise RuntimeError(f"{what}: kernel failed with status {status}")
+
 
 cdef inline float *_fptr(object a):
     return <float *>cnp.PyArray_DATA(<cnp.ndarray>a)
@@ -312,7 +327,7 @@ def sgemm(a, b, bint trans_a=False, bint trans_b=False,
     cdef float *pc = _fptr(out)
     cdef int64_t sa = a.shape[1] * a.shape[2], sb = b.shape[1] * b.shape[2]
     cdef int64_t lda = a.shape[2], ldb = b.shape[2], i, ia, ib
-    cdef int nt = _nthreads
+    cdef int nt = _nthreads, status = 0
     with nogil:
         for i in range(B):
             ia = ai[i] if ai != NULL else i
@@ -321,8 +336,12 @@ def sgemm(a, b, bint trans_a=False, bint trans_b=False,
                 pt_sgemm_ref(pc + i * M * N, N, pa + ia * sa, lda, trans_a,
                              pb + ib * sb, ldb, trans_b, M, N, Ka, pbias, iact)
             else:
-                KT.sgemm(pc + i * M * N, N, pa + ia * sa, lda, trans_a,
-                        pb + ib * sb, ldb, trans_b, M, N, Ka, pbias, iact, nt)
+                status = KT.sgemm(pc + i * M * N, N, pa + ia * sa, lda, trans_a,
+                                  pb + ib * sb, ldb, trans_b, M, N, Ka, pbias, iact, nt)
+                if status != PT_OK:
+                    break
+    if status != PT_OK:
+        _raise_status(status, "sgemm")
     return out
 
 
@@ -384,11 +403,13 @@ cdef class PackedMatrix:
         cdef int iact = ACT[act]
         cdef int64_t M = a.shape[0]
         out = np.empty((M, self.N), dtype=np.float32)
-        cdef int nt = _nthreads
+        cdef int nt = _nthreads, status
         cdef float *pc = _fptr(out)
         cdef const float *pa = _fptr(a)
         with nogil:
-            KT.sgemm_packed(pc, self.N, pa, self.K, M, self.p, pbias, iact, nt)
+            status = KT.sgemm_packed(pc, self.N, pa, self.K, M, self.p, pbias, iact, nt)
+        if status != PT_OK:
+            _raise_status(status, "PackedMatrix.matmul")
         return out
 
 
@@ -446,8 +467,8 @@ def attention(q, k, v, q_index, k_index, v_index, float scale, mask=None,
         else:
             status = KT.attention(po, pq, qi, pk, ki, k_bs, pv, vi, v_bs, B, L, S, E, Ev, scale,
                                  pm, ic, nt)
-    if status != 0:
-        raise MemoryError("attention: out of memory for the per-thread scratch")
+    if status != PT_OK:
+        _raise_status(status, "attention")
     return out
 # ------------------------------------------------------------- calibration --
 

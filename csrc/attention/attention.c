@@ -403,7 +403,7 @@ int PT_FN(pt_attention)(float *out, const float *q, const int64_t *q_index, cons
                          const int64_t *v_index, int64_t v_bs, int64_t B, int64_t L, int64_t S, int64_t E, int64_t Ev, float scale,
                          const pt_mask *mask, int causal, int nthreads) {
     (void)nthreads;
-    if (B <= 0 || L <= 0 || Ev <= 0) return 0;
+    if (B <= 0 || L <= 0 || Ev <= 0) return PT_OK;
     const int64_t evp = (Ev + PT_VL - 1) / PT_VL * PT_VL;
     const int pad_v = evp != Ev;
     const int64_t nqb = (L + BQ - 1) / BQ, units = B * nqb;
@@ -429,5 +429,5 @@ int PT_FN(pt_attention)(float *out, const float *q, const int64_t *q_index, cons
         }
         if (ok) scratch_free(&w);
     }
-    return failed ? -1 : 0;
+    return failed ? PT_ERR_NOMEM : PT_OK;
 }

@@ -35,12 +35,14 @@
 #include <stdint.h>
 #include "runtime/mask.h"
 #include "runtime/simd.h"
+#include "runtime/status.h"
 
 #define PT_ATTN_BK 128 /* keys per block: fixes the order of every row's sums */
 #define PT_ATTN_BQ 64  /* queries per work unit (free: rows never interact) */
 
-/* Returns 0, or -1 when the per-thread scratch could not be allocated (out is
- * then unspecified). */
+/* Returns PT_OK, or PT_ERR_NOMEM when a thread's scratch could not be
+ * allocated (out is then unspecified: the other threads may have written
+ * their units). */
 PT_DECLARE_VARIANTS(int, pt_attention,
                     (float *out, const float *q, const int64_t *q_index, const float *k,
                      const int64_t *k_index, int64_t k_bs, const float *v,

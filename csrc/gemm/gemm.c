@@ -33,6 +33,7 @@
 #include "gemm/pack.h"
 #include "gemm/ukernel_f32.h"
 #include "runtime/mem.h"
+#include "runtime/status.h"
 
 /* ------------------------------------------------------------------------ */
 /* The five loops, on one strip of C: rows [m0, m1), columns                */
@@ -141,10 +142,10 @@ static void gemm_rect(float *C, int64_t ldc, const float *A, int64_t lda, int tr
  * per thread, handed out dynamically: on a machine shared with other work a
  * thread that loses its core leaves its strips to the others.  Which thread
  * computes a strip never changes its bits. */
-static void gemm_core(float *C, int64_t ldc, const float *A, int64_t lda, int trans_a,
-                      const b_operand *Bo, int64_t M, int64_t N, int64_t K,
-                      const float *bias, int act, int nthreads) {
-    if (M <= 0 || N <= 0) return;
+static int gemm_core(float *C, int64_t ldc, const float *A, int64_t lda, int trans_a,
+                     const b_operand *Bo, int64_t M, int64_t N, int64_t K,
+                     const float *bias, int act, int nthreads) {
+    if (M <= 0 || N <= 0) return PT_OK;
     int64_t mtiles = (M + MR - 1) / MR, ntiles = (N + NR - 1) / NR;
     if (nthreads < 1) nthreads = 1;
     if (nthreads > 1 && (int64_t)nthreads > mtiles * ntiles)
@@ -161,29 +162,12 @@ static void gemm_core(float *C, int64_t ldc, const float *A, int64_t lda, int tr
     size_t tbuf = (abuf + ebuf + PT_ALIGN / sizeof(float) - 1) / (PT_ALIGN / sizeof(float)) *
                   (PT_ALIGN / sizeof(float));
     float *Ap_all = pt_alloc(sizeof(float) * tbuf * (size_t)nthreads);
-    if (!Ap_all) {
-        /* out of memory: the same product through the naive loop */
-        for (int64_t i = 0; i < M; i++)
-            for (int64_t j = 0; j < N; j++) {
-                float s = 0.0f;
-                for (int64_t k = 0; k < K; k++)
-                    s += (trans_a ? A[k * lda + i] : A[i * lda + k]) *
-                         (Bo->mode == B_IN_PLACE ? Bo->p[k * Bo->ld + j]
-                          : Bo->mode == B_TRANS_ON_THE_FLY ? Bo->p[j * Bo->ld + k]
-                          : Bo->p[(j / NR) * K * NR + k * NR + j % NR]);
-                if (bias) s += bias[j];
-                pt_vf x = apply_act(pt_vset1(s), act);
-                float out[PT_VL];
-                pt_vstore(out, x);
-                C[i * ldc + j] = out[0];
-            }
-        return;
-    }
+    if (!Ap_all) return PT_ERR_NOMEM;   /* before C is touched */
     if (nthreads == 1) {
         gemm_rect(C, ldc, A, lda, trans_a, Bo, K, N, 0, M, 0, N, bias, act, Ap_all,
                   Ap_all + abuf);
         pt_free(Ap_all);
-        return;
+        return PT_OK;
     }
     int64_t tiles = split_m ? mtiles : ntiles;
     int64_t per = (tiles + 4 * nthreads - 1) / (4 * nthreads);          /* tiles per strip */
@@ -208,40 +192,38 @@ static void gemm_core(float *C, int64_t ldc, const float *A, int64_t lda, int tr
         }
     }
     pt_free(Ap_all);
+    return PT_OK;
 }
 
 /* ------------------------------------------------------------------------ */
 /* Public entry points.                                                      */
 /* ------------------------------------------------------------------------ */
 
-void PT_FN(pt_sgemm)(float *C, int64_t ldc, const float *A, int64_t lda, int trans_a,
-                     const float *B, int64_t ldb, int trans_b, int64_t M, int64_t N, int64_t K,
-                     const float *bias, int act, int nthreads) {
-    if (M <= 0 || N <= 0) return;
+int PT_FN(pt_sgemm)(float *C, int64_t ldc, const float *A, int64_t lda, int trans_a,
+                    const float *B, int64_t ldb, int trans_b, int64_t M, int64_t N, int64_t K,
+                    const float *bias, int act, int nthreads) {
+    if (M <= 0 || N <= 0) return PT_OK;
     if (M <= MR) {
         /* One row tile: every element of B is used once, so packing all of
          * it first would only add passes over B.  Read it in place, or
          * transpose each block just before its use (the same FMA chains as
          * from packed panels: same bits). */
         b_operand Bo = {B, ldb, trans_b ? B_TRANS_ON_THE_FLY : B_IN_PLACE};
-        gemm_core(C, ldc, A, lda, trans_a, &Bo, M, N, K, bias, act, nthreads);
-        return;
+        return gemm_core(C, ldc, A, lda, trans_a, &Bo, M, N, K, bias, act, nthreads);
     }
     int64_t np = (N + NR - 1) / NR;
     float *Bp = pt_alloc(sizeof(float) * (size_t)(np * NR) * (size_t)(K > 0 ? K : 0));
-    if (!Bp) {
-        pt_sgemm_ref(C, ldc, A, lda, trans_a, B, ldb, trans_b, M, N, K, bias, act);
-        return;
-    }
+    if (!Bp) return PT_ERR_NOMEM;
     if (K > 0) pack_b_all(Bp, B, ldb, trans_b, K, N, nthreads);
     b_operand Bo = {Bp, NR, B_PACKED};
-    gemm_core(C, ldc, A, lda, trans_a, &Bo, M, N, K, bias, act, nthreads);
+    int status = gemm_core(C, ldc, A, lda, trans_a, &Bo, M, N, K, bias, act, nthreads);
     pt_free(Bp);
+    return status;
 }
 
-void PT_FN(pt_sgemm_packed)(float *C, int64_t ldc, const float *A, int64_t lda, int64_t M,
-                            const pt_packed_b *B, const float *bias, int act, int nthreads) {
-    if (!B || B->isa != PT_ISA || B->nr != NR) return;   /* caller repacks on a path change */
+int PT_FN(pt_sgemm_packed)(float *C, int64_t ldc, const float *A, int64_t lda, int64_t M,
+                           const pt_packed_b *B, const float *bias, int act, int nthreads) {
+    if (!B || B->isa != PT_ISA || B->nr != NR) return PT_ERR_PATH;  /* the caller repacks */
     b_operand Bo = {B->data, NR, B_PACKED};
-    gemm_core(C, ldc, A, lda, 0, &Bo, M, B->N, B->K, bias, act, nthreads);
+    return gemm_core(C, ldc, A, lda, 0, &Bo, M, B->N, B->K, bias, act, nthreads);
 }

@@ -1,5 +1,6 @@
 /* mem.c -- aligned working memory and huge-page weights. */
 #define _DEFAULT_SOURCE   /* mmap's MAP_ANONYMOUS and madvise under -std=c11 */
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +11,20 @@
 
 static size_t round_up(size_t bytes, size_t to) { return (bytes + to - 1) / to * to; }
 
+/* Allocations left before they fail; < 0: none fails. */
+static _Atomic long long budget = -1;
+
+void pt_mem_fail_after(long long n) { atomic_store(&budget, n < 0 ? -1 : n); }
+
+static int fail_now(void) {
+    long long left = atomic_load_explicit(&budget, memory_order_relaxed);
+    while (left > 0 && !atomic_compare_exchange_weak(&budget, &left, left - 1)) {
+    }
+    return left == 0;
+}
+
 void *pt_alloc(size_t bytes) {
+    if (fail_now()) return NULL;
     if (bytes > SIZE_MAX - PT_ALIGN) return NULL;   /* the rounding would wrap */
     return aligned_alloc(PT_ALIGN, bytes ? round_up(bytes, PT_ALIGN) : PT_ALIGN);
 }
@@ -36,7 +50,7 @@ void pt_free(void *p) { free(p); }
 float *pt_weights_alloc(size_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     if (bytes >= PT_HUGE) {
-        if (bytes > SIZE_MAX - 2 * (size_t)PT_HUGE) return NULL;
+        if (fail_now() || bytes > SIZE_MAX - 2 * (size_t)PT_HUGE) return NULL;
         size_t size = round_up(bytes, PT_PAGE), span = size + PT_HUGE;
         char *m = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (m == MAP_FAILED) return NULL;

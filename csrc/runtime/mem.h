@@ -2,8 +2,9 @@
  * (packed blocks, per-thread scratch) and packed weights.  Compiled once.
  *
  * Kernels allocate their buffers once per call, never inside a hot loop, and
- * report a failed allocation to their caller as an error: they never fall
- * back to a slower route whose results would then depend on malloc.
+ * report a failed allocation to their caller as an error (PT_ERR_NOMEM,
+ * runtime/status.h): they never fall back to a slower route whose results
+ * would then depend on malloc.
  */
 #ifndef PT_MEM_H
 #define PT_MEM_H
@@ -24,5 +25,10 @@ void pt_free(void *p);
  * size. */
 float *pt_weights_alloc(size_t bytes);
 void pt_weights_free(float *p, size_t bytes);
+
+/* For tests: the next n allocations above succeed and every later one fails,
+ * until pt_mem_fail_after(-1) lets all succeed again (the default).  Counted
+ * across threads.  Costs one atomic load per allocation. */
+void pt_mem_fail_after(long long n);
 
 #endif
