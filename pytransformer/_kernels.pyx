@@ -26,7 +26,8 @@ cdef extern from *:
 ISA_NAMES = {PT_ISA_SCALAR: "scalar", PT_ISA_AVX2: "avx2", PT_ISA_AVX512: "avx512"}
 _ISA_IDS = {v: k for k, v in ISA_NAMES.items()}
 
-cdef const pt_kernel_table *K = NULL
+# the kernel table of the path in use (K, as in sgemm, is an inner dimension)
+cdef const pt_kernel_table *KT = NULL
 cdef int _nthreads = 1
 
 ACT = {None: PT_ACT_NONE, "none": PT_ACT_NONE, "relu": PT_ACT_RELU,
@@ -42,7 +43,7 @@ def available_isas():
 
 def set_isa(name):
     """Switch every kernel to path `name` ('scalar', 'avx2' or 'avx512')."""
-    global K
+    global KT
     if name not in _ISA_IDS:
         raise ValueError(f"unknown kernel path {name!r}; expected one of "
                          f"{sorted(_ISA_IDS)}")
@@ -50,11 +51,11 @@ def set_isa(name):
     if not pt_cpu_supports(isa):
         raise RuntimeError(f"kernel path {name!r} is not available on this CPU or build; "
                            f"available: {available_isas()}")
-    K = pt_kernels_for(isa)
+    KT = pt_kernels_for(isa)
 
 
 def get_isa():
-    return K.name.decode()
+    return KT.name.decode()
 
 
 def has_openmp():
@@ -86,7 +87,22 @@ def _init():
 _init()
 
 
+def _fail_allocations_after(long long n):
+    """Tests only: the kernels' next n allocations succeed and every later one
+    fails (n < 0: none fails, the default)."""
+    pt_mem_fail_after(n)
+
+
 # ----------------------------------------------------------------- helpers --
+
+cdef int _raise_status(int status, str what) except -1:
+    """Raise for a kernel's nonzero status (runtime/status.h)."""
+    if status == PT_ERR_NOMEM:
+        raise MemoryError(f"{what}: out of memory for the kernel's working buffers")
+    if status == PT_ERR_PATH:
+        raise RuntimeError(f"{what}: operand packed for another kernel path")
+    raise RuntimeError(f"{what}: kernel failed with status {status}")
+
 
 cdef inline float *_fptr(object a):
     return <float *>cnp.PyArray_DATA(<cnp.ndarray>a)
@@ -134,11 +150,11 @@ def activation(x, str kind, bint ref=False):
     cdef void (*f)(float *, const float *, int64_t, int) noexcept nogil
     cdef void (*fr)(float *, const float *, int64_t) noexcept nogil
     if kind == "relu":
-        f, fr = K.relu, pt_relu_ref
+        f, fr = KT.relu, pt_relu_ref
     elif kind == "gelu":
-        f, fr = K.gelu, pt_gelu_ref
+        f, fr = KT.gelu, pt_gelu_ref
     elif kind == "gelu_tanh":
-        f, fr = K.gelu_tanh, pt_gelu_tanh_ref
+        f, fr = KT.gelu_tanh, pt_gelu_tanh_ref
     else:
         raise ValueError(f"unknown activation {kind!r}")
     with nogil:
@@ -240,7 +256,7 @@ def softmax(x, mask=None, tuple mask_strides=None,
         if ref:
             pt_softmax_ref(py, px, rows, n, pm)
         else:
-            K.softmax(py, px, rows, n, pm, nt)
+            KT.softmax(py, px, rows, n, pm, nt)
     return y
 
 
@@ -269,7 +285,7 @@ def layer_norm(x, int64_t n, weight=None, bias=None,
         if ref:
             pt_layer_norm_ref(py, px, pw, pb, rows, n, eps)
         else:
-            K.layer_norm(py, px, pw, pb, rows, n, eps, nt)
+            KT.layer_norm(py, px, pw, pb, rows, n, eps, nt)
     return y
 
 
@@ -311,7 +327,7 @@ def sgemm(a, b, bint trans_a=False, bint trans_b=False,
     cdef float *pc = _fptr(out)
     cdef int64_t sa = a.shape[1] * a.shape[2], sb = b.shape[1] * b.shape[2]
     cdef int64_t lda = a.shape[2], ldb = b.shape[2], i, ia, ib
-    cdef int nt = _nthreads
+    cdef int nt = _nthreads, status = 0
     with nogil:
         for i in range(B):
             ia = ai[i] if ai != NULL else i
@@ -320,8 +336,12 @@ def sgemm(a, b, bint trans_a=False, bint trans_b=False,
                 pt_sgemm_ref(pc + i * M * N, N, pa + ia * sa, lda, trans_a,
                              pb + ib * sb, ldb, trans_b, M, N, Ka, pbias, iact)
             else:
-                K.sgemm(pc + i * M * N, N, pa + ia * sa, lda, trans_a,
-                        pb + ib * sb, ldb, trans_b, M, N, Ka, pbias, iact, nt)
+                status = KT.sgemm(pc + i * M * N, N, pa + ia * sa, lda, trans_a,
+                                  pb + ib * sb, ldb, trans_b, M, N, Ka, pbias, iact, nt)
+                if status != PT_OK:
+                    break
+    if status != PT_OK:
+        _raise_status(status, "sgemm")
     return out
 
 
@@ -355,7 +375,7 @@ cdef class PackedMatrix:
         cdef const float *src = _fptr(self.source)
         cdef int64_t ldb = self.source.shape[1]
         with nogil:
-            self.p = K.sgemm_pack_b(src, ldb, self.transpose, self.K, self.N)
+            self.p = KT.sgemm_pack_b(src, ldb, self.transpose, self.K, self.N)
         if self.p == NULL:
             raise MemoryError("PackedMatrix: out of memory while packing")
 
@@ -378,16 +398,18 @@ cdef class PackedMatrix:
         if bias is not None:
             _check(bias, "bias", self.N)
             pbias = _fptr(bias)
-        if self.p.isa != K.isa:
+        if self.p.isa != KT.isa:
             self._pack()
         cdef int iact = ACT[act]
         cdef int64_t M = a.shape[0]
         out = np.empty((M, self.N), dtype=np.float32)
-        cdef int nt = _nthreads
+        cdef int nt = _nthreads, status
         cdef float *pc = _fptr(out)
         cdef const float *pa = _fptr(a)
         with nogil:
-            K.sgemm_packed(pc, self.N, pa, self.K, M, self.p, pbias, iact, nt)
+            status = KT.sgemm_packed(pc, self.N, pa, self.K, M, self.p, pbias, iact, nt)
+        if status != PT_OK:
+            _raise_status(status, "PackedMatrix.matmul")
         return out
 
 
@@ -443,10 +465,10 @@ def attention(q, k, v, q_index, k_index, v_index, float scale, mask=None,
             pt_attention_ref(po, pq, qi, pk, ki, k_bs, pv, vi, v_bs, B, L, S, E, Ev, scale, pm,
                              ic)
         else:
-            status = K.attention(po, pq, qi, pk, ki, k_bs, pv, vi, v_bs, B, L, S, E, Ev, scale,
+            status = KT.attention(po, pq, qi, pk, ki, k_bs, pv, vi, v_bs, B, L, S, E, Ev, scale,
                                  pm, ic, nt)
-    if status != 0:
-        raise MemoryError("attention: out of memory for the per-thread scratch")
+    if status != PT_OK:
+        _raise_status(status, "attention")
     return out
 # ------------------------------------------------------------- calibration --
 
@@ -456,8 +478,8 @@ def fma_peak_gflops(int nthreads=1, int64_t iters=20000000, isa="avx512"):
     if isa not in _ISA_IDS or not pt_cpu_supports(_ISA_IDS[isa]):
         raise ValueError(f"fma_peak_gflops: kernel path {isa!r} not available; "
                          f"available: {available_isas()}")
-    cdef const pt_kernel_table *T = pt_kernels_for(_ISA_IDS[isa])
+    cdef const pt_kernel_table *kt = pt_kernels_for(_ISA_IDS[isa])
     cdef double g
     with nogil:
-        g = T.fma_peak_gflops(nthreads, iters)
+        g = kt.fma_peak_gflops(nthreads, iters)
     return g

@@ -4,7 +4,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
-#include "cpu.h"
+#include "runtime/cpu.h"
 
 extern int pt_test_passed, pt_test_failed;
 

@@ -5,6 +5,9 @@
 #
 #   bash tests/c/run.sh            # plain -O2 build
 #   SANITIZE=1 bash tests/c/run.sh # AddressSanitizer + UBSan
+#
+# Sources are found as setup.py finds them: every csrc/**/*.c is compiled once
+# per path (-DPT_ISA=0, 1, 2), except the run-time files compiled once.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -17,20 +20,23 @@ if [[ "${SANITIZE:-0}" == 1 ]]; then
 fi
 isa_flags=(""  "-mavx2 -mfma -mf16c"
            "-mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx2 -mfma -mf16c")
+once=(runtime/cpu.c runtime/mem.c)
 objs=()
-for src in "$root"/csrc/*.c; do
-    base="$(basename "$src" .c)"
-    if [[ "$base" == cpu ]]; then
-        "$CC" "${flags[@]}" -DPT_HAVE_X86=1 -c "$src" -o "$out/cpu.o"
-        objs+=("$out/cpu.o")
+while IFS= read -r rel; do
+    name="${rel%.c}"
+    name="${name//\//_}"                       # gemm/pack.c -> gemm_pack
+    if [[ " ${once[*]} " == *" $rel "* ]]; then
+        "$CC" "${flags[@]}" -DPT_HAVE_X86=1 -c "$root/csrc/$rel" -o "$out/$name.o"
+        objs+=("$out/$name.o")
         continue
     fi
     for isa in 0 1 2; do
         # shellcheck disable=SC2086
-        "$CC" "${flags[@]}" ${isa_flags[$isa]} -DPT_ISA=$isa -c "$src" -o "$out/${base}_$isa.o"
-        objs+=("$out/${base}_$isa.o")
+        "$CC" "${flags[@]}" ${isa_flags[$isa]} -DPT_ISA=$isa -c "$root/csrc/$rel" \
+            -o "$out/${name}_$isa.o"
+        objs+=("$out/${name}_$isa.o")
     done
-done
+done < <(cd "$root/csrc" && find . -name '*.c' | sed 's#^\./##' | LC_ALL=C sort)
 "$CC" "${flags[@]}" -c "$here/harness.c" -o "$out/harness.o"
 status=0
 for t in "$here"/test_*.c; do

@@ -1,6 +1,6 @@
 /* activation.c -- ReLU and GELU over a flat float buffer. */
-#include "activation.h"
-#include "pt_vmath.h"
+#include "rowwise/activation.h"
+#include "runtime/vmath.h"
 
 /* Split [0, n) into per-thread chunks of whole vectors; element-wise, so the
  * split cannot change any result. */

@@ -1,4 +1,4 @@
-/* pt_simd.h -- one vocabulary for the three kernel paths.
+/* simd.h -- one vocabulary for the three kernel paths.
  *
  * Every kernel file in csrc/ is compiled three times by setup.py with
  * -DPT_ISA=0 (portable scalar C), 1 (AVX2 + FMA) or 2 (AVX-512).  PT_FN(name)
@@ -36,6 +36,15 @@
 #endif
 /* PT_FN(pt_relu) -> pt_relu_avx512 on the AVX-512 pass, and so on. */
 #define PT_FN(name) PT_CAT(name, PT_ISA_SUFFIX)
+
+/* For the register-tiled inner functions: they must be inlined into their
+ * callers, whose compile-time tile shapes (rows, panels) they are specialised
+ * for; a call there would spill the accumulators. */
+#if defined(__GNUC__) || defined(__clang__)
+#define PT_ALWAYS_INLINE static inline __attribute__((always_inline))
+#else
+#define PT_ALWAYS_INLINE static inline
+#endif
 
 /* Declare the three compiled variants of a kernel in a header. */
 #define PT_DECLARE_VARIANTS(ret, name, args) \

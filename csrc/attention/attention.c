@@ -22,8 +22,9 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include "attention.h"
-#include "pt_vmath.h"
+#include "attention/attention.h"
+#include "runtime/mem.h"
+#include "runtime/vmath.h"
 
 /* Register tiles.  QK: QK_MR query rows x QK_NV vectors of keys (16 or 12
  * accumulators); PV: PV_MR rows x PV_NV vectors of the value dim. */
@@ -51,8 +52,6 @@
 #error "attention block sizes must be multiples of the register tiles"
 #endif
 
-#define PT_ALWAYS_INLINE static inline __attribute__((always_inline))
-
 /* One thread's working memory: sized by E, Ev and the block sizes only. */
 typedef struct {
     float *qp;         /* (BQP/QK_MR, E, QK_MR) packed query tiles */
@@ -65,16 +64,9 @@ typedef struct {
     const void **mrow; /* (BQ) mask row of each query */
 } scratch;
 
-static void *alloc64(size_t bytes) {
-    bytes = (bytes + 63) / 64 * 64;
-    void *p = aligned_alloc(64, bytes ? bytes : 64);
-    if (p) memset(p, 0, bytes ? bytes : 64);
-    return p;
-}
-
 static void scratch_free(scratch *w) {
-    free(w->qp); free(w->kp); free(w->s); free(w->o); free(w->vp);
-    free(w->m); free(w->l); free(w->alpha); free(w->active); free(w->mrow);
+    pt_free(w->qp); pt_free(w->kp); pt_free(w->s); pt_free(w->o); pt_free(w->vp);
+    pt_free(w->m); pt_free(w->l); pt_free(w->alpha); pt_free(w->active); pt_free(w->mrow);
 }
 
 /* Sized for units of at most `rows` queries and `keys` keys (a decoding step
@@ -84,16 +76,16 @@ static int scratch_alloc(scratch *w, int64_t E, int64_t evp, int pad_v, int64_t 
     const int64_t rp = (rows + QK_MR - 1) / QK_MR * QK_MR;
     const int64_t kp = (keys + QK_W - 1) / QK_W * QK_W;
     memset(w, 0, sizeof *w);
-    w->qp = alloc64(sizeof(float) * (size_t)(rp * E));
-    w->kp = alloc64(sizeof(float) * (size_t)(kp * E));
-    w->s = alloc64(sizeof(float) * (size_t)rp * BK);
-    w->o = alloc64(sizeof(float) * (size_t)(rows * evp));
-    w->vp = pad_v ? alloc64(sizeof(float) * (size_t)(kp * evp)) : NULL;
-    w->m = alloc64(sizeof(float) * (size_t)rows);
-    w->l = alloc64(sizeof(float) * (size_t)rows);
-    w->alpha = alloc64(sizeof(float) * (size_t)rows);
-    w->active = alloc64(sizeof(int) * (size_t)rows);
-    w->mrow = alloc64(sizeof(void *) * (size_t)rows);
+    w->qp = pt_alloc_zero(sizeof(float) * (size_t)(rp * E));
+    w->kp = pt_alloc_zero(sizeof(float) * (size_t)(kp * E));
+    w->s = pt_alloc_zero(sizeof(float) * (size_t)rp * BK);
+    w->o = pt_alloc_zero(sizeof(float) * (size_t)(rows * evp));
+    w->vp = pad_v ? pt_alloc_zero(sizeof(float) * (size_t)(kp * evp)) : NULL;
+    w->m = pt_alloc_zero(sizeof(float) * (size_t)rows);
+    w->l = pt_alloc_zero(sizeof(float) * (size_t)rows);
+    w->alpha = pt_alloc_zero(sizeof(float) * (size_t)rows);
+    w->active = pt_alloc_zero(sizeof(int) * (size_t)rows);
+    w->mrow = pt_alloc_zero(sizeof(void *) * (size_t)rows);
     if (!w->qp || !w->kp || !w->s || !w->o || (pad_v && !w->vp) || !w->m || !w->l ||
         !w->alpha || !w->active || !w->mrow) {
         scratch_free(w);
@@ -411,7 +403,7 @@ int PT_FN(pt_attention)(float *out, const float *q, const int64_t *q_index, cons
                          const int64_t *v_index, int64_t v_bs, int64_t B, int64_t L, int64_t S, int64_t E, int64_t Ev, float scale,
                          const pt_mask *mask, int causal, int nthreads) {
     (void)nthreads;
-    if (B <= 0 || L <= 0 || Ev <= 0) return 0;
+    if (B <= 0 || L <= 0 || Ev <= 0) return PT_OK;
     const int64_t evp = (Ev + PT_VL - 1) / PT_VL * PT_VL;
     const int pad_v = evp != Ev;
     const int64_t nqb = (L + BQ - 1) / BQ, units = B * nqb;
@@ -437,61 +429,5 @@ int PT_FN(pt_attention)(float *out, const float *q, const int64_t *q_index, cons
         }
         if (ok) scratch_free(&w);
     }
-    return failed ? -1 : 0;
+    return failed ? PT_ERR_NOMEM : PT_OK;
 }
-
-#if PT_ISA == PT_ISA_SCALAR
-void pt_attention_ref(float *out, const float *q, const int64_t *q_index, const float *k,
-                      const int64_t *k_index, int64_t k_bs, const float *v,
-                      const int64_t *v_index, int64_t v_bs, int64_t B, int64_t L, int64_t S, int64_t E, int64_t Ev, float scale,
-                      const pt_mask *mask, int causal) {
-    double *sc = malloc(sizeof(double) * (size_t)(S > 0 ? S : 1));
-    double *acc = malloc(sizeof(double) * (size_t)(Ev > 0 ? Ev : 1));
-    if (!sc || !acc) {
-        free(sc); free(acc);
-        return;
-    }
-    for (int64_t b = 0; b < B; b++) {
-        const float *qb = q + (q_index ? q_index[b] : b) * L * E;
-        const float *kb = k + (k_index ? k_index[b] : b) * k_bs;
-        const float *vb = v + (v_index ? v_index[b] : b) * v_bs;
-        for (int64_t i = 0; i < L; i++) {
-            const uint8_t *bm = NULL;
-            const float *fm = NULL;
-            if (mask) {
-                int64_t off = pt_mask_row_offset(mask, b * L + i);
-                if (mask->is_bool) bm = (const uint8_t *)mask->data + off;
-                else fm = (const float *)mask->data + off;
-            }
-            double mx = -INFINITY;
-            int nan = 0;
-            for (int64_t j = 0; j < S; j++) {
-                double d = 0.0;
-                for (int64_t e = 0; e < E; e++) d += (double)qb[i * E + e] * kb[j * E + e];
-                d *= (double)scale;
-                if (fm) d += (double)fm[mask->stride_last * j];
-                if ((bm && !bm[mask->stride_last * j]) || (causal && j > i)) d = -INFINITY;
-                sc[j] = d;
-                if (d != d) nan = 1;
-                else if (d > mx) mx = d;
-            }
-            float *o = out + (b * L + i) * Ev;
-            if (!nan && mx == -INFINITY) {
-                for (int64_t c = 0; c < Ev; c++) o[c] = 0.0f;
-                continue;
-            }
-            double sum = 0.0;
-            for (int64_t c = 0; c < Ev; c++) acc[c] = 0.0;
-            for (int64_t j = 0; j < S; j++) {
-                double p = exp(sc[j] - (nan ? NAN : mx));
-                if (sc[j] == -INFINITY && !nan) continue;
-                sum += p;
-                for (int64_t c = 0; c < Ev; c++) acc[c] += p * vb[j * Ev + c];
-            }
-            for (int64_t c = 0; c < Ev; c++) o[c] = (float)(acc[c] / sum);
-        }
-    }
-    free(sc);
-    free(acc);
-}
-#endif

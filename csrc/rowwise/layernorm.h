@@ -3,7 +3,7 @@
 #define PT_LAYERNORM_H
 
 #include <stdint.h>
-#include "pt_simd.h"
+#include "runtime/simd.h"
 
 /* y = (x - mean) / sqrt(var + eps) * weight + bias, row by row, with the
  * biased variance (divide by n) and eps inside the square root, as torch.

@@ -1,11 +1,11 @@
-/* pt_vmath.h -- vectorised elementary functions on pt_vf, shared by the
+/* vmath.h -- vectorised elementary functions on pt_vf, shared by the
  * kernels that need them (softmax, activations, GEMM epilogues, attention).
- * Each is written once against pt_simd.h and so exists on every kernel path.
+ * Each is written once against simd.h and so exists on every kernel path.
  */
 #ifndef PT_VMATH_H
 #define PT_VMATH_H
 
-#include "pt_simd.h"
+#include "runtime/simd.h"
 
 /* ------------------------------------------------------------------------ */
 /* exp(x), vectorised: x = n ln2 + r, |r| <= ln2/2, exp(r) by a degree-6     */

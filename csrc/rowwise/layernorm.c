@@ -1,7 +1,7 @@
 /* layernorm.c -- two-pass layer norm.  A Transformer row (d_model floats)
  * sits in L1, so the second and third passes read cache, not memory. */
-#include "layernorm.h"
-#include "pt_vmath.h"
+#include "rowwise/layernorm.h"
+#include "runtime/vmath.h"
 
 static inline pt_vf tail_or_full(const float *p, int64_t left) {
     return left >= PT_VL ? pt_vload(p) : pt_vload_tail(p, (size_t)left, 0.0f);

@@ -4,7 +4,7 @@
 #define PT_PEAK_H
 
 #include <stdint.h>
-#include "pt_simd.h"
+#include "runtime/simd.h"
 
 /* GFLOP/s of `nthreads` threads each running `iters` rounds of independent
  * FMAs on this path's widest registers (2 flops per lane per FMA).  Only the

@@ -16,11 +16,14 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "pt_simd.h"
+#include "rowwise/activation.h" /* PT_ACT_* */
+#include "runtime/simd.h"
+#include "runtime/status.h"
 
-enum { PT_ACT_NONE = 0, PT_ACT_RELU = 1, PT_ACT_GELU = 2, PT_ACT_GELU_TANH = 3 };
-
-PT_DECLARE_VARIANTS(void, pt_sgemm,
+/* Returns PT_OK, or PT_ERR_NOMEM when its working buffers could not be
+ * allocated: C is then untouched.  (Never a slower route instead: a row's bits
+ * must not depend on malloc.) */
+PT_DECLARE_VARIANTS(int, pt_sgemm,
                     (float *C, int64_t ldc, const float *A, int64_t lda, int trans_a,
                      const float *B, int64_t ldb, int trans_b, int64_t M, int64_t N, int64_t K,
                      const float *bias, int act, int nthreads))
@@ -31,7 +34,7 @@ PT_DECLARE_VARIANTS(void, pt_sgemm,
  * ceil(N/nr) panels of nr columns (the micro-kernel's NR: 32 on AVX-512,
  * 16 on AVX2, 4 scalar), panel p holding K rows of nr floats at
  * data + p*K*nr, zero padded past N.  pt_sgemm_packed of another path
- * leaves C untouched: repack when the path changes. */
+ * returns PT_ERR_PATH and leaves C untouched: repack when the path changes. */
 typedef struct {
     int isa;          /* PT_ISA_* whose micro-kernel layout `data` holds */
     int64_t K, N;     /* logical op(B) shape */
@@ -43,16 +46,12 @@ typedef struct {
 /* NULL when out of memory. */
 PT_DECLARE_VARIANTS(pt_packed_b *, pt_sgemm_pack_b,
                     (const float *B, int64_t ldb, int trans_b, int64_t K, int64_t N))
-/* C = act(A . B + bias) with A: M x K (row stride lda), B packed by the same path. */
-PT_DECLARE_VARIANTS(void, pt_sgemm_packed,
+/* C = act(A . B + bias) with A: M x K (row stride lda), B packed by the same
+ * path.  Returns PT_OK, PT_ERR_NOMEM (C untouched) or PT_ERR_PATH. */
+PT_DECLARE_VARIANTS(int, pt_sgemm_packed,
                     (float *C, int64_t ldc, const float *A, int64_t lda, int64_t M,
                      const pt_packed_b *B, const float *bias, int act, int nthreads))
 void pt_packed_b_free(pt_packed_b *p);
-
-/* Memory for weights that are streamed again and again (64-byte aligned;
- * 2 MiB and more: huge pages where the OS has them).  Free with the size. */
-float *pt_weights_alloc(size_t bytes);
-void pt_weights_free(float *p, size_t bytes);
 
 /* Naive triple loop with a double accumulator: the twin the tests trust. */
 void pt_sgemm_ref(float *C, int64_t ldc, const float *A, int64_t lda, int trans_a,

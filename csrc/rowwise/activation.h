@@ -4,7 +4,10 @@
 #define PT_ACTIVATION_H
 
 #include <stdint.h>
-#include "pt_simd.h"
+#include "runtime/simd.h"
+
+/* The activation a kernel applies in its epilogue (the GEMM's act). */
+enum { PT_ACT_NONE = 0, PT_ACT_RELU = 1, PT_ACT_GELU = 2, PT_ACT_GELU_TANH = 3 };
 
 /* y[i] = f(x[i]) for i < n; y may alias x. */
 PT_DECLARE_VARIANTS(void, pt_relu, (float *y, const float *x, int64_t n, int nthreads))

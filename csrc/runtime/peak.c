@@ -7,7 +7,7 @@
  * same run as the GEMM it judges. */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime under -std=c11 */
 #include <time.h>
-#include "peak.h"
+#include "runtime/peak.h"
 
 static double now_seconds(void) {
     struct timespec ts;

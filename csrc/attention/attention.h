@@ -17,7 +17,7 @@
  * dims reach the kernel without copies.  out is (B, L, Ev).
  *
  * Masks: `mask` (may be NULL) addresses the B*L score rows through its leading
- * shape (the batch shape followed by L) and element strides, as in softmax.h;
+ * shape (the batch shape followed by L) and element strides (runtime/mask.h);
  * stride_last (0 or 1) runs along the keys.  Bool: nonzero = may attend (the
  * SDPA convention); float: added to the scaled scores.  `causal`: query i
  * attends keys j <= i (top-left aligned, torch's tril(ones(L, S))); key blocks
@@ -33,14 +33,16 @@
 #define PT_ATTENTION_H
 
 #include <stdint.h>
-#include "pt_simd.h"
-#include "softmax.h" /* pt_mask */
+#include "runtime/mask.h"
+#include "runtime/simd.h"
+#include "runtime/status.h"
 
 #define PT_ATTN_BK 128 /* keys per block: fixes the order of every row's sums */
 #define PT_ATTN_BQ 64  /* queries per work unit (free: rows never interact) */
 
-/* Returns 0, or -1 when the per-thread scratch could not be allocated (out is
- * then unspecified). */
+/* Returns PT_OK, or PT_ERR_NOMEM when a thread's scratch could not be
+ * allocated (out is then unspecified: the other threads may have written
+ * their units). */
 PT_DECLARE_VARIANTS(int, pt_attention,
                     (float *out, const float *q, const int64_t *q_index, const float *k,
                      const int64_t *k_index, int64_t k_bs, const float *v,

@@ -3,8 +3,8 @@
  * Three passes over a row that stays in L1: (1) masked max, (2) exp(x - max)
  * written to y while summing, (3) scale by 1/sum.  Sums use PT_VL lane
  * accumulators in a fixed order, so a row's result depends only on the row. */
-#include "softmax.h"
-#include "pt_vmath.h"
+#include "rowwise/softmax.h"
+#include "runtime/vmath.h"
 
 /* Load x[j..j+len) with the mask applied: bool False -> -inf (whatever x
  * holds there, as masked_fill), float -> added.  Lanes past len read -inf. */

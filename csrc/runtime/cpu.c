@@ -1,24 +1,46 @@
 /* cpu.c -- run-time choice of the kernel path.  __builtin_cpu_supports checks
  * both the CPUID bits and that the OS saves the wider registers (XGETBV). */
-#include "cpu.h"
+#include "runtime/cpu.h"
 
 #ifndef PT_HAVE_X86
 #define PT_HAVE_X86 0
 #endif
 
-#define PT_TABLE(SUF, ISA)                                                  \
-    {#SUF, ISA, pt_relu_##SUF, pt_gelu_##SUF, pt_gelu_tanh_##SUF,            \
-     pt_softmax_##SUF, pt_layer_norm_##SUF, pt_sgemm_##SUF,                  \
-     pt_sgemm_pack_b_##SUF, pt_sgemm_packed_##SUF, pt_attention_##SUF,  \
-     pt_fma_peak_gflops_##SUF}
+/* Every entry of kernels.def must have the type its header declares. */
+#if defined(__GNUC__) || defined(__clang__)
+#define PT_KERNEL(ret, name, args)                                                  \
+    _Static_assert(__builtin_types_compatible_p(__typeof__(&pt_##name##_scalar),   \
+                                                ret (*) args),                      \
+                   "kernels.def: pt_" #name " differs from its header");
+#include "runtime/kernels.def"
+#undef PT_KERNEL
+#endif
+
+/* The table of one path: pt_<name>_<SUF> for every entry. */
+#define PT_ENTRY(name, suf) .name = pt_##name##_##suf,
+#define PT_ENTRY_OF(name, suf) PT_ENTRY(name, suf)
+#define PT_KERNEL(ret, name, args) PT_ENTRY_OF(name, PT_TABLE_SUFFIX)
 
 static const pt_kernel_table tables[] = {
-    PT_TABLE(scalar, PT_ISA_SCALAR),
+#define PT_TABLE_SUFFIX scalar
+    {.name = "scalar", .isa = PT_ISA_SCALAR,
+#include "runtime/kernels.def"
+    },
+#undef PT_TABLE_SUFFIX
 #if PT_HAVE_X86
-    PT_TABLE(avx2, PT_ISA_AVX2),
-    PT_TABLE(avx512, PT_ISA_AVX512),
+#define PT_TABLE_SUFFIX avx2
+    {.name = "avx2", .isa = PT_ISA_AVX2,
+#include "runtime/kernels.def"
+    },
+#undef PT_TABLE_SUFFIX
+#define PT_TABLE_SUFFIX avx512
+    {.name = "avx512", .isa = PT_ISA_AVX512,
+#include "runtime/kernels.def"
+    },
+#undef PT_TABLE_SUFFIX
 #endif
 };
+#undef PT_KERNEL
 
 const pt_kernel_table *pt_kernels_for(int isa) {
     for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
