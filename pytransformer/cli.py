@@ -52,7 +52,7 @@ def cmd_info(args):
     print(f"available   : {', '.join(info['available'])}")
     print(f"threads     : {info['threads']}")
     print(f"openmp      : {'yes' if info['openmp'] else 'no (kernels run sequentially)'}")
-    print("build flags : (as setup.py compiles every csrc/*.c once per kernel path; "
+    print("build flags : (as setup.py compiles every kernel in csrc/ once per kernel path; "
           "no -march=native)")
     print(f"  compiler  : {sysconfig.get_config_var('CC') or 'unknown'} "
           "(Python's configured CC, used unless CC was set at build time)")

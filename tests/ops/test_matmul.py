@@ -309,3 +309,24 @@ def test_matmul_property(M, N, K, batch, ta, tb, isa_name, nt, seed):
         _kernels.set_num_threads(before[1])
     ref = _torch_matmul(np.ascontiguousarray(a), np.ascontiguousarray(b))
     assert_close(out, ref, _tol(a, b, K))
+
+
+def test_out_of_memory_is_a_memory_error_never_a_slower_route():
+    """The kernels' working buffers failing to allocate is a MemoryError from
+    every op that allocates, and the call after it gives the usual bits."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((50, 70), dtype=np.float32)
+    b = rng.standard_normal((70, 40), dtype=np.float32)
+    w = ops.pack_weight(rng.standard_normal((40, 70), dtype=np.float32))
+    q = rng.standard_normal((1, 2, 30, 16), dtype=np.float32)
+    calls = [lambda: ops.matmul(a, b), lambda: ops.linear(a, w),
+             lambda: ops.scaled_dot_product_attention(q, q, q)]
+    for call in calls:
+        want = call()
+        _kernels._fail_allocations_after(0)
+        try:
+            with pytest.raises(MemoryError, match="out of memory"):
+                call()
+        finally:
+            _kernels._fail_allocations_after(-1)
+        np.testing.assert_array_equal(call(), want)

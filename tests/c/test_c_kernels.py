@@ -13,7 +13,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
                     reason="no C compiler to build the C tests")
 def test_c_kernels_under_sanitizers(tmp_path):
     env = dict(os.environ, SANITIZE="1", PT_CTEST_BUILD=str(tmp_path))
-    res = subprocess.run(["bash", os.path.join(HERE, "c", "run.sh")], env=env,
+    res = subprocess.run(["bash", os.path.join(HERE, "run.sh")], env=env,
                          capture_output=True, text=True, timeout=900)
     print(res.stdout[-5000:])
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
