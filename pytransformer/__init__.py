@@ -7,7 +7,9 @@ arrays, every output checked against PyTorch:
 - pytransformer.nn: torch.nn-shaped modules (MultiheadAttention, Transformer, ...);
 - pytransformer.models: Seq2SeqTransformer, the paper's full model;
 - pytransformer.generation: greedy, beam and sampling over the decoding protocol;
-- pytransformer.hub: weights files and torch state dicts;
+- pytransformer.hub: weights files, torch state dicts, and Hugging Face model
+  directories (``from_pretrained``: BERT-family encoders);
+- pytransformer.pipelines: text in, vectors out (``SentenceEncoder``);
 - pytransformer.oracle: the torch twin of any of them (needs torch).
 """
 try:
@@ -19,7 +21,9 @@ except ImportError as e:  # pragma: no cover - depends on how it was installed
         f"this is a source tree that was not built.  Install it (pip install .) and run "
         f"from another directory, or build in place (pip install -e .)") from e
 from . import generation, hub, models, nn, ops  # noqa: E402
+from .hub.hf import from_pretrained  # noqa: E402
 from .ops.checks import TokenIdError  # noqa: E402
+from .pipelines import SentenceEncoder  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -49,4 +53,4 @@ def cpu_info():
 
 
 __all__ = ["ops", "nn", "models", "generation", "hub", "TokenIdError", "set_num_threads", "get_num_threads", "cpu_info",
-           "__version__"]
+           "from_pretrained", "SentenceEncoder", "__version__"]

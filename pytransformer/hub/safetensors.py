@@ -15,6 +15,9 @@ SHA-256 of the metadata and of every tensor's name, dtype, shape and bytes,
 stored in the metadata under ``"sha256"``.  :func:`load_safetensors` checks it
 (unless ``verify=False``), so a flipped byte is an error, not a different
 model; files without the record (other people's) load as before.
+
+:class:`SafetensorsFile` is the same checked header and map, tensor by tensor:
+how other people's checkpoints (possibly sharded, F16/BF16) are read.
 """
 import hashlib
 import json
@@ -24,7 +27,8 @@ import os
 
 import numpy as np
 
-__all__ = ["save_safetensors", "load_safetensors", "read_header", "DIGEST_KEY"]
+__all__ = ["save_safetensors", "load_safetensors", "read_header", "SafetensorsFile",
+           "DIGEST_KEY"]
 
 DIGEST_KEY = "sha256"
 MAX_HEADER = 100 << 20          # the reference implementation's own bound
@@ -93,7 +97,7 @@ def read_header(path):
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         _fail(path, "the header is not UTF-8")
-    header = parse_json(text, f"{path}: header")
+    header = parse_json(text, f"{path}: not a valid safetensors file: the header")
     if not isinstance(header, dict):
         _fail(path, "the header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
@@ -189,3 +193,50 @@ def load_safetensors(path, verify=True):
                              f"(the file was changed or damaged after it was written); "
                              f"verify=False loads it anyway")
     return tensors, metadata
+
+
+class SafetensorsFile:
+    """One checked, memory-mapped safetensors file, read tensor by tensor:
+    ``names()``, ``shape(name)``, ``dtype(name)`` (the file's code: 'F32',
+    'BF16', ...), ``array(name)`` (as stored: a read-only view of the map,
+    BF16 as its uint16 bits) and ``float32(name)`` (C-contiguous float32: a
+    view when stored as float32, a converted copy otherwise); ``metadata``.
+    """
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self._entries, self.metadata, _, size = read_header(self.path)
+        self._map = None
+        if size:
+            with open(self.path, "rb") as f:
+                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+    def names(self):
+        return list(self._entries)
+
+    def __contains__(self, name):
+        return name in self._entries
+
+    def shape(self, name):
+        return self._entries[name][1]
+
+    def dtype(self, name):
+        return self._entries[name][0]
+
+    def array(self, name):
+        dtype, shape, begin, end = self._entries[name]
+        dt = np.dtype(DTYPES[dtype]).newbyteorder("<")
+        if begin == end:
+            return np.zeros(shape, dt)
+        return np.frombuffer(self._map, dtype=dt, count=math.prod(shape),
+                             offset=begin).reshape(shape)
+
+    def float32(self, name):
+        dtype = self._entries[name][0]
+        a = self.array(name)
+        if dtype == "BF16":  # bfloat16 is the top half of a float32
+            return (a.astype(np.uint32) << 16).view(np.float32)
+        if dtype not in ("F64", "F32", "F16"):
+            raise ValueError(f"{self.path}: tensor {name!r} has dtype {dtype}; a "
+                             f"floating-point weight is needed")
+        return np.ascontiguousarray(a, dtype=np.float32)

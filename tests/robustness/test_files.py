@@ -121,8 +121,16 @@ LOADER = textwrap.dedent("""
 """)
 
 
+def _same_model(path, good):
+    a, b = Seq2SeqTransformer.load(path), Seq2SeqTransformer.load(good)
+    sa, sb = a.state_dict(), b.state_dict()
+    return a.config == b.config and sa.keys() == sb.keys() and all(
+        np.array_equal(sa[k], sb[k]) for k in sa)
+
+
 def test_every_crafted_or_damaged_file_is_a_value_error(tmp_path):
     files = corpus(tmp_path)
+    good = tmp_path / "good.safetensors"
     listing = tmp_path / "files.json"
     listing.write_text(json.dumps([(n, str(p)) for n, p in files]))
     res = subprocess.run([sys.executable, "-c", LOADER, str(listing)], capture_output=True,
@@ -132,7 +140,10 @@ def test_every_crafted_or_damaged_file_is_a_value_error(tmp_path):
     assert len(out) == len(files)
     # a flipped data bit may land in a float's low bits and still be finite:
     # the integrity record catches those too, so nothing damaged loads
-    bad = {n: r for n, r in out.items() if r != "ok"}
+    # a flipped header bit that leaves the header meaning the same (JSON
+    # whitespace, say) may load: what loads must then be the very model
+    bad = {n: r for n, r in out.items() if r != "ok" and not (
+        r == "loaded" and n.startswith("flip_header") and _same_model(dict(files)[n], good))}
     assert not bad, bad
 
 

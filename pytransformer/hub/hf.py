@@ -1,0 +1,255 @@
+"""Hugging Face model directories: config.json, model.safetensors (or shards
+listed by model.safetensors.index.json) and tokenizer.json -> the
+pytransformer model of the checkpoint's family, without torch.
+
+:func:`from_pretrained` reads config.json's ``model_type`` and hands the
+checkpoint to that family's file in :mod:`pytransformer.models`, which says
+which of our parameters each of its tensors becomes.  Everything a directory
+can get wrong is a ``ValueError`` naming the file and what is wrong: a missing
+config, a model_type we do not run, only a pytorch_model.bin (with how to
+convert it), a missing or mis-shaped tensor, a tokenizer.json that does not
+parse.
+"""
+import json
+import os
+
+from .safetensors import SafetensorsFile
+
+__all__ = ["from_pretrained", "read_config", "read_json", "load_tokenizer", "CheckpointTensors",
+           "COMPUTE_TYPES"]
+
+COMPUTE_TYPES = ("float32", "bfloat16", "int8")
+SUPPORTED_COMPUTE_TYPES = ("float32",)
+
+# Tensors a checkpoint may carry that are not weights: torch buffers that
+# save_pretrained writes for some models and versions.
+_BUFFERS = ("position_ids", "token_type_ids")
+
+_CONVERT = ('python -c "from transformers import AutoModel; '
+            'AutoModel.from_pretrained(P).save_pretrained(P, safe_serialization=True)"')
+
+
+def _families():
+    """model_type -> the family that builds it (one file in models/ each)."""
+    from ..models import bert
+    return {t: bert for t in bert.MODEL_TYPES}
+
+
+def check_compute_type(compute_type):
+    """compute_type as given, if it is one pytransformer runs; only float32
+    for now (bfloat16 and int8 are named by the design and not built yet)."""
+    if compute_type in SUPPORTED_COMPUTE_TYPES:
+        return compute_type
+    if compute_type in COMPUTE_TYPES:
+        raise NotImplementedError(f"compute_type={compute_type!r} is not implemented yet; "
+                                  f"use 'float32'")
+    raise ValueError(f"compute_type must be one of {', '.join(map(repr, COMPUTE_TYPES))}, got "
+                     f"{compute_type!r}")
+
+
+def read_json(path, what="file"):
+    """A JSON file's object; ValueError naming the file when it does not parse."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: the {what} is not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: the {what} is not a JSON object")
+    return value
+
+
+def model_directory(path):
+    """path as a str naming a Hugging Face model directory (one with a
+    config.json); ValueError otherwise."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ValueError(f"{path}: no such directory")
+    if not os.path.isdir(path):
+        raise ValueError(f"{path}: not a directory; a Hugging Face model directory "
+                         f"(config.json, model.safetensors, tokenizer.json) is needed "
+                         f"(GGUF files are not supported yet)")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise ValueError(f"{path}: not a Hugging Face model directory: it has no "
+                         f"config.json")
+    return path
+
+
+def read_config(path):
+    """config.json of the model directory ``path`` as a dict."""
+    config = read_json(os.path.join(model_directory(path), "config.json"), "model config")
+    if not isinstance(config.get("model_type"), str):
+        raise ValueError(f"{os.path.join(path, 'config.json')}: no model_type")
+    return config
+
+
+class CheckpointTensors:
+    """The tensors of a directory's model.safetensors, or of the shards named
+    by model.safetensors.index.json, by name, memory-mapped."""
+
+    def __init__(self, path):
+        single = os.path.join(path, "model.safetensors")
+        index = os.path.join(path, "model.safetensors.index.json")
+        self.files = {}
+        if os.path.isfile(single):
+            f = self._open(single)
+            self.where = {name: f for name in f.names()}
+        elif os.path.isfile(index):
+            weight_map = read_json(index, "safetensors index").get("weight_map")
+            if not isinstance(weight_map, dict) or not weight_map:
+                raise ValueError(f"{index}: no weight_map")
+            self.where = {}
+            for name, shard in weight_map.items():
+                shard_path = os.path.join(path, str(shard))
+                if os.path.dirname(os.path.normpath(str(shard))) or not os.path.isfile(shard_path):
+                    raise ValueError(f"{index}: tensor {name!r} is in {shard!r}, which is not a "
+                                     f"file of {path}")
+                f = self._open(shard_path)
+                if name not in f:
+                    raise ValueError(f"{index}: tensor {name!r} is said to be in {shard}, "
+                                     f"which does not have it")
+                self.where[name] = f
+        else:
+            bins = [n for n in os.listdir(path) if n.endswith(".bin") or n.endswith(".pt")]
+            if bins:
+                raise ValueError(
+                    f"{path}: has {', '.join(sorted(bins))} (torch pickles) but no "
+                    f"model.safetensors; pytransformer reads safetensors only (no torch, no "
+                    f"pickles).  Convert it once where torch and transformers are installed: "
+                    f"{_CONVERT.replace('P', repr(path))}")
+            raise ValueError(f"{path}: no model.safetensors (nor model.safetensors.index.json)")
+
+    def _open(self, p):
+        if p not in self.files:
+            self.files[p] = SafetensorsFile(p)
+        return self.files[p]
+
+    def names(self):
+        return list(self.where)
+
+    def shape(self, name):
+        return self.where[name].shape(name)
+
+    def float32(self, name):
+        return self.where[name].float32(name)
+
+    def file_of(self, name):
+        return self.where[name].path
+
+    def describe(self):
+        return ", ".join(sorted(self.files))
+
+
+def load_weights(model, tensors, hf_map, path):
+    """Load ``model`` from the checkpoint's tensors through its family's map
+    {our key: [HF names]}.  HF names may carry a prefix (``bert.`` in a
+    BertForMaskedLM checkpoint) and old checkpoints' LayerNorm ``gamma`` /
+    ``beta``; tensors outside the base model (task heads) and torch buffers
+    are ignored.  Every missing or mis-shaped tensor is named in one
+    ValueError."""
+    names = tensors.names()
+    prefix = _prefix(names, next(iter(hf_map.values()))[0])
+    by_name = {}
+    for n in names:
+        if n.startswith(prefix):
+            k = n[len(prefix):]
+            k = k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta",
+                                                                         "LayerNorm.bias")
+            by_name[k] = n
+    ours = model.state_dict()
+    problems, missing, state, used = [], [], {}, set()
+    for key, hf_names in hf_map.items():
+        shape = ours[key].shape
+        part = (shape[0] // len(hf_names),) + shape[1:]
+        parts = []
+        for h in hf_names:
+            if h not in by_name:
+                missing.append(prefix + h)
+                continue
+            used.add(h)
+            got = tensors.shape(by_name[h])
+            if got != part:
+                problems.append(f"{by_name[h]} has shape {list(got)}, the config says "
+                                f"{list(part)}")
+            else:
+                parts.append(h)
+        if len(parts) == len(hf_names):
+            state[key] = parts
+    unexpected = [by_name[k] for k in by_name if k not in used and
+                  k.rsplit(".", 1)[-1] not in _BUFFERS]
+    if missing:
+        problems.insert(0, f"missing tensors: {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"tensors this {model.config.model_type} model does not have: "
+                        f"{', '.join(unexpected[:10])}" + (" ..." if len(unexpected) > 10 else ""))
+    if problems:
+        raise ValueError(f"{tensors.describe()}: does not fit {path}/config.json: "
+                         + "; ".join(problems))
+    import numpy as np
+    arrays = {}
+    for key, parts in state.items():
+        a = [tensors.float32(by_name[h]) for h in parts]
+        arrays[key] = a[0] if len(a) == 1 else np.concatenate(a, axis=0)
+    model.load_state_dict(arrays)
+    return model
+
+
+def _prefix(names, probe):
+    """The prefix before the base model's names ('' or e.g. 'bert.'): found
+    from where the first tensor of the map (``probe``) sits."""
+    for n in names:
+        if n == probe:
+            return ""
+    for n in sorted(names, key=len):
+        if n.endswith("." + probe):
+            return n[:-len(probe)]
+    return ""
+
+
+def from_pretrained(path, compute_type="float32"):
+    """The pytransformer model of a Hugging Face model directory.
+
+    path: a directory with config.json and model.safetensors (or sharded
+    safetensors and model.safetensors.index.json).  Dispatches on
+    config.json's ``model_type``: bert, roberta, xlm-roberta, distilbert
+    (:class:`pytransformer.models.bert.BertModel`); another model_type is a
+    ValueError listing these.  ``forward`` takes and returns what the
+    transformers class does (``input_ids``, ``attention_mask``, ... ->
+    ``last_hidden_state``, ``pooler_output``), as numpy.
+
+    compute_type: only "float32" for now; "bfloat16" and "int8" raise
+    NotImplementedError until they are built, anything else ValueError.
+    Nothing is fetched from a model hub: the directory must be local.
+    """
+    check_compute_type(compute_type)
+    config = read_config(path)
+    path = os.fspath(path)
+    families = _families()
+    mt = config["model_type"]
+    if mt not in families:
+        raise ValueError(f"{os.path.join(path, 'config.json')}: model_type {mt!r} is not "
+                         f"supported (supported: {', '.join(sorted(families))})")
+    tensors = CheckpointTensors(path)
+    family = families[mt]
+    try:
+        model = family.from_hf_config(config, tensors.names())
+    except ValueError as e:
+        raise ValueError(f"{os.path.join(path, 'config.json')}: {e}") from None
+    return load_weights(model, tensors, model.hf_tensor_map(), path)
+
+
+def load_tokenizer(path):
+    """tokenizer.json of a model directory as a ``tokenizers.Tokenizer`` (Hugging
+    Face's Rust tokenizers: WordPiece, BPE, Unigram); ValueError naming the file
+    when it is missing or does not parse."""
+    file = os.path.join(os.fspath(path), "tokenizer.json")
+    if not os.path.isfile(file):
+        raise ValueError(f"{path}: no tokenizer.json (the tokenizer is read from "
+                         f"tokenizer.json only; save it with a fast tokenizer's "
+                         f"save_pretrained)")
+    from tokenizers import Tokenizer
+    try:
+        return Tokenizer.from_file(file)
+    except Exception as e:  # tokenizers raises a bare Exception for bad files
+        raise ValueError(f"{file}: not a tokenizer.json that tokenizers can read "
+                         f"({type(e).__name__}: {str(e)[:200]})") from None
