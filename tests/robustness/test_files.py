@@ -134,6 +134,7 @@ def test_every_crafted_or_damaged_file_is_a_value_error(tmp_path):
     listing = tmp_path / "files.json"
     listing.write_text(json.dumps([(n, str(p)) for n, p in files]))
     res = subprocess.run([sys.executable, "-c", LOADER, str(listing)], capture_output=True,
+                         cwd=tmp_path,   # not a source tree that may shadow the package
                          text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout)
