@@ -62,17 +62,37 @@ def has_openmp():
     return bool(PT_HAVE_OPENMP)
 
 
+# The most threads a call may use: a small multiple of the CPUs present.
+# libgomp fails (or crashes) creating tens of thousands of threads, and more
+# threads than this only time-slice the same cores.
+MAX_THREADS = 4 * (os.cpu_count() or 1)
+
+
 def set_num_threads(n):
     global _nthreads
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
         raise ValueError(f"set_num_threads: n must be an integer >= 1, got {n!r}")
-    if n < 1:
-        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    if n < 1 or n > MAX_THREADS:
+        raise ValueError(f"set_num_threads: n must be in [1, {MAX_THREADS}] (4 x the "
+                         f"{os.cpu_count()} CPUs present), got {n}")
     _nthreads = int(n) if PT_HAVE_OPENMP else 1
 
 
 def get_num_threads():
     return _nthreads
+
+
+def _threads_at_start():
+    """OpenMP's default thread count (OMP_NUM_THREADS, else the CPUs), clamped
+    to [1, MAX_THREADS] with a warning when the environment asks for more."""
+    n = max(1, pt_omp_max_threads())
+    if n > MAX_THREADS:
+        import warnings
+        warnings.warn(f"pytransformer: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')!r} "
+                      f"asks for {n} threads; using {MAX_THREADS} (4 x the "
+                      f"{os.cpu_count()} CPUs present)", RuntimeWarning, stacklevel=2)
+        n = MAX_THREADS
+    return n
 
 
 def _init():
@@ -82,7 +102,7 @@ def _init():
         set_isa(forced)
     else:
         set_isa(ISA_NAMES[pt_cpu_best_isa()])
-    _nthreads = max(1, pt_omp_max_threads())
+    _nthreads = _threads_at_start()
 
 _init()
 
