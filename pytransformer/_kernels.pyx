@@ -212,6 +212,28 @@ def _result_batches(indices, Py_ssize_t default):
     return default
 
 
+def _collapse_leading(tuple shape, tuple strides):
+    """The same rows with fewer leading dims: drop dims of size 1 and merge
+    neighbours whose strides chain (d's stride = d+1's stride x d+1's size,
+    which covers two broadcast dims).  The kernels find a row's mask by its
+    flat index (mask.h), so any leading shape with the same row order serves;
+    the last axis is kept as it is."""
+    # (this module is compiled with wraparound=False: no negative indices)
+    cdef Py_ssize_t last = len(shape) - 1
+    merged = []
+    for n, st in zip(shape[:last], strides[:last]):
+        if n == 1:
+            continue
+        if merged and merged[len(merged) - 1][1] == st * n:
+            merged[len(merged) - 1] = (merged[len(merged) - 1][0] * n, st)
+        else:
+            merged.append((n, st))
+    if not merged:
+        merged = [(1, 0)]
+    return (tuple(n for n, _ in merged) + (shape[last],),
+            tuple(st for _, st in merged) + (strides[last],))
+
+
 cdef int _fill_mask(pt_mask *m, object mask, tuple strides, tuple shape,
                     str name) except -1:
     """Describe `mask` to the kernels as broadcast to `shape` (non-empty).
@@ -221,8 +243,13 @@ cdef int _fill_mask(pt_mask *m, object mask, tuple strides, tuple shape,
     they produce lies inside the mask: the kernels trust this.
     """
     cdef int d, nd = len(shape)
-    if nd - 1 > PT_MAX_DIMS:
-        raise ValueError(f"{name}: at most {PT_MAX_DIMS} leading dims are supported")
+    if strides is not None and len(strides) == nd:
+        given = shape
+        shape, strides = _collapse_leading(shape, strides)
+        nd = len(shape)
+        if nd - 1 > PT_MAX_DIMS:
+            raise ValueError(f"{name}: broadcasting it over shape {given} needs {nd - 1} "
+                             f"separate leading strides; at most {PT_MAX_DIMS} are supported")
     if mask.dtype == np.bool_:
         m.is_bool = 1
     elif mask.dtype == np.float32:
