@@ -392,19 +392,30 @@ def sgemm(a, b, bint trans_a=False, bint trans_b=False,
     return out
 
 
+cdef enum:
+    PT_PACK_SLOTS = 4   # > the largest PT_ISA value
+
+
 cdef class PackedMatrix:
     """A right-hand GEMM operand packed once for the current kernel path.
 
     PackedMatrix(w, transpose=True) packs op(B) = w.T for a torch-layout Linear
-    weight w of shape (out_features, in_features).  If the kernel path changes,
-    the matrix is repacked on next use from the kept copy of the source.
+    weight w of shape (out_features, in_features).  Packed panels are
+    immutable once made: if the kernel path changes, the first call on the new
+    path packs a second set from the kept source (under the GIL, so two
+    threads never pack the same path twice) and both sets live until the
+    matrix is freed -- a call still running on the old path keeps reading
+    panels that nobody frees under it.
     """
-    cdef pt_packed_b *p
+    cdef pt_packed_b *packs[PT_PACK_SLOTS]
     cdef readonly object source
     cdef readonly bint transpose
     cdef readonly int64_t K, N
 
     def __cinit__(self, b, bint transpose=True):
+        cdef int i
+        for i in range(PT_PACK_SLOTS):
+            self.packs[i] = NULL
         _check(b, "weight")
         if b.ndim != 2:
             raise ValueError(f"PackedMatrix: a 2-d matrix is needed, got shape {b.shape}")
@@ -412,23 +423,25 @@ cdef class PackedMatrix:
         self.transpose = transpose
         self.K = b.shape[1] if transpose else b.shape[0]
         self.N = b.shape[0] if transpose else b.shape[1]
-        self.p = NULL
-        self._pack()
+        self._packed(KT)
 
-    cdef _pack(self):
-        if self.p != NULL:
-            pt_packed_b_free(self.p)
-            self.p = NULL
-        cdef const float *src = _fptr(self.source)
-        cdef int64_t ldb = self.source.shape[1]
-        with nogil:
-            self.p = KT.sgemm_pack_b(src, ldb, self.transpose, self.K, self.N)
-        if self.p == NULL:
-            raise MemoryError("PackedMatrix: out of memory while packing")
+    cdef const pt_packed_b *_packed(self, const pt_kernel_table *kt) except NULL:
+        """The panels for path kt, packed on first use.  Runs with the GIL
+        held throughout: the check and the publication are one step."""
+        if kt.isa < 0 or kt.isa >= PT_PACK_SLOTS:
+            raise RuntimeError(f"PackedMatrix: kernel path {kt.isa} has no slot")
+        if self.packs[kt.isa] == NULL:
+            self.packs[kt.isa] = kt.sgemm_pack_b(_fptr(self.source), self.source.shape[1],
+                                                 self.transpose, self.K, self.N)
+            if self.packs[kt.isa] == NULL:
+                raise MemoryError("PackedMatrix: out of memory while packing")
+        return self.packs[kt.isa]
 
     def __dealloc__(self):
-        if self.p != NULL:
-            pt_packed_b_free(self.p)
+        cdef int i
+        for i in range(PT_PACK_SLOTS):
+            if self.packs[i] != NULL:
+                pt_packed_b_free(self.packs[i])
 
     @property
     def shape(self):
@@ -445,8 +458,9 @@ cdef class PackedMatrix:
         if bias is not None:
             _check(bias, "bias", self.N)
             pbias = _fptr(bias)
-        if self.p.isa != KT.isa:
-            self._pack()
+        # one read of the path: a switch by another thread mid-call changes nothing here
+        cdef const pt_kernel_table *kt = KT
+        cdef const pt_packed_b *pb = self._packed(kt)
         cdef int iact = ACT[act]
         cdef int64_t M = a.shape[0]
         out = np.empty((M, self.N), dtype=np.float32)
@@ -454,7 +468,7 @@ cdef class PackedMatrix:
         cdef float *pc = _fptr(out)
         cdef const float *pa = _fptr(a)
         with nogil:
-            status = KT.sgemm_packed(pc, self.N, pa, self.K, M, self.p, pbias, iact, nt)
+            status = kt.sgemm_packed(pc, self.N, pa, self.K, M, pb, pbias, iact, nt)
         if status != PT_OK:
             _raise_status(status, "PackedMatrix.matmul")
         return out

@@ -77,3 +77,36 @@ def test_cli_threads_out_of_range_is_an_argparse_error(threads):
     assert r.returncode == 2
     assert f"must be <= {4 * CPUS}, got {int(threads)}" in r.stderr
     assert "Traceback" not in r.stderr and not r.stdout
+
+
+def test_switching_the_kernel_path_under_a_shared_packed_matrix():
+    """Threads multiply by one PackedMatrix while another switches the kernel
+    path: panels are never freed under a running call (this used to segfault),
+    and every result is the bits of one path or the other."""
+    if len(pytransformer.cpu_info()["available"]) < 2:
+        pytest.skip("this CPU and build have one kernel path only")
+    r = _python(
+        "import threading, numpy as np\n"
+        "from pytransformer import _kernels, ops\n"
+        "rng = np.random.default_rng(0)\n"
+        "w = ops.pack_weight(rng.standard_normal((384, 256), dtype=np.float32))\n"
+        "x = rng.standard_normal((64, 256), dtype=np.float32)\n"
+        "paths = _kernels.available_isas()\n"
+        "refs = []\n"
+        "for p in paths:\n"
+        "    _kernels.set_isa(p); refs.append(ops.linear(x, w))\n"
+        "bad, stop = [], threading.Event()\n"
+        "def work():\n"
+        "    for _ in range(300):\n"
+        "        y = ops.linear(x, w)\n"
+        "        if not any(np.array_equal(y, r) for r in refs): bad.append(1)\n"
+        "def switch():\n"
+        "    i = 0\n"
+        "    while not stop.is_set():\n"
+        "        _kernels.set_isa(paths[i % len(paths)]); i += 1\n"
+        "ts = [threading.Thread(target=work) for _ in range(4)]\n"
+        "s = threading.Thread(target=switch); s.start()\n"
+        "[t.start() for t in ts]; [t.join() for t in ts]; stop.set(); s.join()\n"
+        "print('bad', len(bad))\n", timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["bad", "0"]
