@@ -40,6 +40,8 @@ cdef int64_t _rope_row_stride(object x) except -1:
         raise ValueError(f"x: rope takes a 4-d float32 array (B, T, H, D), got {x.dtype} "
                          f"{x.shape}")
     cdef Py_ssize_t B = x.shape[0], T = x.shape[1], H = x.shape[2], D = x.shape[3]
+    if x.size == 0:
+        return H * D
     st = x.strides
     bad = (D > 1 and st[3] != 4) or (H > 1 and st[2] != 4 * D)
     if T > 1:
