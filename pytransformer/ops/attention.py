@@ -167,7 +167,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     aligned, as torch's: a step with L < S passes its mask explicitly.)
     """
     _no_dropout(dropout_p)
-    if attn_mask is None and not is_causal and _same_batches(query, key, value):
+    if attn_mask is None and not is_causal and _same_batches(query, key, value) and \
+            (not enable_gqa or query.ndim >= 3):
         # the common case (a decoding step): no broadcasting, no mask
         lead, (L, E), (S, Ev) = query.shape[:-2], query.shape[-2:], value.shape[-2:]
         B = math.prod(lead)
