@@ -17,6 +17,7 @@ from .checks import as_float32, check_float, check_int
 __all__ = ["rope", "rope_inv_freq"]
 
 LAYOUTS = ("halves", "pairs")
+_FREQS = {}   # (D, base) -> inv_freq, for the calls of a decoding step
 
 
 @functools.lru_cache(maxsize=64)
@@ -85,24 +86,32 @@ def rope(x, positions, base=10000.0, layout="halves", inplace=False, *, inv_freq
                          f"default rotary embedding is (pass inv_freq for another one)")
     if layout not in LAYOUTS:
         raise ValueError(f"rope: layout must be 'halves' or 'pairs', got {layout!r}")
+    ready = type(x) is np.ndarray and x.dtype == np.float32 and _kernels.rope_ready(x)
     if inplace:
-        if type(x) is not np.ndarray or x.dtype != np.float32 or not _kernels.rope_ready(x):
+        if not ready:
             raise ValueError(f"x: rope(inplace=True) needs a float32 array of shape (B, T, H, D) "
                              f"with each position's heads contiguous, got "
                              f"{getattr(x, 'dtype', type(x).__name__)} "
                              f"{getattr(x, 'shape', '')} strides {getattr(x, 'strides', '')}")
         a = x
     else:
-        a = x if type(x) is np.ndarray and x.dtype == np.float32 and \
-            _kernels.rope_ready(x) else as_float32(x, "x")
+        a = x if ready else as_float32(x, "x")
     if a.ndim != 4 or a.shape[-1] % 2:
         raise ValueError(f"x: rope needs shape (B, T, H, D) with D even, got {a.shape}")
     B, T, _, D = a.shape
     if inv_freq is None:
-        freqs = rope_inv_freq(D, base) if D else np.empty(0, np.float32)
+        freqs = _FREQS.get((D, base)) if type(base) is float else None
+        if freqs is None:   # checked once per (D, base)
+            freqs = rope_inv_freq(D, base) if D else np.empty(0, np.float32)
+            if type(base) is float:
+                _FREQS[(D, base)] = freqs
     else:
         freqs = as_float32(inv_freq, "inv_freq")
         if freqs.shape != (D // 2,):
             raise ValueError(f"inv_freq: shape ({D // 2},) is needed for head dimension {D}, "
                              f"got {freqs.shape}")
-    return _kernels.rope(a, _positions(positions, B, T), freqs, layout, bool(inplace))
+    p = positions
+    if not (type(p) is np.ndarray and p.dtype == np.int64 and p.flags.c_contiguous and
+            (p.shape == (B, T) or (B == 1 and p.shape == (T,)))):
+        p = _positions(positions, B, T)
+    return _kernels.rope(a, p, freqs, layout, bool(inplace))
