@@ -531,6 +531,13 @@ def attention(q, k, v, q_index, k_index, v_index, float scale, mask=None,
     if status != PT_OK:
         _raise_status(status, "attention")
     return out
+
+
+# ------------------------------------------- RMS norm, RoPE, SwiGLU's gate --
+
+include "_kernels_decoder.pxi"
+
+
 # ------------------------------------------------------------- calibration --
 
 def fma_peak_gflops(int nthreads=1, int64_t iters=20000000, isa="avx512"):

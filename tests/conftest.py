@@ -25,6 +25,27 @@ ELEMENTWISE_RTOL = 1e-5
 # Layer norm divides by std: errors in the mean and variance are scaled by
 # 1/std, and outputs are O(1) with affine weights O(1).
 LAYER_NORM_ATOL = 1e-5
+# RMS norm: x * rsqrt(mean(x^2) + eps) * w.  The mean of squares is a sum of n
+# positive terms (relative error ~ sqrt(n) u, blocks of 1024 in float, their
+# totals in double), the rsqrt halves it, the two products add an ulp each: a
+# few ulp relative to each output, 1e-5 with room to spare, plus a few ulp of
+# the row's scale for outputs near zero.
+RMS_NORM_RTOL = 1e-5
+# Rotary embedding with the same inverse frequencies as the oracle: each output
+# is a*cos - b*sin, cos and sin within ~1 ulp of torch's (libm's sinf/cosf
+# against Sleef's), each product and the sum rounded: <= ~4 u (|a| + |b|).
+# With our own frequencies, add |delta inv_freq| * position * (|a| + |b|): the
+# angle moves by that much (rope_tol).
+ROPE_ULPS = 4
+
+
+def rope_tol(x_max, inv_freq_diff=0.0, pos_max=0):
+    """Absolute tolerance of ops.rope against transformers / torch (see
+    ROPE_ULPS): x_max = max |x|; inv_freq_diff = max |our inv_freq - theirs|."""
+    u = 2.0 ** -24
+    return 2 * x_max * (ROPE_ULPS * u + inv_freq_diff * pos_max)
+
+
 # Whole models: max |err| <= 1e-4 relative to the output's scale (DESIGN.md).
 MODEL_RTOL = 1e-4
 
