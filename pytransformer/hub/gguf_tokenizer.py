@@ -27,8 +27,8 @@ special only when the file says so.
 :func:`special_tokens_from_gguf` gives the ids, token strings, flags and the
 chat template (``tokenizer.chat_template``) beside it.
 """
-__all__ = ["tokenizer_from_gguf", "special_tokens_from_gguf", "bytes_to_unicode",
-           "PRE_TOKENIZER_SPLITS", "CONTROL", "USER_DEFINED"]
+__all__ = ["tokenizer_from_gguf", "special_tokens_from_gguf", "chat_template_from_gguf",
+           "bytes_to_unicode", "PRE_TOKENIZER_SPLITS", "CONTROL", "USER_DEFINED"]
 
 CONTROL, USER_DEFINED = 3, 4     # llama.cpp's token types
 
@@ -170,3 +170,15 @@ def tokenizer_from_gguf(gguf_file):
                                                        special_tokens=specials)
     return tok
 
+
+
+def chat_template_from_gguf(gguf_file):
+    """The file's ``tokenizer.chat_template`` as a
+    :class:`~.chat_template.ChatTemplate` with its special tokens; a
+    ValueError naming the file when it has none."""
+    from .chat_template import ChatTemplate
+    f = _gguf(gguf_file)
+    s = special_tokens_from_gguf(f)
+    if s["chat_template"] is None:
+        raise ValueError(f"{f.path}: no tokenizer.chat_template in the file's metadata")
+    return ChatTemplate(s["chat_template"], {k: s[k] for k, _ in _SPECIAL}, where=f.path)

@@ -66,9 +66,9 @@ def check_corpus(ours, theirs, texts):
 
 
 @pytest.fixture(scope="module")
-def smollm(smollm_gguf):
+def smollm(smollm_gguf, smollm_hf_tokenizer):
     f = GGUFFile(smollm_gguf)
-    return f, tokenizer_from_gguf(f), transformers_tokenizer(smollm_gguf)
+    return f, tokenizer_from_gguf(f), smollm_hf_tokenizer
 
 
 def test_smollm2_tokenizer_is_transformers(smollm):
