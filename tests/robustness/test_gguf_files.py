@@ -20,6 +20,8 @@ LOADER = """
 import json, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, 1536 << 20))
 from pytransformer.hub.gguf import GGUFFile
+from pytransformer.hub.gguf_llama import llama_config_and_tensors
+from pytransformer.hub.gguf_tokenizer import chat_template_from_gguf, tokenizer_from_gguf
 out = {}
 for name, path in json.load(open(sys.argv[1])):
     try:
@@ -28,6 +30,12 @@ for name, path in json.load(open(sys.argv[1])):
             try:
                 f.float32(t)
             except ValueError as e:     # a type pytransformer does not dequantize
+                if path not in str(e):
+                    raise
+        for build in (tokenizer_from_gguf, chat_template_from_gguf, llama_config_and_tensors):
+            try:                        # what the metadata describes, damaged or not
+                build(f)
+            except ValueError as e:
                 if path not in str(e):
                     raise
         out[name] = "loaded"
@@ -201,6 +209,13 @@ def corpus(tmp_path, smollm_gguf):
         b = bytearray(real)
         b[int(rng.integers(0, start))] ^= 1 << int(rng.integers(0, 8))
         add(f"real_flip_{i}", b)
+    # ... and with no tensors, so that it opens and its damaged tokenizer is built
+    no_tensors = real[:8] + struct.pack("<Q", 0) + real[16:]
+    for i in range(10):      # low bits: ASCII stays ASCII, so most still open
+        b = bytearray(no_tensors)
+        b[int(rng.integers(24, start))] ^= 1 << int(rng.integers(0, 6))
+        add(f"real_tokenizer_flip_{i}", b)
+        may_load.add(f"real_tokenizer_flip_{i}")
     return files, may_load
 
 
