@@ -146,7 +146,29 @@ class _Cursor:
             self.fail(f"{what}: unknown element type {sub}")
         if count > self.left() // _MIN_SIZE[sub]:
             self.fail(f"{what}: {count} elements do not fit the {self.left()} bytes left")
+        if sub == _STRING:
+            return self.strings(count, what)
         return [self.value(sub, f"{what}[{i}]", depth + 1) for i in range(count)]
+
+    def strings(self, count, what):
+        """``count`` strings (a vocabulary: the one long loop of a header)."""
+        buf, size, pos, out = self.buf, self.size, self.pos, []
+        unpack = struct.Struct("<Q").unpack_from
+        for i in range(count):
+            if size - pos < 8:
+                self.pos = pos
+                self.string(f"{what}[{i}]")      # fails, saying where
+            n = unpack(buf, pos)[0]
+            if n > size - pos - 8:
+                self.pos = pos
+                self.string(f"{what}[{i}]")
+            try:
+                out.append(buf[pos + 8:pos + 8 + n].decode("utf-8"))
+            except UnicodeDecodeError:
+                self.fail(f"{what}[{i}] at byte {pos + 8} is not UTF-8")
+            pos += 8 + n
+        self.pos = pos
+        return out
 
 
 def read_header(path):
