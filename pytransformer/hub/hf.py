@@ -31,8 +31,8 @@ _CONVERT = ('python -c "from transformers import AutoModel; '
 
 def _families():
     """model_type -> the family that builds it (one file in models/ each)."""
-    from ..models import bert
-    return {t: bert for t in bert.MODEL_TYPES}
+    from ..models import bert, gpt2
+    return {**{t: bert for t in bert.MODEL_TYPES}, **{t: gpt2 for t in gpt2.MODEL_TYPES}}
 
 
 def check_compute_type(compute_type):
@@ -140,12 +140,15 @@ class CheckpointTensors:
         return ", ".join(sorted(self.files))
 
 
-def load_weights(model, tensors, hf_map, path):
+def load_weights(model, tensors, hf_map, path, transposed=(), head_map=None, ignored=None):
     """Load ``model`` from the checkpoint's tensors through its family's map
     {our key: [HF names]}.  HF names may carry a prefix (``bert.`` in a
     BertForMaskedLM checkpoint) and old checkpoints' LayerNorm ``gamma`` /
     ``beta``; tensors outside the base model (task heads) and torch buffers
-    are ignored.  Every missing or mis-shaped tensor is named in one
+    are ignored.  ``transposed``: our keys whose tensor is stored (in, out)
+    (GPT-2's Conv1D); ``head_map``: {our key: [full HF names]} outside the
+    prefix (an untied LM head); ``ignored(name)``: the family's own
+    non-weights.  Every missing or mis-shaped tensor is named in one
     ValueError."""
     names = tensors.names()
     prefix = _prefix(names, next(iter(hf_map.values()))[0])
@@ -156,15 +159,22 @@ def load_weights(model, tensors, hf_map, path):
             k = k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta",
                                                                          "LayerNorm.bias")
             by_name[k] = n
+    for key, hf_names in (head_map or {}).items():
+        for h in hf_names:
+            if h in names:
+                by_name[h] = h
+    hf_map = {**hf_map, **(head_map or {})}
     ours = model.state_dict()
     problems, missing, state, used = [], [], {}, set()
     for key, hf_names in hf_map.items():
         shape = ours[key].shape
         part = (shape[0] // len(hf_names),) + shape[1:]
+        if key in transposed:
+            part = part[::-1]
         parts = []
         for h in hf_names:
             if h not in by_name:
-                missing.append(prefix + h)
+                missing.append((prefix if key not in (head_map or {}) else "") + h)
                 continue
             used.add(h)
             got = tensors.shape(by_name[h])
@@ -176,7 +186,8 @@ def load_weights(model, tensors, hf_map, path):
         if len(parts) == len(hf_names):
             state[key] = parts
     unexpected = [by_name[k] for k in by_name if k not in used and
-                  k.rsplit(".", 1)[-1] not in _BUFFERS]
+                  k.rsplit(".", 1)[-1] not in _BUFFERS and
+                  not (ignored is not None and ignored(by_name[k]))]
     if missing:
         problems.insert(0, f"missing tensors: {', '.join(missing)}")
     if unexpected:
@@ -189,6 +200,8 @@ def load_weights(model, tensors, hf_map, path):
     arrays = {}
     for key, parts in state.items():
         a = [tensors.float32(by_name[h]) for h in parts]
+        if key in transposed:
+            a = [np.ascontiguousarray(t.T) for t in a]
         arrays[key] = a[0] if len(a) == 1 else np.concatenate(a, axis=0)
     model.load_state_dict(arrays)
     return model
@@ -212,10 +225,11 @@ def from_pretrained(path, compute_type="float32"):
     path: a directory with config.json and model.safetensors (or sharded
     safetensors and model.safetensors.index.json).  Dispatches on
     config.json's ``model_type``: bert, roberta, xlm-roberta, distilbert
-    (:class:`pytransformer.models.bert.BertModel`); another model_type is a
-    ValueError listing these.  ``forward`` takes and returns what the
+    (:class:`pytransformer.models.bert.BertModel`), gpt2
+    (:class:`pytransformer.models.gpt2.GPT2LMHeadModel`); another model_type
+    is a ValueError listing these.  ``forward`` takes and returns what the
     transformers class does (``input_ids``, ``attention_mask``, ... ->
-    ``last_hidden_state``, ``pooler_output``), as numpy.
+    ``last_hidden_state``, ``pooler_output``; GPT-2: the logits), as numpy.
 
     compute_type: only "float32" for now; "bfloat16" and "int8" raise
     NotImplementedError until they are built, anything else ValueError.
@@ -235,7 +249,9 @@ def from_pretrained(path, compute_type="float32"):
         model = family.from_hf_config(config, tensors.names())
     except ValueError as e:
         raise ValueError(f"{os.path.join(path, 'config.json')}: {e}") from None
-    return load_weights(model, tensors, model.hf_tensor_map(), path)
+    extra = dict(transposed=model.hf_transposed(), head_map=model.hf_head_map(),
+                 ignored=model.hf_ignored) if hasattr(model, "hf_transposed") else {}
+    return load_weights(model, tensors, model.hf_tensor_map(), path, **extra)
 
 
 def load_tokenizer(path):
