@@ -15,8 +15,8 @@ import os
 
 from .safetensors import SafetensorsFile
 
-__all__ = ["from_pretrained", "read_config", "read_json", "load_tokenizer", "CheckpointTensors",
-           "COMPUTE_TYPES"]
+__all__ = ["from_pretrained", "read_config", "read_json", "load_tokenizer", "byte_level_bpe",
+           "CheckpointTensors", "COMPUTE_TYPES"]
 
 COMPUTE_TYPES = ("float32", "bfloat16", "int8")
 SUPPORTED_COMPUTE_TYPES = ("float32",)
@@ -255,17 +255,88 @@ def from_pretrained(path, compute_type="float32"):
 
 
 def load_tokenizer(path):
-    """tokenizer.json of a model directory as a ``tokenizers.Tokenizer`` (Hugging
-    Face's Rust tokenizers: WordPiece, BPE, Unigram); ValueError naming the file
-    when it is missing or does not parse."""
-    file = os.path.join(os.fspath(path), "tokenizer.json")
+    """The tokenizer of a model directory as a ``tokenizers.Tokenizer`` (Hugging
+    Face's Rust tokenizers: WordPiece, BPE, Unigram): its tokenizer.json, or
+    else a GPT-2 style vocab.json + merges.txt pair, built as transformers'
+    GPT2Tokenizer builds it (:func:`byte_level_bpe`).  ValueError naming the
+    file when none is there or it does not parse."""
+    path = os.fspath(path)
+    file = os.path.join(path, "tokenizer.json")
     if not os.path.isfile(file):
-        raise ValueError(f"{path}: no tokenizer.json (the tokenizer is read from "
-                         f"tokenizer.json only; save it with a fast tokenizer's "
-                         f"save_pretrained)")
+        vocab, merges = os.path.join(path, "vocab.json"), os.path.join(path, "merges.txt")
+        if os.path.isfile(vocab) and os.path.isfile(merges):
+            return byte_level_bpe(path)
+        raise ValueError(f"{path}: no tokenizer.json (nor vocab.json and merges.txt of a "
+                         f"byte-level BPE); the tokenizer is read from those files only (save "
+                         f"it with a fast tokenizer's save_pretrained)")
     from tokenizers import Tokenizer
     try:
         return Tokenizer.from_file(file)
     except Exception as e:  # tokenizers raises a bare Exception for bad files
         raise ValueError(f"{file}: not a tokenizer.json that tokenizers can read "
                          f"({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def _special_tokens(path):
+    """The special tokens tokenizer_config.json (or special_tokens_map.json)
+    names, as strings; GPT-2's <|endoftext|> when neither file says."""
+    names = []
+    for f in ("tokenizer_config.json", "special_tokens_map.json"):
+        file = os.path.join(path, f)
+        if not os.path.isfile(file):
+            continue
+        c = read_json(file, "tokenizer config")
+        for key in ("bos_token", "eos_token", "unk_token", "pad_token"):
+            v = c.get(key)
+            v = v.get("content") if isinstance(v, dict) else v
+            if isinstance(v, str) and v not in names:
+                names.append(v)
+        for v in (c.get("added_tokens_decoder") or {}).values():
+            if isinstance(v, dict) and v.get("special") and isinstance(v.get("content"), str) \
+                    and v["content"] not in names:
+                names.append(v["content"])
+    return names or ["<|endoftext|>"]
+
+
+def byte_level_bpe(path):
+    """GPT-2's tokenizer from vocab.json and merges.txt: byte-level BPE
+    (Radford et al. 2019, section 2.2) with a ByteLevel pre-tokenizer and
+    decoder (``add_prefix_space`` from tokenizer_config.json, default False)
+    and the special tokens the tokenizer config names (that are in the
+    vocabulary) -- what transformers' GPT2Tokenizer builds from the same
+    files."""
+    from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers
+    from tokenizers.models import BPE
+    vocab_file, merges_file = os.path.join(path, "vocab.json"), os.path.join(path, "merges.txt")
+    vocab = read_json(vocab_file, "vocabulary")
+    if not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+               for k, v in vocab.items()):
+        raise ValueError(f"{vocab_file}: a JSON object of token -> id is needed")
+    try:
+        with open(merges_file, encoding="utf-8") as f:
+            lines = f.read().split("\n")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{merges_file}: not UTF-8 text ({e})") from None
+    merges = []
+    for n, line in enumerate(lines):
+        if not line or (n == 0 and line.startswith("#version")):
+            continue
+        parts = line.split(" ")
+        if len(parts) != 2:
+            raise ValueError(f"{merges_file}: line {n + 1} is not a merge of two tokens: "
+                             f"{line[:80]!r}")
+        merges.append((parts[0], parts[1]))
+    config = os.path.join(path, "tokenizer_config.json")
+    prefix = read_json(config, "tokenizer config").get("add_prefix_space", False) \
+        if os.path.isfile(config) else False
+    try:
+        tok = Tokenizer(BPE(vocab=vocab, merges=merges, dropout=None, continuing_subword_prefix="",
+                            end_of_word_suffix="", fuse_unk=False))
+    except Exception as e:  # tokenizers' own complaint (a merge of unknown tokens, ...)
+        raise ValueError(f"{merges_file}: does not fit {vocab_file} ({str(e)[:200]})") from None
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=bool(prefix))
+    tok.decoder = decoders.ByteLevel()
+    special = [t for t in _special_tokens(path) if t in vocab]
+    if special:
+        tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in special])
+    return tok
