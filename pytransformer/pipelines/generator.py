@@ -115,7 +115,8 @@ class Generator:
         sends its result when it is known).  truncate: drop a prompt's
         earliest tokens so that it and max_new_tokens fit in the model's
         positions (else a ValueError).  Prompts are decoded batch_size at a
-        time; each gets the same text alone or in any batch.
+        time; each gets the same text alone or in any batch.  Afterwards
+        ``new_tokens`` lists the tokens generated for each prompt.
         """
         single = isinstance(prompts, str) or (chat and isinstance(prompts, list) and prompts
                                               and isinstance(prompts[0], dict))
@@ -136,6 +137,7 @@ class Generator:
                   bad_words_ids=bad_words_ids, eos_id=stops or None)
         encoded = [self._fit(self.encode(t, chat), max_new_tokens, truncate, i)
                    for i, t in enumerate(texts)]
+        self.new_tokens = []  # tokens generated per prompt (stop ids included)
         if stream is not None:
             if not callable(stream):
                 raise ValueError(f"stream: a callable is needed, got {stream!r}")
@@ -146,7 +148,9 @@ class Generator:
             chunk = encoded[start:start + batch_size]
             ids, mask = _left_padded(chunk, self.model.pad_id)
             tokens = self.model.generate(ids, max_new_tokens, attention_mask=mask, **kw)
-            out += [self.decode(_until_stop(row, stops)) for row in tokens.tolist()]
+            rows = [_until_stop(row, stops) for row in tokens.tolist()]
+            self.new_tokens += [n for _, n in rows]
+            out += [self.decode(row) for row, _ in rows]
         return out
 
     def _fit(self, ids, max_new_tokens, truncate, i):
@@ -176,7 +180,9 @@ class Generator:
                 sent[0] = text
 
         tokens = self.model.generate(np.array([ids]), max_new_tokens, streamer=streamer, **kw)
-        text = self.decode(_until_stop(tokens[0].tolist(), stops))
+        row, n = _until_stop(tokens[0].tolist(), stops)
+        self.new_tokens.append(n)
+        text = self.decode(row)
         if len(text) > len(sent[0]) or not text.startswith(sent[0]):
             stream(text[len(sent[0]):] if text.startswith(sent[0]) else text)
         return text
@@ -199,11 +205,12 @@ def _left_padded(rows, pad_id):
 
 
 def _until_stop(row, stops):
-    """A generated row without its stop id and the padding after it."""
+    """(a generated row without its stop id and the padding after it, the
+    number of tokens generated, the stop id included)."""
     for j, t in enumerate(row):
         if t in stops:
-            return row[:j]
-    return row
+            return row[:j], j + 1
+    return row, len(row)  # no stop: max_new_tokens tokens, no padding
 
 
 def _chat_template(template):
