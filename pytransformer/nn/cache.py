@@ -145,9 +145,12 @@ class DecoderCache:
         if n > self.capacity:
             raise ValueError(f"select: {n} rows exceed the {self.capacity} allocated")
         t = self.length
-        for bufs in (self._k, self._v):
-            for a in bufs:
-                a[:n, :, :t] = a[rows, :, :t]
+        moved = np.flatnonzero(rows != np.arange(n))  # rows that stay put are not copied
+        if moved.size:
+            src = rows[moved]
+            for bufs in (self._k, self._v):
+                for a in bufs:
+                    a[moved, :, :t] = a[src, :, :t]   # (the right side is a copy)
         self._lengths[:n] = self._lengths[rows]
         self.batch_size = n
         return self
