@@ -183,8 +183,8 @@ class Generator:
         row, n = _until_stop(tokens[0].tolist(), stops)
         self.new_tokens.append(n)
         text = self.decode(row)
-        if len(text) > len(sent[0]) or not text.startswith(sent[0]):
-            stream(text[len(sent[0]):] if text.startswith(sent[0]) else text)
+        if len(text) > len(sent[0]):  # what was held back (or beam search's result)
+            stream(text[len(sent[0]):])
         return text
 
 
