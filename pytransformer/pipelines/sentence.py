@@ -1,4 +1,4 @@
-"""Text in, vectors (or text) out: the only layer that sees strings.
+"""Sentence embeddings.
 
 :class:`SentenceEncoder` is sentence-transformers' SentenceTransformer for
 the checkpoints it saves (Reimers & Gurevych 2019, "Sentence-BERT"): a
@@ -11,9 +11,9 @@ import sys
 
 import numpy as np
 
-from .hub.hf import check_compute_type, from_pretrained, load_tokenizer, model_directory, \
+from ..hub.hf import check_compute_type, from_pretrained, load_tokenizer, model_directory, \
     read_json
-from .ops.checks import check_int
+from ..ops.checks import check_int
 
 __all__ = ["SentenceEncoder", "POOLING_MODES"]
 

@@ -1,15 +1,18 @@
-"""The ``pytransformer`` command: ``demo``, ``info``, ``bench`` and ``embed``.
+"""The ``pytransformer`` command: ``demo``, ``info``, ``bench``, ``embed`` and
+``generate``.
 
     pytransformer demo ["june 3rd, 1999" ...] [--n 1000] [--seed 0] [--plot map.png]
     pytransformer info
     pytransformer bench [--quick]
     pytransformer embed --model PATH [TEXT ...] | --input FILE|- [--output FILE.npy]
+    pytransformer generate --model PATH "PROMPT" [--max-new-tokens 64] [--chat] ...
 
 ``demo`` runs the model shipped in the package (pytransformer/demo) on the C
 kernels, with no PyTorch: written dates to ISO dates.  ``info`` tells which
 kernel path, threads and build flags are in use.  ``bench`` times the kernels
 and a model against numpy (and torch, when it is installed).  ``embed`` turns
 texts into sentence embeddings with a sentence-transformers model directory.
+``generate`` continues a prompt with a language model, streaming the text.
 """
 import argparse
 import os
@@ -18,6 +21,8 @@ import subprocess
 import sys
 import sysconfig
 import time
+
+from .generate import add_generate_parser
 
 # What setup.py compiles with (kept in step with it; tests/test_demo.py checks).
 BUILD_CFLAGS = ["-O3", "-std=c11", "-fno-math-errno", "-Wall", "-Wno-unused-function",
@@ -73,7 +78,7 @@ def cmd_info(args):
 # -------------------------------------------------------------------- demo --
 
 def _load_demo_model(path):
-    from .models import Seq2SeqTransformer
+    from ..models import Seq2SeqTransformer
     return Seq2SeqTransformer.load(path)
 
 
@@ -81,7 +86,7 @@ def _translate(model, texts, batch_size=256):
     """Greedy-decode written dates; returns (predictions, generated tokens, seconds)."""
     import numpy as np
 
-    from .demo import task
+    from ..demo import task
     preds, n_tokens, seconds = [], 0, 0.0
     for i in range(0, len(texts), batch_size):
         src = task.encode_batch(texts[i:i + batch_size])
@@ -99,8 +104,8 @@ def cross_attention_map(model, text, prediction):
     """Head-averaged cross-attention weights of the last decoder layer, (T, S):
     row t is where the decoder looked in the source when it wrote token t
     (teacher-forced on [<bos>] + prediction)."""
-    from .demo import task
-    from .ops import look_ahead_mask
+    from ..demo import task
+    from ..ops import look_ahead_mask
     src = task.encode_batch([text])
     tgt = task.encode_batch([prediction], add_bos=True)
     memory = model.encode(src)
@@ -139,7 +144,7 @@ def _plot(model, text, prediction, path):
 def cmd_demo(args):
     import pytransformer
 
-    from .demo import task
+    from ..demo import task
     if args.threads:
         pytransformer.set_num_threads(args.threads)
     model = _load_demo_model(args.model)
@@ -197,7 +202,7 @@ def cmd_bench(args):
         # the cores the other needs.  The policy is read when the runtime
         # loads, so run the benchmark in a fresh process with it set.
         return _run_fresh(args.argv, dict(os.environ, OMP_WAIT_POLICY="passive"))
-    from . import benchmarks
+    from .. import benchmarks
     return benchmarks.main(quick=args.quick, threads=args.threads,
                            include_torch=not args.no_torch, json_path=args.json)
 
@@ -311,12 +316,12 @@ def _writable(path):
 
 
 def build_parser():
-    from .demo import task
+    from ..demo import task
     p = argparse.ArgumentParser(
         prog="pytransformer",
         description="A CPU Transformer whose kernels are hand-written C, verified against "
                     "PyTorch.")
-    sub = p.add_subparsers(dest="command", metavar="{demo,info,bench,embed}")
+    sub = p.add_subparsers(dest="command", metavar="{demo,info,bench,embed,generate}")
     sub.required = True
 
     d = sub.add_parser(
@@ -383,6 +388,8 @@ def build_parser():
     e.add_argument("--threads", type=_threads, default=None,
                    help="kernel threads (default: as pytransformer starts)")
     e.set_defaults(func=cmd_embed)
+
+    add_generate_parser(sub, _count)
     return p
 
 

@@ -1,0 +1,11 @@
+"""Text in, vectors or text out: the only layer that sees strings.
+
+- :mod:`.sentence`: :class:`SentenceEncoder`, sentence-transformers'
+  SentenceTransformer for the checkpoints it saves;
+- :mod:`.generator`: :class:`Generator`, text generation with a decoder-only
+  language model (GPT-2).
+"""
+from .generator import Generator
+from .sentence import POOLING_MODES, SentenceEncoder
+
+__all__ = ["SentenceEncoder", "Generator", "POOLING_MODES"]
