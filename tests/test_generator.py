@@ -145,6 +145,20 @@ def test_chat_template_equals_transformers(checkpoint, tmp_path):
         pytransformer.Generator(d).generate("hello", chat=True)
 
 
+def test_chat_template_jinja_as_transformers_saves_it(checkpoint, tmp_path):
+    d, _, tok = checkpoint
+    tok = transformers.AutoTokenizer.from_pretrained(str(d))
+    tok.chat_template = CHAT
+    tok.save_pretrained(tmp_path)
+    assert (tmp_path / "chat_template.jinja").is_file()
+    for f in ("config.json", "model.safetensors"):
+        os.symlink(os.path.join(d, f), tmp_path / f)
+    messages = [{"role": "user", "content": "the cat"}]
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+    assert pytransformer.Generator(tmp_path).encode(messages, chat=True) == list(ids)
+
+
 def test_truncation_and_the_position_limit(checkpoint):
     gen = pytransformer.Generator(checkpoint[0])
     long = " ".join(TEXTS * 4)

@@ -253,15 +253,13 @@ class GPT2LMHeadModel(Module):
             ids = packed
         c = self.config
         state = DecoderCache(capacity, width + max_new_tokens,
-                             [(c.n_head, c.n_embd // c.n_head)] * c.n_layer)
-        state.batch_size = B
+                             [(c.n_head, c.n_embd // c.n_head)] * c.n_layer).fill(lengths)
         x = self.wte.weight[ids] + self.wpe.weight[:width]
         for i, block in enumerate(self.h):
             k, v = state.layer(i)
             x = block.add_norm(x, lambda h: _prefill_attention(block.self_attn, h, k, v),
                                block.norm1)
             x = block.add_norm(x, block._ff_block, block.norm2)
-        state._lengths[:B] = lengths
         last = np.ascontiguousarray(x[np.arange(B), lengths - 1])
         return state, self.lm_head.step(self.ln_f.step(last))
 

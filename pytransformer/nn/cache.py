@@ -130,6 +130,18 @@ class DecoderCache:
             return None
         return np.arange(int(lengths.max()) + 1)[None, :] <= lengths[:, None]
 
+    def fill(self, lengths):
+        """Rows 0..len(lengths)-1 in use, row r holding lengths[r] slots (what a
+        prefill writes: each prompt from slot 0)."""
+        lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+        if lengths.size > self.capacity or (lengths.size and (
+                lengths.min() < 0 or lengths.max() > self.max_len)):
+            raise ValueError(f"fill: {lengths.size} rows of up to {lengths.max(initial=0)} "
+                             f"slots for a cache of {self.capacity} rows x {self.max_len}")
+        self.batch_size = lengths.size
+        self._lengths[:lengths.size] = lengths
+        return self
+
     def advance(self):
         """Each row holds one more slot (after a step wrote it)."""
         self._lengths[:self.batch_size] += 1

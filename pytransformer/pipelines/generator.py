@@ -43,8 +43,10 @@ class Generator:
         c = self.model.config
         eos = gen.get("eos_token_id", c.eos_token_id)
         eos = eos if isinstance(eos, list) else [] if eos is None else [eos]
-        self.eos_ids = [int(e) for e in eos if isinstance(e, int) and 0 <= e < self.model.vocab_size]
+        V = self.model.vocab_size
+        self.eos_ids = [int(e) for e in eos if isinstance(e, int) and 0 <= e < V]
         self.chat_template = self.tokenizer_config.get("chat_template") or \
+            _read_text(os.path.join(folder, "chat_template.jinja")) or \
             getattr(self.model, "chat_template", None)
 
     # -- text <-> ids --
@@ -69,15 +71,16 @@ class Generator:
 
     def apply_chat_template(self, messages, add_generation_prompt=True):
         """The checkpoint's chat template (tokenizer_config.json "chat_template",
-        jinja2) rendered as transformers renders it; ValueError when the
-        checkpoint has none."""
+        or chat_template.jinja as transformers saves it; jinja2) rendered as
+        transformers renders it; ValueError when the checkpoint has none."""
         template = self.chat_template
         if isinstance(template, list):  # named templates: the default one
             named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
             template = named.get("default")
         if not isinstance(template, str) or not template:
             raise ValueError(f"{self.path}: chat=True, but the checkpoint has no chat template "
-                             f"(tokenizer_config.json has no \"chat_template\")")
+                             f"(no \"chat_template\" in tokenizer_config.json, no "
+                             f"chat_template.jinja)")
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
         if not isinstance(messages, list) or not all(
@@ -190,6 +193,17 @@ class Generator:
 
 def _optional_json(file, what):
     return read_json(file, what) if os.path.isfile(file) else {}
+
+
+def _read_text(file):
+    """A UTF-8 text file's contents, or None when there is no such file."""
+    if not os.path.isfile(file):
+        return None
+    try:
+        with open(file, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{file}: not UTF-8 text ({e})") from None
 
 
 def _left_padded(rows, pad_id):

@@ -8,14 +8,12 @@ from pytransformer.nn import DecoderCache
 
 
 def filled(capacity=6, max_len=5, heads=((2, 3), (1, 4))):
-    c = DecoderCache(capacity, max_len, list(heads))
-    c.batch_size = 3
+    c = DecoderCache(capacity, max_len, list(heads)).fill([4, 2, 4])
     rng = np.random.default_rng(0)
     for i in range(len(heads)):
         k, v = c.layer(i)
         k[...] = rng.standard_normal(k.shape)
         v[...] = rng.standard_normal(v.shape)
-    c._lengths[:3] = [4, 2, 4]
     return c
 
 
@@ -44,3 +42,7 @@ def test_keep_only_where_lengths_differ():
     assert c.keep() is None
     c.advance()
     assert list(c.lengths) == [5, 5]
+    with pytest.raises(ValueError):
+        DecoderCache(2, 5, [(1, 2)]).fill([1, 2, 3])
+    with pytest.raises(ValueError):
+        DecoderCache(2, 5, [(1, 2)]).fill([6])
