@@ -7,7 +7,8 @@ and shapes that do not fit, raise ``ValueError`` naming the argument and the
 shapes.  Names, argument order and semantics follow ``torch.nn.functional``.
 
 - :mod:`.matmul`: ``matmul``, ``linear``, ``pack_weight``;
-- :mod:`.rowwise`: ``softmax``, ``masked_softmax``, ``layer_norm``, ``relu``, ``gelu``;
+- :mod:`.rowwise`: ``softmax``, ``masked_softmax``, ``layer_norm``, ``relu``, ``gelu``,
+  ``silu``;
 - :mod:`.attention`: ``scaled_dot_product_attention``, ``attention_with_weights``,
   ``look_ahead_mask``;
 - :mod:`.checks`: the argument checks every layer of the package shares.
@@ -16,9 +17,11 @@ from .attention import attention_with_weights, look_ahead_mask, scaled_dot_produ
 from .checks import TokenIdError, as_float32, check_int, check_token_ids
 from .matmul import PackedMatrix, linear, matmul, pack_weight
 from .rowwise import gelu, layer_norm, masked_softmax, relu, softmax
+from .rowwise import silu
 
 __all__ = [
     "matmul", "linear", "pack_weight", "PackedMatrix", "softmax", "masked_softmax",
     "layer_norm", "relu", "gelu", "scaled_dot_product_attention", "attention_with_weights",
     "look_ahead_mask", "as_float32", "check_int", "check_token_ids", "TokenIdError",
 ]
+__all__ += ["silu"]

@@ -11,6 +11,7 @@ from .. import _kernels
 from .checks import as_float32, check_float, kernel_ready, normalize_dim
 
 __all__ = ["softmax", "masked_softmax", "mask_operand", "layer_norm", "relu", "gelu"]
+__all__ += ["silu"]
 
 
 def softmax(input, dim=-1):
@@ -121,3 +122,8 @@ def gelu(input, approximate="none"):
     kind = "gelu" if approximate == "none" else "gelu_tanh"
     return _kernels.activation(as_float32(input, "input"), kind)
 
+
+def silu(input, inplace=False):
+    """SiLU (swish), x * sigmoid(x) element-wise, as ``torch.nn.functional.silu``
+    (``inplace`` is accepted for torch's signature; a new array is returned)."""
+    return _kernels.activation(as_float32(input, "input"), "silu")
