@@ -1,6 +1,7 @@
 """Hugging Face model directories: config.json, model.safetensors (or shards
-listed by model.safetensors.index.json) and tokenizer.json -> the
-pytransformer model of the checkpoint's family, without torch.
+listed by model.safetensors.index.json), generation_config.json and the
+tokenizer files -> the pytransformer model of the checkpoint's family, without
+torch.
 
 :func:`from_pretrained` reads config.json's ``model_type`` and hands the
 checkpoint to that family's file in :mod:`pytransformer.models`, which says
@@ -31,8 +32,10 @@ _CONVERT = ('python -c "from transformers import AutoModel; '
 
 def _families():
     """model_type -> the family that builds it (one file in models/ each)."""
-    from ..models import bert
-    return {t: bert for t in bert.MODEL_TYPES}
+    from ..models import bert, marian
+    families = {t: bert for t in bert.MODEL_TYPES}
+    families.update({t: marian for t in marian.MODEL_TYPES})
+    return families
 
 
 def check_compute_type(compute_type):
@@ -145,7 +148,10 @@ def load_weights(model, tensors, hf_map, path):
     {our key: [HF names]}.  HF names may carry a prefix (``bert.`` in a
     BertForMaskedLM checkpoint) and old checkpoints' LayerNorm ``gamma`` /
     ``beta``; tensors outside the base model (task heads) and torch buffers
-    are ignored.  Every missing or mis-shaped tensor is named in one
+    are ignored, as are the names the model lists in its
+    ``hf_ignored_tensors()`` (tensors it recomputes or shares).  A (1, n)
+    buffer is read as the (n,) parameter it stands for (Marian's
+    final_logits_bias).  Every missing or mis-shaped tensor is named in one
     ValueError."""
     names = tensors.names()
     prefix = _prefix(names, next(iter(hf_map.values()))[0])
@@ -157,6 +163,7 @@ def load_weights(model, tensors, hf_map, path):
                                                                          "LayerNorm.bias")
             by_name[k] = n
     ours = model.state_dict()
+    ignored = set(getattr(model, "hf_ignored_tensors", lambda: ())())
     problems, missing, state, used = [], [], {}, set()
     for key, hf_names in hf_map.items():
         shape = ours[key].shape
@@ -168,6 +175,8 @@ def load_weights(model, tensors, hf_map, path):
                 continue
             used.add(h)
             got = tensors.shape(by_name[h])
+            if len(part) == 1 and tuple(got) == (1,) + part:
+                got = part
             if got != part:
                 problems.append(f"{by_name[h]} has shape {list(got)}, the config says "
                                 f"{list(part)}")
@@ -175,7 +184,7 @@ def load_weights(model, tensors, hf_map, path):
                 parts.append(h)
         if len(parts) == len(hf_names):
             state[key] = parts
-    unexpected = [by_name[k] for k in by_name if k not in used and
+    unexpected = [by_name[k] for k in by_name if k not in used and k not in ignored and
                   k.rsplit(".", 1)[-1] not in _BUFFERS]
     if missing:
         problems.insert(0, f"missing tensors: {', '.join(missing)}")
@@ -188,7 +197,7 @@ def load_weights(model, tensors, hf_map, path):
     import numpy as np
     arrays = {}
     for key, parts in state.items():
-        a = [tensors.float32(by_name[h]) for h in parts]
+        a = [tensors.float32(by_name[h]).reshape(-1, *ours[key].shape[1:]) for h in parts]
         arrays[key] = a[0] if len(a) == 1 else np.concatenate(a, axis=0)
     model.load_state_dict(arrays)
     return model
@@ -212,10 +221,13 @@ def from_pretrained(path, compute_type="float32"):
     path: a directory with config.json and model.safetensors (or sharded
     safetensors and model.safetensors.index.json).  Dispatches on
     config.json's ``model_type``: bert, roberta, xlm-roberta, distilbert
-    (:class:`pytransformer.models.bert.BertModel`); another model_type is a
-    ValueError listing these.  ``forward`` takes and returns what the
+    (:class:`pytransformer.models.bert.BertModel`), marian
+    (:class:`pytransformer.models.marian.MarianMTModel`); another model_type
+    is a ValueError listing these.  ``forward`` takes and returns what the
     transformers class does (``input_ids``, ``attention_mask``, ... ->
-    ``last_hidden_state``, ``pooler_output``), as numpy.
+    ``last_hidden_state``, ``pooler_output`` or ``logits``), as numpy.  A
+    generative model takes generate's defaults (max_length, num_beams, ...)
+    from generation_config.json when the directory has one.
 
     compute_type: only "float32" for now; "bfloat16" and "int8" raise
     NotImplementedError until they are built, anything else ValueError.
@@ -235,6 +247,12 @@ def from_pretrained(path, compute_type="float32"):
         model = family.from_hf_config(config, tensors.names())
     except ValueError as e:
         raise ValueError(f"{os.path.join(path, 'config.json')}: {e}") from None
+    gen = os.path.join(path, "generation_config.json")
+    if hasattr(model, "set_generation_config") and os.path.isfile(gen):
+        try:
+            model.set_generation_config(read_json(gen, "generation config"))
+        except ValueError as e:
+            raise ValueError(f"{gen}: {e}") from None
     return load_weights(model, tensors, model.hf_tensor_map(), path)
 
 
