@@ -3,14 +3,18 @@
 - :mod:`.seq2seq`: Seq2SeqTransformer, the paper's Figure 1 model;
 - :mod:`.positional`: positional encodings (section 3.5);
 - :mod:`.bert`: the BERT family of encoders (bert, roberta, xlm-roberta,
-  distilbert), as Hugging Face's transformers defines them.
+  distilbert), as Hugging Face's transformers defines them;
+- :mod:`.marian`: Marian translation models (OPUS-MT), transformers'
+  MarianMTModel.
 
 Every model that generates text speaks the decoding protocol
 (:mod:`pytransformer.generation` documents it): ``start_decoding``,
 ``decode_step`` and ``state.select``.
 """
 from .bert import BertConfig, BertModel
+from .marian import MarianConfig, MarianMTModel
 from .positional import sinusoidal_positional_encoding
 from .seq2seq import Seq2SeqTransformer
 
-__all__ = ["Seq2SeqTransformer", "sinusoidal_positional_encoding", "BertModel", "BertConfig"]
+__all__ = ["Seq2SeqTransformer", "sinusoidal_positional_encoding", "BertModel", "BertConfig",
+           "MarianMTModel", "MarianConfig"]
