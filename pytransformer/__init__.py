@@ -5,11 +5,14 @@ arrays, every output checked against PyTorch:
 
 - pytransformer.ops: torch.nn.functional-shaped functions on the C kernels;
 - pytransformer.nn: torch.nn-shaped modules (MultiheadAttention, Transformer, ...);
-- pytransformer.models: Seq2SeqTransformer, the paper's full model;
+- pytransformer.models: Seq2SeqTransformer, the paper's full model, and the
+  families from_pretrained loads (BERT-family encoders, Marian);
 - pytransformer.generation: greedy, beam and sampling over the decoding protocol;
 - pytransformer.hub: weights files, torch state dicts, and Hugging Face model
-  directories (``from_pretrained``: BERT-family encoders);
-- pytransformer.pipelines: text in, vectors out (``SentenceEncoder``);
+  directories (``from_pretrained``: BERT-family encoders, Marian translation
+  models) and Marian's SentencePiece tokenizer;
+- pytransformer.pipelines: text in, vectors or text out (``SentenceEncoder``,
+  ``Translator``);
 - pytransformer.oracle: the torch twin of any of them (needs torch).
 """
 try:
@@ -24,6 +27,7 @@ from . import generation, hub, models, nn, ops  # noqa: E402
 from .hub.hf import from_pretrained  # noqa: E402
 from .ops.checks import TokenIdError  # noqa: E402
 from .pipelines import SentenceEncoder  # noqa: E402
+from .pipelines import Translator  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -54,3 +58,4 @@ def cpu_info():
 
 __all__ = ["ops", "nn", "models", "generation", "hub", "TokenIdError", "set_num_threads", "get_num_threads", "cpu_info",
            "from_pretrained", "SentenceEncoder", "__version__"]
+__all__ += ["Translator"]
