@@ -1,15 +1,17 @@
-"""The ``pytransformer`` command: ``demo``, ``info``, ``bench`` and ``embed``.
+"""The ``pytransformer`` command: ``demo``, ``info``, ``bench``, ``embed``, ``translate``.
 
     pytransformer demo ["june 3rd, 1999" ...] [--n 1000] [--seed 0] [--plot map.png]
     pytransformer info
     pytransformer bench [--quick]
     pytransformer embed --model PATH [TEXT ...] | --input FILE|- [--output FILE.npy]
+    pytransformer translate --model PATH [TEXT ...] | --input FILE|- [--beam-size 4]
 
 ``demo`` runs the model shipped in the package (pytransformer/demo) on the C
 kernels, with no PyTorch: written dates to ISO dates.  ``info`` tells which
 kernel path, threads and build flags are in use.  ``bench`` times the kernels
 and a model against numpy (and torch, when it is installed).  ``embed`` turns
-texts into sentence embeddings with a sentence-transformers model directory.
+texts into sentence embeddings with a sentence-transformers model directory;
+``translate`` translates them with a Marian (OPUS-MT) model directory.
 """
 import argparse
 import os
@@ -231,21 +233,7 @@ def cmd_embed(args):
 
     if args.threads:
         pytransformer.set_num_threads(args.threads)
-    if args.input is not None and args.text:
-        return fail("give TEXT arguments or --input, not both")
-    if args.input is None:
-        texts = list(args.text)
-    elif args.input == "-":
-        texts = sys.stdin.read().splitlines()
-    else:
-        try:
-            with open(args.input, encoding="utf-8") as f:
-                texts = f.read().splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            return fail(f"cannot read {args.input}: {getattr(e, 'strerror', None) or e}")
-    if not texts:
-        return fail("no texts to embed (give TEXT arguments, or --input FILE with one text "
-                    "a line)")
+    texts = _read_texts(args, "embed")
     if args.output and not args.output.endswith(".npy"):
         return fail(f"--output {args.output}: the file name must end in .npy")
     try:
@@ -280,6 +268,60 @@ def cmd_embed(args):
 
 # -------------------------------------------------------------------- main --
 
+# --------------------------------------------------------------- translate --
+
+def cmd_translate(args):
+    """Translations of TEXT arguments or of a file's lines: one line each on
+    stdout, or with --num-hypotheses above 1 a JSON line per text with its
+    n best translations and their scores."""
+    import json
+
+    import pytransformer
+    if args.threads:
+        pytransformer.set_num_threads(args.threads)
+    texts = _read_texts(args, "translate")
+    if args.num_hypotheses > args.beam_size:
+        raise UsageError(f"--num-hypotheses {args.num_hypotheses} is more than --beam-size "
+                         f"{args.beam_size}")
+    try:
+        translator = pytransformer.Translator(args.model)
+    except ValueError as e:
+        raise UsageError(f"--model: {e}") from None
+    n = args.num_hypotheses
+    out = translator.translate(texts, beam_size=args.beam_size,
+                               max_new_tokens=args.max_new_tokens, num_hypotheses=n,
+                               return_scores=n > 1, batch_size=args.batch_size)
+    for text, result in zip(texts, out):
+        if n == 1:
+            print(result)
+        else:
+            print(json.dumps({"text": text, "translations": [
+                {"text": t, "score": s} for t, s in result]}, ensure_ascii=False))
+    return 0
+
+
+def _read_texts(args, what):
+    """TEXT arguments, or the lines of --input FILE ('-': stdin); UsageError
+    for both, neither, or a file that cannot be read."""
+    if args.input is not None and args.text:
+        raise UsageError("give TEXT arguments or --input, not both")
+    if args.input is None:
+        texts = list(args.text)
+    elif args.input == "-":
+        texts = sys.stdin.read().splitlines()
+    else:
+        try:
+            with open(args.input, encoding="utf-8") as f:
+                texts = f.read().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read {args.input}: "
+                             f"{getattr(e, 'strerror', None) or e}") from None
+    if not texts:
+        raise UsageError(f"no texts to {what} (give TEXT arguments, or --input FILE with one "
+                         f"text a line)")
+    return texts
+
+
 def _count(lowest):
     """An argparse type: an integer >= lowest."""
     def parse(text):
@@ -308,7 +350,7 @@ def build_parser():
         prog="pytransformer",
         description="A CPU Transformer whose kernels are hand-written C, verified against "
                     "PyTorch.")
-    sub = p.add_subparsers(dest="command", metavar="{demo,info,bench,embed}")
+    sub = p.add_subparsers(dest="command", metavar="{demo,info,bench,embed,translate}")
     sub.required = True
 
     d = sub.add_parser(
@@ -375,6 +417,30 @@ def build_parser():
     e.add_argument("--threads", type=_count(1), default=None,
                    help="kernel threads (default: as pytransformer starts)")
     e.set_defaults(func=cmd_embed)
+
+    t = sub.add_parser(
+        "translate", help="translate texts with a Marian (OPUS-MT) model directory",
+        description="Translate texts with a Marian model directory (config.json, "
+                    "model.safetensors, source.spm, target.spm, vocab.json), without torch. "
+                    "Prints one translation a line, or with --num-hypotheses N > 1 one JSON "
+                    "line per text ({\"text\", \"translations\": [{\"text\", \"score\"}]}).")
+    t.add_argument("text", nargs="*", metavar="TEXT", help="texts to translate")
+    t.add_argument("--model", required=True, metavar="PATH",
+                   help="the model directory (local; nothing is downloaded)")
+    t.add_argument("--input", metavar="FILE",
+                   help="read the texts from FILE, one a line ('-': standard input)")
+    t.add_argument("--beam-size", type=_count(1), default=4,
+                   help="beam search width; 1 is greedy search (default 4)")
+    t.add_argument("--max-new-tokens", type=_count(1), default=None,
+                   help="tokens per translation, eos included (default: the checkpoint's "
+                        "max_length - 1)")
+    t.add_argument("--num-hypotheses", type=_count(1), default=1,
+                   help="the n best translations of each text, with scores (default 1)")
+    t.add_argument("--batch-size", type=_count(1), default=32,
+                   help="texts translated together (default 32)")
+    t.add_argument("--threads", type=_count(1), default=None,
+                   help="kernel threads (default: as pytransformer starts)")
+    t.set_defaults(func=cmd_translate)
     return p
 
 
