@@ -150,7 +150,8 @@ extensions = cythonize(
         "pytransformer._kernels",
         sources=["pytransformer/_kernels.pyx"] + RUNTIME_SOURCES,
         include_dirs=["csrc", numpy.get_include()],
-        depends=ALL_CSRC + ["pytransformer/_kernels.pxd", KERNEL_TABLE_PXI],
+        depends=ALL_CSRC + ["pytransformer/_kernels.pxd", "pytransformer/_kernels_decoder.pxi",
+                           KERNEL_TABLE_PXI],
     )],
     compiler_directives={
         "language_level": 3,

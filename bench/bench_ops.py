@@ -14,7 +14,10 @@ What it measures (every figure a ratio taken in this same process run):
   (ops.matmul, and ops.linear with a packed weight), torch.matmul, numpy
   (OpenBLAS) -- each as a fraction of the calibrated peak, with the max
   error against torch;
-* softmax and layer norm GB/s (bytes read + written) beside torch.
+* softmax, layer norm, RMS norm, rotary embedding and SiLU-and-multiply GB/s
+  (bytes read + written) beside torch, at Transformer and SmolLM2-135M sizes
+  (rope's torch peer with its cos/sin precomputed, as a model shares them
+  between layers).
 
 Timing: warm-up, then the median of several rounds; in each round every
 candidate runs for ~20 ms in turn, beside a short FMA peak sample, so ratios
@@ -179,14 +182,45 @@ def gemm_row(name, M, N, K, nt, repeats, rng, torch, blas_ok, packed_too=False):
     return row
 
 
+def rope_peer(torch, x, pos, base=10000.0):
+    """torch's rotary embedding on x (B, T, H, D) as transformers applies it
+    (x*cos + rotate_half(x)*sin), with cos/sin computed once beforehand -- as
+    a model shares them between layers -- so only the rotation is timed."""
+    D = x.shape[-1]
+    inv = 1.0 / (base ** (torch.arange(0, D, 2, dtype=torch.float) / D))
+    freqs = torch.from_numpy(pos).float()[..., None] * inv
+    emb = torch.cat((freqs, freqs), -1)
+    cos, sin = emb.cos()[:, :, None, :], emb.sin()[:, :, None, :]
+    tx = torch.from_numpy(x)
+
+    def f():
+        x1, x2 = tx[..., : D // 2], tx[..., D // 2:]
+        return tx * cos + torch.cat((-x2, x1), -1) * sin
+    return f
+
+
 def rowwise_row(op, shape, nt, repeats, rng, torch):
     x = rng.standard_normal(shape, dtype=np.float32)
     tx = torch.from_numpy(x)
     n = shape[-1]
     nbytes = 2.0 * x.nbytes                   # read the input, write the output
+    F = torch.nn.functional
     if op == "softmax":
         f_pt = lambda: ops.softmax(x, -1)      # noqa: E731
         f_t = lambda: torch.softmax(tx, -1)    # noqa: E731
+    elif op == "rms_norm":
+        w = rng.standard_normal(n, dtype=np.float32)
+        tw = torch.from_numpy(w)
+        f_pt = lambda: ops.rms_norm(x, (n,), w)                 # noqa: E731
+        f_t = lambda: F.rms_norm(tx, (n,), tw)                  # noqa: E731
+    elif op == "silu_and_mul":                # x = [gate | up] -> (rows, n/2)
+        nbytes = 1.5 * x.nbytes
+        f_pt = lambda: ops.silu_and_mul(x)                      # noqa: E731
+        f_t = lambda: F.silu(tx[..., : n // 2]) * tx[..., n // 2:]  # noqa: E731
+    elif op == "rope":                        # x (B, T, H, D), positions from 1000
+        pos = np.broadcast_to(1000 + np.arange(shape[1]), shape[:2]).copy()
+        f_pt = lambda: ops.rope(x, pos)                         # noqa: E731
+        f_t = rope_peer(torch, x, pos)
     else:
         w = rng.standard_normal(n, dtype=np.float32)
         bb = rng.standard_normal(n, dtype=np.float32)
@@ -244,11 +278,12 @@ def print_tables(res):
               f"{fmt(r['pt_gflops_best']):>6}{fmt(100 * r['pt_frac_peak_best'], '.0f'):>6}"
               f"{fmt(r['pt_vs_torch_best'], '.2f'):>9}{extra}")
     print()
-    print("## softmax / layer norm (GB/s, bytes read + written)")
-    print(f"{'op':<12}{'shape':<16}{'thr':>4}{'pt GB/s':>9}{'torch':>8}{'pt/torch':>9}"
+    print("## row-wise kernels (GB/s, bytes read + written; rope's torch peer has its cos/sin "
+          "precomputed)")
+    print(f"{'op':<14}{'shape':<18}{'thr':>4}{'pt GB/s':>9}{'torch':>8}{'pt/torch':>9}"
           f"{'err vs torch':>14}")
     for r in res["rowwise"]:
-        print(f"{r['name']:<12}{str(tuple(r['shape'])):<16}{r['threads']:>4}"
+        print(f"{r['name']:<14}{str(tuple(r['shape'])):<18}{r['threads']:>4}"
               f"{r['pt_gbs']:>9.1f}{r['torch_gbs']:>8.1f}{r['pt_vs_torch']:>9.2f}"
               f"{r['pt_err']:>14.2e}")
     s = res.get("scaling")
@@ -324,9 +359,13 @@ def main(argv=None):
                                                          (2048, 2048)]
     rowwise = [("softmax", (8 * 512, 512)), ("softmax", (4096, 2048)), ("softmax", (64, 32768)),
                ("layer_norm", (8 * 512, 512)), ("layer_norm", (4096, 2048)),
-               ("layer_norm", (64, 32768))]
+               ("layer_norm", (64, 32768)),
+               # SmolLM2-135M's sizes: d_model 576, 9 query heads of 64, FFN 1536
+               ("rms_norm", (8 * 512, 576)), ("rms_norm", (1, 576)), ("rms_norm", (4096, 2048)),
+               ("rope", (8, 512, 9, 64)), ("rope", (1, 1, 9, 64)),
+               ("silu_and_mul", (8 * 512, 2 * 1536)), ("silu_and_mul", (1, 2 * 1536))]
     if args.quick:
-        rowwise = rowwise[:2] + rowwise[3:5]
+        rowwise = rowwise[:2] + rowwise[3:5] + rowwise[6:7] + rowwise[9:10] + rowwise[11:12]
 
     res = {"version": pytransformer.__version__, "isa": _kernels.get_isa(),
            "cpu": platform.processor() or platform.machine(), "threads": threads,

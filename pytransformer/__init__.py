@@ -32,8 +32,14 @@ from .pipelines import Translator  # noqa: E402
 __version__ = "0.1.0"
 
 
+#: The most threads :func:`set_num_threads` accepts: 4 x the CPUs present.
+#: An OMP_NUM_THREADS above it is clamped to it, with a RuntimeWarning.
+MAX_THREADS = _kernels.MAX_THREADS
+
+
 def set_num_threads(n):
-    """Threads the kernels may use (OpenMP); 1 when built without OpenMP."""
+    """Threads the kernels may use (OpenMP), 1 <= n <= MAX_THREADS (else a
+    ValueError); 1 when built without OpenMP."""
     _kernels.set_num_threads(n)
 
 
@@ -56,6 +62,6 @@ def cpu_info():
     }
 
 
-__all__ = ["ops", "nn", "models", "generation", "hub", "TokenIdError", "set_num_threads", "get_num_threads", "cpu_info",
+__all__ = ["ops", "nn", "models", "generation", "hub", "TokenIdError", "MAX_THREADS", "set_num_threads", "get_num_threads", "cpu_info",
            "from_pretrained", "SentenceEncoder", "__version__"]
 __all__ += ["Translator"]

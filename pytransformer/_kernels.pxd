@@ -52,6 +52,20 @@ cdef extern from "rowwise/layernorm.h":
     void pt_layer_norm_ref(float *y, const float *x, const float *weight, const float *bias,
                            int64_t rows, int64_t n, float eps) nogil
 
+cdef extern from "rowwise/rmsnorm.h":
+    void pt_rms_norm_ref(float *y, const float *x, const float *weight, int64_t rows, int64_t n,
+                         float eps) nogil
+
+cdef extern from "rowwise/rope.h":
+    int PT_ROPE_HALVES
+    int PT_ROPE_PAIRS
+    void pt_rope_ref(float *y, int64_t ldy, const float *x, int64_t ldx,
+                     const int64_t *positions, const float *inv_freq, int64_t rows,
+                     int64_t heads, int64_t D, int layout) nogil
+
+cdef extern from "rowwise/swiglu.h":
+    void pt_silu_and_mul_ref(float *y, const float *x, int64_t rows, int64_t F) nogil
+
 cdef extern from "rowwise/softmax.h":
     void pt_softmax_ref(float *y, const float *x, int64_t rows, int64_t n,
                         const pt_mask *mask) nogil

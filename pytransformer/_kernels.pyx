@@ -62,17 +62,37 @@ def has_openmp():
     return bool(PT_HAVE_OPENMP)
 
 
+# The most threads a call may use: a small multiple of the CPUs present.
+# libgomp fails (or crashes) creating tens of thousands of threads, and more
+# threads than this only time-slice the same cores.
+MAX_THREADS = 4 * (os.cpu_count() or 1)
+
+
 def set_num_threads(n):
     global _nthreads
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
         raise ValueError(f"set_num_threads: n must be an integer >= 1, got {n!r}")
-    if n < 1:
-        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    if n < 1 or n > MAX_THREADS:
+        raise ValueError(f"set_num_threads: n must be in [1, {MAX_THREADS}] (4 x the "
+                         f"{os.cpu_count()} CPUs present), got {n}")
     _nthreads = int(n) if PT_HAVE_OPENMP else 1
 
 
 def get_num_threads():
     return _nthreads
+
+
+def _threads_at_start():
+    """OpenMP's default thread count (OMP_NUM_THREADS, else the CPUs), clamped
+    to [1, MAX_THREADS] with a warning when the environment asks for more."""
+    n = max(1, pt_omp_max_threads())
+    if n > MAX_THREADS:
+        import warnings
+        warnings.warn(f"pytransformer: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')!r} "
+                      f"asks for {n} threads; using {MAX_THREADS} (4 x the "
+                      f"{os.cpu_count()} CPUs present)", RuntimeWarning, stacklevel=2)
+        n = MAX_THREADS
+    return n
 
 
 def _init():
@@ -82,7 +102,7 @@ def _init():
         set_isa(forced)
     else:
         set_isa(ISA_NAMES[pt_cpu_best_isa()])
-    _nthreads = max(1, pt_omp_max_threads())
+    _nthreads = _threads_at_start()
 
 _init()
 
@@ -194,6 +214,28 @@ def _result_batches(indices, Py_ssize_t default):
     return default
 
 
+def _collapse_leading(tuple shape, tuple strides):
+    """The same rows with fewer leading dims: drop dims of size 1 and merge
+    neighbours whose strides chain (d's stride = d+1's stride x d+1's size,
+    which covers two broadcast dims).  The kernels find a row's mask by its
+    flat index (mask.h), so any leading shape with the same row order serves;
+    the last axis is kept as it is."""
+    # (this module is compiled with wraparound=False: no negative indices)
+    cdef Py_ssize_t last = len(shape) - 1
+    merged = []
+    for n, st in zip(shape[:last], strides[:last]):
+        if n == 1:
+            continue
+        if merged and merged[len(merged) - 1][1] == st * n:
+            merged[len(merged) - 1] = (merged[len(merged) - 1][0] * n, st)
+        else:
+            merged.append((n, st))
+    if not merged:
+        merged = [(1, 0)]
+    return (tuple(n for n, _ in merged) + (shape[last],),
+            tuple(st for _, st in merged) + (strides[last],))
+
+
 cdef int _fill_mask(pt_mask *m, object mask, tuple strides, tuple shape,
                     str name) except -1:
     """Describe `mask` to the kernels as broadcast to `shape` (non-empty).
@@ -203,8 +245,13 @@ cdef int _fill_mask(pt_mask *m, object mask, tuple strides, tuple shape,
     they produce lies inside the mask: the kernels trust this.
     """
     cdef int d, nd = len(shape)
-    if nd - 1 > PT_MAX_DIMS:
-        raise ValueError(f"{name}: at most {PT_MAX_DIMS} leading dims are supported")
+    if strides is not None and len(strides) == nd:
+        given = shape
+        shape, strides = _collapse_leading(shape, strides)
+        nd = len(shape)
+        if nd - 1 > PT_MAX_DIMS:
+            raise ValueError(f"{name}: broadcasting it over shape {given} needs {nd - 1} "
+                             f"separate leading strides; at most {PT_MAX_DIMS} are supported")
     if mask.dtype == np.bool_:
         m.is_bool = 1
     elif mask.dtype == np.float32:
@@ -347,19 +394,30 @@ def sgemm(a, b, bint trans_a=False, bint trans_b=False,
     return out
 
 
+cdef enum:
+    PT_PACK_SLOTS = 4   # > the largest PT_ISA value
+
+
 cdef class PackedMatrix:
     """A right-hand GEMM operand packed once for the current kernel path.
 
     PackedMatrix(w, transpose=True) packs op(B) = w.T for a torch-layout Linear
-    weight w of shape (out_features, in_features).  If the kernel path changes,
-    the matrix is repacked on next use from the kept copy of the source.
+    weight w of shape (out_features, in_features).  Packed panels are
+    immutable once made: if the kernel path changes, the first call on the new
+    path packs a second set from the kept source (under the GIL, so two
+    threads never pack the same path twice) and both sets live until the
+    matrix is freed -- a call still running on the old path keeps reading
+    panels that nobody frees under it.
     """
-    cdef pt_packed_b *p
+    cdef pt_packed_b *packs[PT_PACK_SLOTS]
     cdef readonly object source
     cdef readonly bint transpose
     cdef readonly int64_t K, N
 
     def __cinit__(self, b, bint transpose=True):
+        cdef int i
+        for i in range(PT_PACK_SLOTS):
+            self.packs[i] = NULL
         _check(b, "weight")
         if b.ndim != 2:
             raise ValueError(f"PackedMatrix: a 2-d matrix is needed, got shape {b.shape}")
@@ -367,23 +425,25 @@ cdef class PackedMatrix:
         self.transpose = transpose
         self.K = b.shape[1] if transpose else b.shape[0]
         self.N = b.shape[0] if transpose else b.shape[1]
-        self.p = NULL
-        self._pack()
+        self._packed(KT)
 
-    cdef _pack(self):
-        if self.p != NULL:
-            pt_packed_b_free(self.p)
-            self.p = NULL
-        cdef const float *src = _fptr(self.source)
-        cdef int64_t ldb = self.source.shape[1]
-        with nogil:
-            self.p = KT.sgemm_pack_b(src, ldb, self.transpose, self.K, self.N)
-        if self.p == NULL:
-            raise MemoryError("PackedMatrix: out of memory while packing")
+    cdef const pt_packed_b *_packed(self, const pt_kernel_table *kt) except NULL:
+        """The panels for path kt, packed on first use.  Runs with the GIL
+        held throughout: the check and the publication are one step."""
+        if kt.isa < 0 or kt.isa >= PT_PACK_SLOTS:
+            raise RuntimeError(f"PackedMatrix: kernel path {kt.isa} has no slot")
+        if self.packs[kt.isa] == NULL:
+            self.packs[kt.isa] = kt.sgemm_pack_b(_fptr(self.source), self.source.shape[1],
+                                                 self.transpose, self.K, self.N)
+            if self.packs[kt.isa] == NULL:
+                raise MemoryError("PackedMatrix: out of memory while packing")
+        return self.packs[kt.isa]
 
     def __dealloc__(self):
-        if self.p != NULL:
-            pt_packed_b_free(self.p)
+        cdef int i
+        for i in range(PT_PACK_SLOTS):
+            if self.packs[i] != NULL:
+                pt_packed_b_free(self.packs[i])
 
     @property
     def shape(self):
@@ -400,8 +460,9 @@ cdef class PackedMatrix:
         if bias is not None:
             _check(bias, "bias", self.N)
             pbias = _fptr(bias)
-        if self.p.isa != KT.isa:
-            self._pack()
+        # one read of the path: a switch by another thread mid-call changes nothing here
+        cdef const pt_kernel_table *kt = KT
+        cdef const pt_packed_b *pb = self._packed(kt)
         cdef int iact = ACT[act]
         cdef int64_t M = a.shape[0]
         out = np.empty((M, self.N), dtype=np.float32)
@@ -409,7 +470,7 @@ cdef class PackedMatrix:
         cdef float *pc = _fptr(out)
         cdef const float *pa = _fptr(a)
         with nogil:
-            status = KT.sgemm_packed(pc, self.N, pa, self.K, M, self.p, pbias, iact, nt)
+            status = kt.sgemm_packed(pc, self.N, pa, self.K, M, pb, pbias, iact, nt)
         if status != PT_OK:
             _raise_status(status, "PackedMatrix.matmul")
         return out
@@ -472,6 +533,13 @@ def attention(q, k, v, q_index, k_index, v_index, float scale, mask=None,
     if status != PT_OK:
         _raise_status(status, "attention")
     return out
+
+
+# ------------------------------------------- RMS norm, RoPE, SwiGLU's gate --
+
+include "_kernels_decoder.pxi"
+
+
 # ------------------------------------------------------------- calibration --
 
 def fma_peak_gflops(int nthreads=1, int64_t iters=20000000, isa="avx512"):

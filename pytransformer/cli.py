@@ -322,8 +322,8 @@ def _read_texts(args, what):
     return texts
 
 
-def _count(lowest):
-    """An argparse type: an integer >= lowest."""
+def _count(lowest, highest=None):
+    """An argparse type: an integer in [lowest, highest]."""
     def parse(text):
         try:
             value = int(text)
@@ -331,8 +331,16 @@ def _count(lowest):
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if value < lowest:
             raise argparse.ArgumentTypeError(f"must be >= {lowest}, got {value}")
+        if highest is not None and value > highest:
+            raise argparse.ArgumentTypeError(f"must be <= {highest}, got {value}")
         return value
     return parse
+
+
+def _threads(text):
+    """An argparse type: a thread count in [1, pytransformer.MAX_THREADS]."""
+    import pytransformer
+    return _count(1, pytransformer.MAX_THREADS)(text)
 
 
 def _writable(path):
@@ -368,7 +376,7 @@ def build_parser():
                    help="seed of the held-out draw (default 0)")
     d.add_argument("--batch-size", type=_count(1), default=256,
                    help="sequences decoded together (default 256)")
-    d.add_argument("--threads", type=_count(1), default=None,
+    d.add_argument("--threads", type=_threads, default=None,
                    help="kernel threads (default: as pytransformer starts, OpenMP's default)")
     d.add_argument("--plot", metavar="FILE.png",
                    help="write the cross-attention map of the first example (needs matplotlib)")
@@ -389,7 +397,7 @@ def build_parser():
                     "The full comparison scripts are in the repository's bench/ directory.")
     b.add_argument("--quick", action="store_true",
                    help="fewer sizes, a smaller model, fewer repeats")
-    b.add_argument("--threads", type=_count(1), default=None,
+    b.add_argument("--threads", type=_threads, default=None,
                    help="threads for pytransformer and torch (default: pytransformer's)")
     b.add_argument("--no-torch", action="store_true", help="skip torch even if installed")
     b.add_argument("--json", metavar="FILE", type=_writable,
@@ -414,7 +422,7 @@ def build_parser():
                    help="print the cosine similarity matrix of the texts")
     e.add_argument("--batch-size", type=_count(1), default=32,
                    help="texts embedded together (default 32)")
-    e.add_argument("--threads", type=_count(1), default=None,
+    e.add_argument("--threads", type=_threads, default=None,
                    help="kernel threads (default: as pytransformer starts)")
     e.set_defaults(func=cmd_embed)
 

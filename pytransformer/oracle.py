@@ -72,6 +72,9 @@ def _build(model):
         return tnn.LayerNorm(model.normalized_shape, eps=model.eps,
                              elementwise_affine=model.elementwise_affine,
                              bias=model.bias is not None)
+    if isinstance(model, nn.RMSNorm):
+        return tnn.RMSNorm(model.normalized_shape, eps=model.eps,
+                           elementwise_affine=model.elementwise_affine)
     if isinstance(model, nn.Embedding):
         return tnn.Embedding(model.num_embeddings, model.embedding_dim,
                              padding_idx=model.padding_idx)

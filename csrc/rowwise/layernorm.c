@@ -37,17 +37,24 @@ static double block_sum(const float *x, int64_t n, float shift, int squares) {
 }
 
 static void layer_norm_row(float *y, const float *x, const float *w, const float *b,
-                           int64_t n, float eps) {
-    /* pass 1: mean; pass 2: variance as the mean of squared deviations, which
-     * stays accurate when |mean| >> std (one-pass E[x^2] - E[x]^2 cancels). */
-    const float mean = (float)(block_sum(x, n, 0.0f, 0) / (double)n);
-    const float var = (float)(block_sum(x, n, mean, 1) / (double)n);
-    const float rstd = 1.0f / sqrtf(var + eps);
+                           int64_t n, double inv_n, float eps) {
+    /* pass 1: the mean, summed as deviations from the row's first element (a
+     * large offset never reaches the float accumulators) and kept as an
+     * unevaluated sum hi + lo of two floats: a mean of 1e6 rounded to one
+     * float is up to 0.03 off, and every output with it.
+     * pass 2: the variance as the mean of squared deviations from hi, less
+     * lo^2 (E[(x-hi)^2] = var + (mean-hi)^2), accurate when |mean| >> std
+     * where the one-pass E[x^2] - E[x]^2 cancels.
+     * pass 3: (x - hi - lo) * rstd as (x - hi) * rstd - lo * rstd. */
+    const double mean = (double)x[0] + block_sum(x, n, x[0], 0) * inv_n;
+    const float hi = (float)mean, lo = (float)(mean - (double)hi);
+    const float var = (float)(block_sum(x, n, hi, 1) * inv_n - (double)lo * lo);
+    const float rstd = 1.0f / sqrtf((var > 0.0f ? var : 0.0f) + eps);
 
-    const pt_vf vmean = pt_vset1(mean), vr = pt_vset1(rstd);
+    const pt_vf vh = pt_vset1(hi), vr = pt_vset1(rstd), vlr = pt_vset1(-lo * rstd);
     for (int64_t j = 0; j < n; j += PT_VL) {
         int64_t left = n - j;
-        pt_vf v = pt_vmul(pt_vsub(tail_or_full(x + j, left), vmean), vr);
+        pt_vf v = pt_vfmadd(pt_vsub(tail_or_full(x + j, left), vh), vr, vlr);
         if (w) v = pt_vmul(v, tail_or_full(w + j, left));
         if (b) v = pt_vadd(v, tail_or_full(b + j, left));
         if (left >= PT_VL) pt_vstore(y + j, v);
@@ -58,9 +65,10 @@ static void layer_norm_row(float *y, const float *x, const float *w, const float
 void PT_FN(pt_layer_norm)(float *y, const float *x, const float *weight, const float *bias,
                           int64_t rows, int64_t n, float eps, int nthreads) {
     (void)nthreads;
+    const double inv_n = 1.0 / (double)n;
 #pragma omp parallel for num_threads(nthreads) if(rows * n > 32768) schedule(static)
     for (int64_t r = 0; r < rows; r++)
-        layer_norm_row(y + r * n, x + r * n, weight, bias, n, eps);
+        layer_norm_row(y + r * n, x + r * n, weight, bias, n, inv_n, eps);
 }
 
 #if PT_ISA == PT_ISA_SCALAR

@@ -9,7 +9,10 @@
 #include "gemm/gemm.h"
 #include "rowwise/activation.h"
 #include "rowwise/layernorm.h"
+#include "rowwise/rmsnorm.h"
+#include "rowwise/rope.h"
 #include "rowwise/softmax.h"
+#include "rowwise/swiglu.h"
 #include "runtime/peak.h"
 #include "runtime/simd.h"
 

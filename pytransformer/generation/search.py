@@ -4,7 +4,7 @@ import zlib
 import numpy as np
 
 from ..ops.checks import check_float, check_int, check_token_id
-from .logits import filter_logits, log_softmax
+from .logits import LogitsProcessors, filter_logits, log_softmax, token_id_list
 
 __all__ = ["generate", "greedy_search", "beam_search", "sample", "pad_rows"]
 
@@ -24,49 +24,109 @@ def _check_rows(n_src, per_source, name, V):
                          f"{MAX_STEP_BYTES >> 30} GiB of log-probabilities a step")
 
 
-def generate(model, src, max_new_tokens, bos_id, eos_id, pad_id=None, method="greedy",
-             beam_size=4, length_penalty=1.0, num_return_sequences=1, temperature=1.0,
-             top_k=None, top_p=1.0, seed=None, return_scores=False):
-    """Decode target sequences for a batch of sources; see
-    :meth:`pytransformer.models.Seq2SeqTransformer.generate`."""
+class _Batch:
+    """The sources of one call and how decoding starts from them, for either
+    kind of model (see the protocol in :mod:`pytransformer.generation`).
+
+    ``prefixes[b]``: source b's history before its first new token -- the
+    prompt's tokens (padding left out) for a decoder-only model, [bos_id] for
+    an encoder-decoder one; ``keys[b]``: the tokens that key its sampling
+    streams (the prompt, or the source without padding)."""
+
+    def __init__(self, model, src, bos_id, attention_mask):
+        self.model = model
+        self.decoder_only = bool(getattr(model, "decoder_only", False))
+        src = np.asarray(src)
+        if src.ndim == 1:
+            src = src[None]
+        self.src, self.mask, self.bos_id = src, attention_mask, bos_id
+        if not self.decoder_only and attention_mask is not None:
+            raise ValueError("attention_mask: an encoder-decoder model finds the source's "
+                             "padding from pad_id; attention_mask is for decoder-only models")
+        self.filler = bos_id if bos_id is not None else 0  # an id for empty beam slots
+
+    def __len__(self):
+        return self.src.shape[0]
+
+    def start(self, max_new_tokens, repeat=1):
+        """(state, logits (N, V) of each row's first new token), rows source-major,
+        each source ``repeat`` times; sets prefixes and keys."""
+        model, B = self.model, len(self)
+        rows = np.repeat(np.arange(B), repeat)
+        if self.decoder_only:
+            state, logits = model.start_decoding(self.src, max_new_tokens,
+                                                 attention_mask=self.mask, capacity=B * repeat)
+            keep = np.ones(self.src.shape, bool) if self.mask is None else \
+                np.asarray(self.mask) != 0
+            self.prefixes = [r[k].tolist() for r, k in zip(self.src, keep)]
+            self.keys = self.prefixes
+            if repeat > 1:
+                state.select(rows)
+                logits = logits[rows]
+            return state, logits
+        state = model.start_decoding(self.src[rows] if repeat > 1 else self.src, max_new_tokens)
+        self.prefixes = [[self.bos_id] for _ in range(B)]
+        self.keys = [r[r != model.pad_id].tolist() for r in self.src]
+        return state, model.decode_step(np.full(B * repeat, self.bos_id, np.int64), state)
+
+
+def generate(model, src, max_new_tokens, bos_id=None, eos_id=None, pad_id=None,
+             method="greedy", beam_size=4, length_penalty=1.0, num_return_sequences=1,
+             temperature=1.0, top_k=None, top_p=1.0, seed=None, return_scores=False, *,
+             attention_mask=None, repetition_penalty=1.0, no_repeat_ngram_size=0,
+             min_new_tokens=0, bad_words_ids=None, forced_eos_token_id=None, streamer=None):
+    """Decode new tokens for a batch of sources (encoder-decoder) or prompts
+    (decoder-only); see :meth:`pytransformer.models.Seq2SeqTransformer.generate`
+    and :mod:`pytransformer.generation` for the arguments.
+
+    ``streamer(rows, tokens)``, if given, is called after every step of greedy
+    search and sampling with the indices of the rows that produced a token and
+    those tokens (beam search knows its result only at the end: no calls)."""
     # The model checks the source ids where they enter (start_decoding);
     # here only what the search itself is given.
-    src = np.asarray(src)
-    if src.ndim == 1:
-        src = src[None]
-    max_new_tokens = check_int(max_new_tokens, "max_new_tokens", 1, model.max_len)
-    V = model.tgt_vocab_size
-    bos_id = check_token_id(bos_id, "bos_id", V)
-    eos_id = check_token_id(eos_id, "eos_id", V, optional=True)
+    batch = _Batch(model, src, bos_id, attention_mask)
+    if batch.decoder_only:
+        V, limit = model.vocab_size, model.max_length
+        bos_id = None if bos_id is None else check_token_id(bos_id, "bos_id", V)
+    else:
+        V, limit = model.tgt_vocab_size, model.max_len
+        bos_id = check_token_id(bos_id, "bos_id", V)
+    batch.bos_id = bos_id
+    batch.filler = bos_id if bos_id is not None else 0
+    max_new_tokens = check_int(max_new_tokens, "max_new_tokens", 1, limit)
+    stop_ids = token_id_list(eos_id, "eos_id", V)
     pad_id = model.pad_id if pad_id is None else check_int(pad_id, "pad_id", *INT64)
     num_return_sequences = check_int(num_return_sequences, "num_return_sequences", 1)
-    _check_rows(len(src), 1, "batch", V)
+    procs = LogitsProcessors(V, stop_ids, max_new_tokens, repetition_penalty,
+                             no_repeat_ngram_size, bad_words_ids, min_new_tokens,
+                             forced_eos_token_id)
+    _check_rows(len(batch), 1, "batch", V)
     if method == "greedy":
         if num_return_sequences != 1:
             raise ValueError(f"num_return_sequences={num_return_sequences}: greedy search "
                              f"returns one sequence per source")
-        tokens, scores = greedy_search(model, src, max_new_tokens, bos_id, eos_id, pad_id,
-                                       return_scores)
+        tokens, scores = greedy_search(model, batch, max_new_tokens, stop_ids, pad_id,
+                                       return_scores, procs, streamer)
     elif method == "beam":
         beam_size = check_int(beam_size, "beam_size", 1)
-        _check_rows(len(src), beam_size, "beam_size", V)
+        _check_rows(len(batch), beam_size, "beam_size", V)
         if num_return_sequences > beam_size:
             raise ValueError(f"num_return_sequences={num_return_sequences} exceeds "
                              f"beam_size={beam_size}")
         length_penalty = check_float(length_penalty, "length_penalty")
-        tokens, scores = beam_search(model, src, max_new_tokens, bos_id, eos_id, pad_id,
-                                     beam_size, length_penalty, num_return_sequences)
+        tokens, scores = beam_search(model, batch, max_new_tokens, stop_ids, pad_id,
+                                     beam_size, length_penalty, num_return_sequences, procs)
     elif method == "sample":
-        _check_rows(len(src), num_return_sequences, "num_return_sequences", V)
+        _check_rows(len(batch), num_return_sequences, "num_return_sequences", V)
         temperature = check_float(temperature, "temperature", 0.0, lo_open=True)
         if top_k is not None:
             top_k = check_int(top_k, "top_k", 1)
         top_p = 1.0 if top_p is None else check_float(top_p, "top_p", 0.0, 1.0, lo_open=True)
         if seed is not None:
             seed = check_int(seed, "seed", 0)
-        tokens, scores = sample(model, src, max_new_tokens, bos_id, eos_id, pad_id,
-                                temperature, top_k, top_p, seed, num_return_sequences,
-                                return_scores)
+        tokens, scores = sample(model, batch, max_new_tokens, stop_ids, pad_id, temperature,
+                                top_k, top_p, seed, num_return_sequences, return_scores,
+                                procs, streamer)
     else:
         raise ValueError(f"method must be 'greedy', 'beam' or 'sample', got {method!r}")
     return (tokens, scores) if return_scores else tokens
@@ -81,13 +141,20 @@ def pad_rows(rows, pad_id, width=None):
     return out
 
 
+def _no_processing():
+    return LogitsProcessors(1, [], 1)
+
+
 # ----------------------------------------------------------------- greedy --
 
-def greedy_search(model, src, max_new_tokens, bos_id, eos_id, pad_id, with_scores=True):
-    """The most probable next token at every step, for each row.  Returns
-    (tokens, scores); scores is None unless with_scores."""
-    tokens, scores = _decode_rows(model, src, max_new_tokens, bos_id, eos_id,
-                                  lambda rows, logits: _argmax_rows(logits), with_scores)
+def greedy_search(model, batch, max_new_tokens, stop_ids, pad_id, with_scores=True,
+                  procs=None, streamer=None):
+    """The most probable next token at every step (after the logits
+    processors), for each row.  Returns (tokens, scores); scores is None
+    unless with_scores."""
+    tokens, scores = _decode_rows(model, batch, max_new_tokens, stop_ids,
+                                  lambda rows, logits: _argmax_rows(logits), with_scores,
+                                  procs=procs, streamer=streamer)
     return pad_rows(tokens, pad_id), scores
 
 
@@ -95,25 +162,36 @@ def _argmax_rows(logits):
     return np.argmax(logits, axis=-1)  # the first of equal maxima
 
 
-def _decode_rows(model, src, max_new_tokens, bos_id, eos_id, choose, with_scores=True):
+def _decode_rows(model, batch, max_new_tokens, stop_ids, choose, with_scores=True,
+                 repeat=1, procs=None, streamer=None):
     """Shared loop of greedy search and sampling: one token per live row per
-    step; a row leaves the batch at its <eos>.  choose(rows, logits) gives the
-    next token of each live row (rows: their indices in src)."""
-    N = src.shape[0]
-    state = model.start_decoding(src, max_new_tokens)
+    step; a row leaves the batch at a stop id.  choose(rows, logits) gives the
+    next token of each live row (rows: their indices among the N rows)."""
+    procs = procs or _no_processing()
+    state, logits = batch.start(max_new_tokens, repeat)
+    N = logits.shape[0]
     live = np.arange(N)
     out = [[] for _ in range(N)]
+    history = [list(batch.prefixes[r // repeat]) for r in range(N)] \
+        if procs.needs_history else None
     scores = np.zeros(N, dtype=np.float64) if with_scores else None
-    nxt = np.full(N, bos_id, dtype=np.int64)
-    for _ in range(max_new_tokens):
-        logits = model.decode_step(nxt, state)
-        nxt = np.asarray(choose(live, logits), dtype=np.int64)
+    stops = np.asarray(stop_ids, dtype=np.int64)
+    for step in range(max_new_tokens):
+        if step:
+            logits = model.decode_step(nxt, state)
+        z = procs(logits, None if history is None else [history[r] for r in live.tolist()],
+                  step)
+        nxt = np.asarray(choose(live, z), dtype=np.int64)
         if with_scores:  # a log-softmax over the vocabulary: only when asked for
             scores[live] += log_softmax(logits)[np.arange(live.size), nxt]
         for r, t in zip(live.tolist(), nxt.tolist()):
             out[r].append(t)
-        if eos_id is not None:
-            going = nxt != eos_id
+            if history is not None:
+                history[r].append(t)
+        if streamer is not None:
+            streamer(live.copy(), nxt.copy())
+        if stops.size:
+            going = ~np.isin(nxt, stops)
             if not going.all():
                 live, nxt = live[going], nxt[going]
                 if live.size == 0:
@@ -124,9 +202,11 @@ def _decode_rows(model, src, max_new_tokens, bos_id, eos_id, choose, with_scores
 
 # --------------------------------------------------------------- sampling --
 
-def sample(model, src, max_new_tokens, bos_id, eos_id, pad_id, temperature=1.0, top_k=None,
-           top_p=1.0, seed=None, num_return_sequences=1, with_scores=True):
-    """Ancestral sampling from the filtered next-token distribution.
+def sample(model, batch, max_new_tokens, stop_ids, pad_id, temperature=1.0, top_k=None,
+           top_p=1.0, seed=None, num_return_sequences=1, with_scores=True, procs=None,
+           streamer=None):
+    """Ancestral sampling from the filtered next-token distribution (the
+    logits processors first, then temperature, top-k and top-p).
 
     Sample j of a source draws from its own stream, keyed by the seed, j and
     the source's tokens (padding left out): numpy.random.default_rng([seed, j,
@@ -138,15 +218,16 @@ def sample(model, src, max_new_tokens, bos_id, eos_id, pad_id, temperature=1.0, 
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (1 << 63))
     streams = []
-    for row in src:
-        tokens = np.ascontiguousarray(row[row != model.pad_id], dtype=np.int64)
-        key = [seed, 0, zlib.crc32(tokens.tobytes()), tokens.size]
-        for j in range(num_return_sequences):
-            key[1] = j
-            streams.append(np.random.default_rng(key))
-    src = np.repeat(src, num_return_sequences, axis=0)
+    n = num_return_sequences
 
     def choose(rows, logits):
+        if not streams:  # the sources' keys are known once decoding has started
+            for key_tokens in batch.keys:
+                tokens = np.ascontiguousarray(key_tokens, dtype=np.int64)
+                key = [seed, 0, zlib.crc32(tokens.tobytes()), tokens.size]
+                for j in range(n):
+                    key[1] = j
+                    streams.append(np.random.default_rng(key))
         probs = filter_logits(logits, temperature, top_k, top_p)
         cdf = np.cumsum(probs, axis=-1)
         u = np.array([streams[r].random() for r in rows.tolist()])
@@ -158,8 +239,8 @@ def sample(model, src, max_new_tokens, bos_id, eos_id, pad_id, temperature=1.0, 
             tok[bad] = np.argmax(probs[bad], axis=-1)
         return tok
 
-    tokens, scores = _decode_rows(model, src, max_new_tokens, bos_id, eos_id, choose,
-                                  with_scores)
+    tokens, scores = _decode_rows(model, batch, max_new_tokens, stop_ids, choose,
+                                  with_scores, repeat=n, procs=procs, streamer=streamer)
     return pad_rows(tokens, pad_id), scores
 
 
@@ -175,51 +256,63 @@ def _top(scores, n):
     return idx[np.argsort(-scores[idx], kind="stable")][:n]
 
 
-def beam_search(model, src, max_new_tokens, bos_id, eos_id, pad_id, beam_size=4,
-                length_penalty=1.0, num_return_sequences=1):
-    """Beam search (the paper's section 6.1 uses beam 4, length penalty 0.6).
+def beam_search(model, batch, max_new_tokens, stop_ids, pad_id, beam_size=4,
+                length_penalty=1.0, num_return_sequences=1, procs=None):
+    """Beam search (the paper's section 6.1 uses beam 4, length penalty 0.6),
+    as transformers' with ``early_stopping=True``.
 
     Each source keeps ``beam_size`` live hypotheses, ranked by their summed
-    log-probability.  At each step the 2 * beam_size best one-token
-    extensions are walked in order (ties: lower beam, then lower token id
-    first): an extension ending in ``<eos>`` among the first beam_size
-    becomes a finished hypothesis with score sum / length ** length_penalty
-    (length counts <eos>); the others fill the next beam.  A source is done
-    when beam_size hypotheses have finished; at max_new_tokens the live ones
-    finish as they are.  The best num_return_sequences finished hypotheses
-    (by score; ties: the earlier finished) are returned, source-major: rows
-    b * num_return_sequences + j.
+    log-probability (after the logits processors, applied to the
+    log-probabilities).  At each step the max(2, 1 + len(stop ids)) *
+    beam_size best one-token extensions are walked in order (ties: lower
+    beam, then lower token id first): an extension ending in a stop id among
+    the first beam_size becomes a finished hypothesis with score sum / length
+    ** length_penalty (length: the new tokens, the stop id included); the
+    others fill the next beam.  A source is done when beam_size hypotheses
+    have finished; at the last step (max_new_tokens) the first beam_size
+    extensions finish, whatever their last token.  The best
+    num_return_sequences finished hypotheses (by score; ties: the earlier
+    finished) are returned, source-major: rows b * num_return_sequences + j.
     """
-    B = src.shape[0]
-    K = beam_size
-    V = model.tgt_vocab_size
-    state = model.start_decoding(np.repeat(src, K, axis=0), max_new_tokens)
+    procs = procs or _no_processing()
+    B, K = len(batch), beam_size
+    state, logits = batch.start(max_new_tokens, K)
+    V = logits.shape[-1]
+    stops = set(stop_ids)
+    width = max(2, 1 + len(stops)) * K
     # Live hypotheses of the sources still searching: hyp[b][k] token lists.
     active = list(range(B))
     hyps = {b: [[] for _ in range(K)] for b in active}
     sums = np.full((B, K), -np.inf)
     sums[:, 0] = 0.0  # one start hypothesis; the others are empty slots
     finished = {b: [] for b in range(B)}
-    nxt = np.full(B * K, bos_id, dtype=np.int64)
+    nxt = None
 
     def finish(b, tokens, total):
         n = len(tokens)
         finished[b].append((total / (n ** length_penalty), tokens, len(finished[b])))
 
     for step in range(max_new_tokens):
-        logits = model.decode_step(nxt, state)
-        logp = log_softmax(logits).reshape(len(active), K, V)
+        if step:
+            logits = model.decode_step(nxt, state)
+        logp = log_softmax(logits)
+        if procs.active:
+            hist = [batch.prefixes[b] + hyps[b][k] for b in active for k in range(K)] \
+                if procs.needs_history else None
+            logp = procs(logp, hist, step)
+        logp = logp.reshape(len(active), K, V)
+        last = step == max_new_tokens - 1
         rows, new_tokens, still = [], [], []
         for i, b in enumerate(active):
             cand = (sums[b][:, None] + logp[i]).ravel()
-            order = _top(cand, 2 * K)
+            order = _top(cand, width)
             new_hyps, new_sums, parents = [], [], []
             for rank, idx in enumerate(order.tolist()):
                 total = float(cand[idx])
                 if total == -np.inf:
                     break
                 beam, tok = divmod(idx, V)
-                if eos_id is not None and tok == eos_id:
+                if tok in stops or last:
                     if rank < K:
                         finish(b, hyps[b][beam] + [tok], total)
                     continue
@@ -228,12 +321,8 @@ def beam_search(model, src, max_new_tokens, bos_id, eos_id, pad_id, beam_size=4,
                 parents.append(beam)
                 if len(new_hyps) == K:
                     break
-            if len(finished[b]) >= K:
-                continue  # done: beam_size hypotheses have ended
-            if step == max_new_tokens - 1 or not new_hyps:
-                for h, total in zip(new_hyps, new_sums):  # out of steps: end as they are
-                    finish(b, h, total)
-                continue
+            if len(finished[b]) >= K or last or not new_hyps:
+                continue  # done: beam_size hypotheses have ended, or no step is left
             while len(new_hyps) < K:  # fewer extensions than beams: empty slots
                 new_hyps.append([])
                 new_sums.append(-np.inf)
@@ -241,7 +330,7 @@ def beam_search(model, src, max_new_tokens, bos_id, eos_id, pad_id, beam_size=4,
             hyps[b] = new_hyps
             sums[b] = new_sums
             rows += [i * K + p for p in parents]
-            new_tokens += [h[-1] if h else bos_id for h in new_hyps]
+            new_tokens += [h[-1] if h else batch.filler for h in new_hyps]
             still.append(b)
         if not still:
             break

@@ -301,13 +301,17 @@ class Seq2SeqTransformer(nn.Module):
 
     def generate(self, src, max_new_tokens, bos_id, eos_id, pad_id=None, method="greedy",
                  beam_size=4, length_penalty=1.0, num_return_sequences=1, temperature=1.0,
-                 top_k=None, top_p=1.0, seed=None, return_scores=False):
+                 top_k=None, top_p=1.0, seed=None, return_scores=False, *,
+                 repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0,
+                 bad_words_ids=None, forced_eos_token_id=None, streamer=None):
         """Decode target sequences for the sources ``src`` (B, S), with a KV cache.
 
         Returns an int64 array (B * num_return_sequences, T) of the new tokens
         only (no ``bos_id``); each row ends at its ``eos_id`` (included) and is
         padded with ``pad_id`` (default: the model's) after it; T is the
-        longest row.  ``eos_id=None`` decodes exactly ``max_new_tokens``.
+        longest row.  ``eos_id`` may be one id or a list of stop ids (a row
+        ends at the first of them); ``eos_id=None`` decodes exactly
+        ``max_new_tokens``.
 
         - ``method='greedy'``: the most probable token at each step;
         - ``'beam'``: beam search with ``beam_size`` hypotheses, scores
@@ -316,6 +320,15 @@ class Seq2SeqTransformer(nn.Module):
         - ``'sample'``: sampling from softmax(logits / ``temperature``)
           restricted to ``top_k`` tokens and to the ``top_p`` nucleus;
           reproducible for a ``seed``.
+
+        Keyword-only logits processing, with transformers' semantics (see
+        :class:`pytransformer.generation.LogitsProcessors`; the history a
+        processor sees is ``bos_id`` and the tokens generated so far):
+        ``repetition_penalty``, ``no_repeat_ngram_size``, ``min_new_tokens``,
+        ``bad_words_ids`` (token-id lists; ``[[pad_id]]`` keeps padding out),
+        ``forced_eos_token_id`` (forced at the last step allowed), and
+        ``streamer(rows, tokens)`` called after each step of greedy search and
+        sampling.
 
         ``return_scores=True`` returns ``(tokens, scores)`` (float64 per row,
         see :mod:`pytransformer.generation`).  A row's result does not depend
@@ -330,7 +343,11 @@ class Seq2SeqTransformer(nn.Module):
         return generate(self, src, max_new_tokens, bos_id, eos_id, pad_id, method=method,
                         beam_size=beam_size, length_penalty=length_penalty,
                         num_return_sequences=num_return_sequences, temperature=temperature,
-                        top_k=top_k, top_p=top_p, seed=seed, return_scores=return_scores)
+                        top_k=top_k, top_p=top_p, seed=seed, return_scores=return_scores,
+                        repetition_penalty=repetition_penalty,
+                        no_repeat_ngram_size=no_repeat_ngram_size, min_new_tokens=min_new_tokens,
+                        bad_words_ids=bad_words_ids, forced_eos_token_id=forced_eos_token_id,
+                        streamer=streamer)
 
     # -- files --
     def save(self, path):

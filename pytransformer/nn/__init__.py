@@ -1,6 +1,6 @@
 """torch.nn-shaped modules of "Attention Is All You Need" on numpy arrays.
 
-Linear, LayerNorm, Embedding, MultiheadAttention, TransformerEncoderLayer,
+Linear, LayerNorm, RMSNorm, Embedding, MultiheadAttention, TransformerEncoderLayer,
 TransformerDecoderLayer, TransformerEncoder, TransformerDecoder and Transformer
 take the constructor arguments, defaults, attribute names, forward signatures,
 return values and mask conventions of the torch.nn class of the same name:
@@ -20,20 +20,20 @@ the kernels.  Linear weights are packed once for the GEMM (and repacked
 whenever they are loaded).
 
 - :mod:`.module`: Module, ModuleList, initialisation;
-- :mod:`.layers`: Linear, LayerNorm, Embedding, activations;
+- :mod:`.layers`: Linear, LayerNorm, RMSNorm, Embedding, activations;
 - :mod:`.attention`: MultiheadAttention and torch's mask conventions;
 - :mod:`.transformer`: encoder and decoder layers ("Add & Norm"), stacks, Transformer;
 - :mod:`.cache`: KVCache, what incremental decoding keeps between steps.
 """
 from .attention import MultiheadAttention, attention_mask
 from .cache import KVCache
-from .layers import Embedding, LayerNorm, Linear, check_token_ids, gelu_tanh
+from .layers import Embedding, LayerNorm, Linear, RMSNorm, check_token_ids, gelu_tanh
 from .module import NO_INIT, Module, ModuleList, torch_state_dict, xavier_uniform
 from .transformer import (Transformer, TransformerDecoder, TransformerDecoderLayer,
                           TransformerEncoder, TransformerEncoderLayer)
 
 __all__ = [
-    "Module", "ModuleList", "Linear", "LayerNorm", "Embedding", "MultiheadAttention",
+    "Module", "ModuleList", "Linear", "LayerNorm", "RMSNorm", "Embedding", "MultiheadAttention",
     "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder",
     "TransformerDecoder", "Transformer", "KVCache",
 ]

@@ -1,5 +1,5 @@
-"""The basic layers: Linear, LayerNorm, Embedding, and the activations a
-position-wise feed-forward network may use."""
+"""The basic layers: Linear, LayerNorm, RMSNorm, Embedding, and the
+activations a position-wise feed-forward network may use."""
 import math
 import numbers
 import operator
@@ -8,9 +8,10 @@ import numpy as np
 
 from .. import _kernels, ops
 from ..ops.checks import check_float, check_int, check_token_ids
+from ..ops.rowwise import _FLOAT32_EPS
 from .module import NO_INIT, Module, _rng, _uniform
 
-__all__ = ["Linear", "LayerNorm", "Embedding", "gelu_tanh", "check_token_ids"]
+__all__ = ["Linear", "LayerNorm", "RMSNorm", "Embedding", "gelu_tanh", "check_token_ids"]
 
 
 class Linear(Module):
@@ -86,6 +87,46 @@ class LayerNorm(Module):
 
     def extra_repr(self):
         return f"{self.normalized_shape}, eps={self.eps}"
+
+
+class RMSNorm(Module):
+    """Root-mean-square layer normalisation (Zhang & Sennrich 2019), as
+    torch.nn.RMSNorm: ``x / sqrt(mean(x^2) + eps) * weight`` over the trailing
+    ``normalized_shape`` dims; eps=None is float32's machine epsilon.  The
+    pre-norm of Llama-family decoder layers."""
+
+    def __init__(self, normalized_shape, eps=None, elementwise_affine=True, device=None,
+                 dtype=None):
+        super().__init__()
+        if isinstance(normalized_shape, numbers.Integral):
+            normalized_shape = (normalized_shape,)
+        self.normalized_shape = tuple(check_int(s, "normalized_shape", 0)
+                                      for s in normalized_shape)
+        self.eps = None if eps is None else check_float(eps, "eps", 0.0)
+        self.elementwise_affine = bool(elementwise_affine)
+        self.register_parameter("weight", np.ones(self.normalized_shape, np.float32)
+                                if self.elementwise_affine else None)
+
+    def forward(self, input):
+        return ops.rms_norm(input, self.normalized_shape, self.weight, self.eps)
+
+    def step(self, x):
+        """forward for a decoding step's rows (see :meth:`Linear.step`):
+        x (N, E) float32, C-contiguous, normalised over its last axis."""
+        return _kernels.rms_norm(x, x.shape[-1], self.weight,
+                                 _FLOAT32_EPS if self.eps is None else self.eps)
+
+    @classmethod
+    def _from_torch_config(cls, m):
+        """torch.nn.RMSNorm, or a transformers RMS norm (LlamaRMSNorm and its
+        kin: a ``weight`` and a ``variance_epsilon``)."""
+        if hasattr(m, "normalized_shape"):
+            return cls(m.normalized_shape, eps=m.eps, elementwise_affine=m.elementwise_affine)
+        return cls(tuple(m.weight.shape), eps=m.variance_epsilon)
+
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}, " \
+               f"elementwise_affine={self.elementwise_affine}"
 
 
 class Embedding(Module):

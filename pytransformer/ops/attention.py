@@ -1,5 +1,6 @@
 """Scaled dot-product attention (Vaswani et al. 2017, section 3.2.1) and the
 look-ahead mask (section 3.2.3), on the fused kernel (csrc/attention/)."""
+import functools
 import math
 
 import numpy as np
@@ -71,6 +72,33 @@ def _check_qkv(query, key, value):
     return q, k, v
 
 
+def _gqa_heads(q, a, name):
+    """(a's leading shape with its heads counted as query heads, the group
+    size): grouped-query attention's view of key or value `a`."""
+    if q.ndim < 3 or a.ndim < 3:
+        raise ValueError(f"scaled_dot_product_attention: enable_gqa needs a head dimension "
+                         f"(..., H, L, E): query {q.shape}, {name} {a.shape}")
+    hq, h = q.shape[-3], a.shape[-3]
+    if h == 0 or hq % h:
+        raise ValueError(f"scaled_dot_product_attention: enable_gqa: the {h} heads of {name} "
+                         f"{a.shape} must divide the {hq} heads of query {q.shape}")
+    return a.shape[:-3] + (hq,), hq // h
+
+
+@functools.lru_cache(maxsize=256)
+def _group_index(lead, group, batch):
+    """batch_index for an operand whose heads (the last leading dim) are each
+    shared by `group` query heads: head h of the result reads head h // group."""
+    if group == 1:
+        out = batch_index(lead, batch)
+    else:
+        idx = np.repeat(np.arange(math.prod(lead), dtype=np.int64).reshape(lead), group, -1)
+        out = np.ascontiguousarray(np.broadcast_to(idx, batch).ravel())
+    if out is not None:
+        out.flags.writeable = False   # shared by every call of this shape
+    return out
+
+
 def _no_dropout(dropout_p):
     if dropout_p != 0.0:
         raise ValueError(f"scaled_dot_product_attention: dropout_p={dropout_p!r}; "
@@ -101,7 +129,7 @@ def attention_with_weights(query, key, value, attn_mask=None, dropout_p=0.0, is_
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
-                                 is_causal=False, scale=None):
+                                 is_causal=False, scale=None, enable_gqa=False):
     """softmax(Q K^T / sqrt(d_k) + mask) V -- "Scaled Dot-Product Attention"
     (Vaswani et al. 2017, section 3.2.1), as
     ``torch.nn.functional.scaled_dot_product_attention``.
@@ -114,15 +142,33 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     dropout_p is accepted for torch's argument order; inference only, it must
     be 0.
 
+    ``enable_gqa=True``: grouped-query attention (Ainslie et al. 2023), as
+    torch's: query (..., Hq, L, E) with key (..., Hk, S, E) and value
+    (..., Hv, S, Ev), Hq a multiple of Hk and of Hv; query head h reads key
+    head h // (Hq / Hk) (torch's ``repeat_interleave`` on dim -3) -- by index,
+    the shared heads are never copied.  Without it the head dims must
+    broadcast as any other batch dim.
+
     Computed by the fused kernel (csrc/attention.c): keys visited block by
     block with an online softmax, so memory grows linearly with the sequence
     length and the L x S weights are never formed.  key and value whose rows
     are contiguous are read where they lie, however far apart their batches
     (the first positions of a KV cache: no copy).  Use
     :func:`attention_with_weights` to get them.
+
+    A decoding step of a grouped-query model: with a cache ``k_cache``,
+    ``v_cache`` of shape (N, Hkv, max_len, D) filled for positions < t + 1,
+    ``scaled_dot_product_attention(q, k_cache[:, :, :t + 1], v_cache[:, :, :t +
+    1], attn_mask=keep, enable_gqa=True)`` with q (N, Hq, 1, D) and keep None
+    or bool (N, 1, 1, t + 1) (False at padded positions) reads the cache
+    where it lies: the views' rows are contiguous and their (N, Hkv) batches
+    evenly spaced, so nothing is copied, and each of the Hq // Hkv query
+    heads of a group reads its kv head by index.  (is_causal is top-left
+    aligned, as torch's: a step with L < S passes its mask explicitly.)
     """
     _no_dropout(dropout_p)
-    if attn_mask is None and not is_causal and _same_batches(query, key, value):
+    if attn_mask is None and not is_causal and _same_batches(query, key, value) and \
+            (not enable_gqa or query.ndim >= 3):
         # the common case (a decoding step): no broadcasting, no mask
         lead, (L, E), (S, Ev) = query.shape[:-2], query.shape[-2:], value.shape[-2:]
         B = math.prod(lead)
@@ -138,8 +184,13 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if E == 0:
         raise ValueError(f"scaled_dot_product_attention: query {q.shape} and key {k.shape} "
                          f"have an empty embedding dimension E")
+    k_lead, v_lead = k.shape[:-2], v.shape[:-2]
+    k_group = v_group = 1
+    if enable_gqa:
+        k_lead, k_group = _gqa_heads(q, k, "key")
+        v_lead, v_group = _gqa_heads(q, v, "value")
     try:
-        batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+        batch = np.broadcast_shapes(q.shape[:-2], k_lead, v_lead)
     except ValueError:
         raise ValueError(f"scaled_dot_product_attention: the batch dimensions of query "
                          f"{q.shape}, key {k.shape} and value {v.shape} do not "
@@ -156,8 +207,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 
     out = _kernels.attention(
         batches(q), batches(k), batches(v),
-        batch_index(q.shape[:-2], batch), batch_index(k.shape[:-2], batch),
-        batch_index(v.shape[:-2], batch), scale, mask, strides, batch, bool(is_causal),
+        batch_index(q.shape[:-2], batch), _group_index(k.shape[:-2], k_group, batch),
+        _group_index(v.shape[:-2], v_group, batch), scale, mask, strides, batch, bool(is_causal),
         math.prod(batch))
     return out.reshape(batch + (L, Ev))
 

@@ -1,6 +1,6 @@
-"""Row-wise ops: softmax (plain and masked), layer normalisation, and the
-element-wise activations of the position-wise feed-forward network
-(csrc/rowwise/)."""
+"""Row-wise ops: softmax (plain and masked), layer normalisation and RMS norm,
+the element-wise activations of the position-wise feed-forward network, and
+the SwiGLU gate of Llama-family feed-forward networks (csrc/rowwise/)."""
 import math
 import numbers
 import operator
@@ -10,7 +10,8 @@ import numpy as np
 from .. import _kernels
 from .checks import as_float32, check_float, kernel_ready, normalize_dim
 
-__all__ = ["softmax", "masked_softmax", "mask_operand", "layer_norm", "relu", "gelu"]
+__all__ = ["softmax", "masked_softmax", "mask_operand", "layer_norm", "rms_norm", "relu", "gelu",
+           "silu_and_mul"]
 __all__ += ["silu"]
 
 
@@ -121,6 +122,72 @@ def gelu(input, approximate="none"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
     kind = "gelu" if approximate == "none" else "gelu_tanh"
     return _kernels.activation(as_float32(input, "input"), kind)
+
+
+
+# ---------------------------------------------------------------- RMS norm --
+
+_FLOAT32_EPS = float(np.finfo(np.float32).eps)
+
+
+def rms_norm(input, normalized_shape, weight=None, eps=None):
+    """Root-mean-square layer normalisation (Zhang & Sennrich 2019) over the
+    trailing ``normalized_shape`` dimensions, as
+    ``torch.nn.functional.rms_norm``: ``x / sqrt(mean(x^2) + eps) * weight``
+    (no mean subtracted, no bias).  eps=None is float32's machine epsilon
+    (torch's ``finfo(dtype).eps`` for the float32 the kernels compute in).
+
+    Each row's mean of squares is accumulated in an order set by the row
+    length alone: a row's result is bit-identical whatever else is in the
+    batch and whatever the thread count.
+    """
+    eps = _FLOAT32_EPS if eps is None else check_float(eps, "eps", 0.0)
+    n = normalized_shape[0] if type(normalized_shape) is tuple and \
+        len(normalized_shape) == 1 else normalized_shape
+    if type(n) is int and type(input) is np.ndarray and input.ndim and input.size and \
+            kernel_ready(input, input.ndim) and input.shape[-1] == n and \
+            (weight is None or kernel_ready(weight, 1)):
+        return _kernels.rms_norm(input, n, weight, eps)   # the kernel checks weight's size
+    x = as_float32(input, "input")
+    ns = _normalized_shape(normalized_shape, x, "rms_norm")
+    w = None
+    if weight is not None:
+        w = as_float32(weight, "weight")
+        if w.shape != ns:
+            raise ValueError(f"rms_norm: weight must have shape {ns}, got {w.shape}")
+        w = w.reshape(-1)
+    if x.size == 0 or math.prod(ns) == 0:
+        return np.empty_like(x)
+    return _kernels.rms_norm(x, math.prod(ns), w, eps)
+
+
+def _normalized_shape(normalized_shape, x, what):
+    """normalized_shape as a tuple of ints, checked against x's trailing dims."""
+    if isinstance(normalized_shape, numbers.Integral):
+        normalized_shape = (normalized_shape,)
+    try:
+        ns = tuple(operator.index(s) for s in normalized_shape)
+    except TypeError:
+        raise ValueError(f"{what}: normalized_shape must be an int or a sequence of "
+                         f"ints, got {normalized_shape!r}") from None
+    if len(ns) == 0 or len(ns) > x.ndim or x.shape[x.ndim - len(ns):] != ns:
+        raise ValueError(f"{what}: normalized_shape {ns} does not match the trailing "
+                         f"dimensions of input of shape {x.shape}")
+    return ns
+
+
+# ----------------------------------------------------------- SwiGLU's gate --
+
+def silu_and_mul(input):
+    """SiLU(gate) * up, the gate of a SwiGLU feed-forward network (Shazeer
+    2020): ``input`` (..., 2F) is ``[gate | up]``, the output of one GEMM of
+    the gate and up projections stacked; returns (..., F) =
+    ``F.silu(input[..., :F]) * input[..., F:]``, computed in one pass."""
+    x = as_float32(input, "input")
+    if x.ndim == 0 or x.shape[-1] % 2:
+        raise ValueError(f"silu_and_mul: input must have an even last dimension "
+                         f"[gate | up], got shape {x.shape}")
+    return _kernels.silu_and_mul(x)
 
 
 def silu(input, inplace=False):

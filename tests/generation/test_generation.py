@@ -85,19 +85,17 @@ def reference_beam(logits_fn, src_row, max_new_tokens, eos_id, K, length_penalty
             cands += [(total + lp[v], b, v) for v in range(V)]
         cands.sort(key=lambda c: -c[0])  # stable: ties keep (beam, token) order
         new_live = []
+        last = step == max_new_tokens - 1
         for rank, (total, b, v) in enumerate(cands[:2 * K]):
             toks = live[b][0] + [v]
-            if v == eos_id:
+            if v == eos_id or last:  # at the last step the first K end as they are
                 if rank < K:
                     finished.append((total / len(toks) ** length_penalty, toks))
                 continue
             new_live.append((toks, total))
             if len(new_live) == K:
                 break
-        if len(finished) >= K:
-            break
-        if step == max_new_tokens - 1 or not new_live:
-            finished += [(total / len(t) ** length_penalty, t) for t, total in new_live]
+        if len(finished) >= K or last or not new_live:
             break
         live = new_live
     order = sorted(range(len(finished)), key=lambda i: (-finished[i][0], i))

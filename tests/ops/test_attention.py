@@ -259,3 +259,35 @@ def test_sdpa_takes_torchs_argument_order(rng):
         ops.scaled_dot_product_attention(q, k, v, dropout_p=0.1)
     with pytest.raises(ValueError, match="dropout_p"):
         ops.attention_with_weights(q, k, v, None, 0.5)
+
+
+def test_masks_over_many_leading_dims_match_torch():
+    """torch has no limit on the batch dims of a mask: ours merges the
+    leading dims the mask broadcasts alike, so 19 batch dims run."""
+    rng = np.random.default_rng(0)
+    batch = (1, 2) * 9 + (3,)
+    q = rng.standard_normal(batch + (4, 8), dtype=np.float32)
+    k = rng.standard_normal(batch + (5, 8), dtype=np.float32)
+    m = rng.random((1, 2) + (1,) * 17 + (4, 5)) > 0.3
+    out = ops.scaled_dot_product_attention(q, k, k, attn_mask=m)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        *map(torch.from_numpy, (q, k, k)), attn_mask=torch.from_numpy(m))
+    np.testing.assert_allclose(out, ref.numpy(), atol=1e-5, rtol=1e-5)
+    x = rng.standard_normal((1, 2) * 9 + (6,), dtype=np.float32)
+    mm = rng.random((1, 2) + (1,) * 16 + (6,)) > 0.3
+    got = ops.masked_softmax(x, mm)
+    want = torch.softmax(torch.from_numpy(x).masked_fill(~torch.from_numpy(mm), -np.inf), -1)
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-6)
+
+
+def test_a_mask_that_needs_too_many_strides_says_so():
+    """Only a broadcast that alternates over more than 16 dims is refused,
+    and the message counts what it needs."""
+    rng = np.random.default_rng(1)
+    batch = (2, 2) * 9 + (3,)
+    q = rng.standard_normal(batch + (4, 8), dtype=np.float32)
+    m = rng.random((2, 1) * 9 + (3, 4, 5)) > 0.3
+    k = rng.standard_normal(batch + (5, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"attn_mask: broadcasting it over shape .* needs 19 "
+                                         r"separate leading strides; at most 16"):
+        ops.scaled_dot_product_attention(q, k, k, attn_mask=m)

@@ -167,6 +167,23 @@ def test_layer_norm_large_mean_long_rows(isa, rng):
     assert_close(ops.layer_norm(x, 70000), expected, 2e-3)
 
 
+@pytest.mark.parametrize("offset", [10.0, 1e3, 1e4, 1e5, 1e6])
+@pytest.mark.parametrize("n", [7, 64, 1000, 4099])
+def test_layer_norm_rows_far_from_zero(isa, threads, offset, n):
+    """Unit-variance rows at offsets up to 1e6: the mean is summed as
+    deviations and kept in two floats, so the result is within 1e-5 of the
+    float64 layer norm of the same float32 inputs (torch float32 is 1e-1 off
+    at 1e6: its mean, rounded to one float, is ulp(1e6)/2 off), and each row's
+    bits do not depend on its batch."""
+    rng = np.random.default_rng(int(offset) + n)
+    x = (rng.standard_normal((33, n)) + offset).astype(np.float32)
+    x64 = x.astype(np.float64)
+    ref = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, keepdims=True) + 1e-5)
+    got = ops.layer_norm(x, (n,))
+    assert np.abs(got - ref).max() < 1e-5
+    assert np.array_equal(ops.layer_norm(x[5:6], (n,)), got[5:6])
+
+
 def test_layer_norm_constant_row():
     x = np.full((2, 8), 3.0, np.float32)
     assert_close(ops.layer_norm(x, 8), F.layer_norm(T(x), (8,)).numpy(), 0.0)

@@ -11,7 +11,7 @@ import numpy as np
 from pytransformer import _kernels, ops
 
 OPS = ["matmul", "linear", "softmax", "masked_softmax", "layer_norm", "relu", "gelu",
-       "gelu_tanh", "sdpa"]
+       "gelu_tanh", "sdpa", "rms_norm", "rope", "silu_and_mul"]
 
 
 def _dims(rng, n, lo=0, hi=70):
@@ -81,25 +81,68 @@ def make_case(seed):
         approx = "tanh" if op == "gelu_tanh" else "none"
         return op, lambda: ops.gelu(x, approx), lambda: F.gelu(t(x), approximate=approx), \
             1e-5 * max(scale, 1)
-    # scaled dot-product attention, with broadcasting masks or is_causal
+    if op == "rms_norm":
+        shape = tuple(_dims(rng, int(rng.integers(1, 4)), lo=1, hi=300))
+        n = shape[-1]
+        x = _x(rng, shape, scale) + np.float32(float(rng.choice([0.0, 10.0])) * scale)
+        w = _x(rng, (n,), 1.0)
+        eps = None if rng.random() < 0.5 else float(rng.choice([1e-5, 1e-6]))
+        teps = float(np.finfo(np.float32).eps) if eps is None else eps
+        return op, lambda: ops.rms_norm(x, (n,), w, eps), \
+            lambda: F.rms_norm(t(x).double(), (n,), t(w).double(), teps).float(), 1e-5
+    if op == "rope":
+        B, T, H = _dims(rng, 3, hi=12)
+        D = 2 * int(rng.integers(1, 70))
+        x = _x(rng, (B, T, H, D), scale)
+        pos = rng.integers(0, int(rng.choice([10, 1000, 40000])), (B, T))
+        base = float(rng.choice([10000.0, 100000.0, 500000.0]))
+        layout = str(rng.choice(["halves", "pairs"]))
+        # torch's float32 frequencies and angles (as transformers), then the
+        # rotation in double; ours given the same frequencies
+        inv = 1.0 / (base ** (torch.arange(0, D, 2, dtype=torch.float) / D))
+        angle = (t(pos).float()[:, :, None, None] * inv).double()     # (B, T, 1, D/2)
+
+        def theirs():
+            xd = t(x).double()
+            a, b = (xd[..., :D // 2], xd[..., D // 2:]) if layout == "halves" else \
+                (xd[..., 0::2], xd[..., 1::2])
+            c, s_ = angle.cos(), angle.sin()
+            ra, rb = a * c - b * s_, b * c + a * s_
+            out = torch.cat((ra, rb), -1) if layout == "halves" else \
+                torch.stack((ra, rb), -1).reshape(xd.shape)
+            return out.float()
+        return op, lambda: ops.rope(x, pos, layout=layout, inv_freq=inv.numpy()), theirs, 1e-6
+    if op == "silu_and_mul":
+        shape = tuple(_dims(rng, int(rng.integers(0, 3)), lo=1, hi=20)) + \
+            (2 * _dims(rng, 1, hi=300)[0],)
+        x = _x(rng, shape, scale)
+        f = shape[-1] // 2
+        return op, lambda: ops.silu_and_mul(x), \
+            lambda: (F.silu(t(x[..., :f]).double()) * t(x[..., f:]).double()).float(), 1e-5
+    # scaled dot-product attention, with broadcasting masks or is_causal; now
+    # and then grouped-query (enable_gqa: the kv heads shared by groups)
     B, h = _dims(rng, 2, lo=1, hi=4)
     L, S = _dims(rng, 2, lo=1, hi=160)
     E, Ev = _dims(rng, 2, lo=1, hi=80)
-    q, k, v = _x(rng, (B, h, L, E), scale), _x(rng, (B, h, S, E), 1.0), _x(rng, (B, h, S, Ev), 1)
+    group = int(rng.choice([1, 1, 2, 3]))
+    q, k, v = _x(rng, (B, h * group, L, E), scale), _x(rng, (B, h, S, E), 1.0), \
+        _x(rng, (B, h, S, Ev), 1)
     kind = int(rng.integers(3))
     mask = None
     causal = kind == 1
     if kind == 2:
-        mshape = tuple(int(rng.choice([1, d])) for d in (B, h, L, S))
+        mshape = tuple(int(rng.choice([1, d])) for d in (B, h * group, L, S))
         mask = rng.random(mshape) < 0.8
 
     def ours():
-        return ops.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+        return ops.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                                enable_gqa=group > 1)
 
     def theirs():
         m = None if mask is None else t(np.ascontiguousarray(mask))
         y = F.scaled_dot_product_attention(t(q).double(), t(k).double(), t(v).double(),
-                                           attn_mask=m, is_causal=causal)
+                                           attn_mask=m, is_causal=causal,
+                                           enable_gqa=group > 1)
         return torch.nan_to_num(y, nan=0.0).float()
     # conftest.attention_tol relative to the output's scale (|v| ~ its max)
     score_max = float(np.linalg.norm(q, axis=-1).max() * np.linalg.norm(k, axis=-1).max()
