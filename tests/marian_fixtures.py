@@ -108,7 +108,9 @@ def randomize(model, seed=0, eos_bias=1.0):
 def make_marian(path, vocab_size=None, decoder_vocab_size=None, seed=0, tokenizer=False,
                 separate_vocabs=False, eos_bias=1.0, generation=None, **config):
     """A random MarianMTModel saved at ``path`` (with the tokenizer files when
-    ``tokenizer``); returns the transformers model, in eval mode."""
+    ``tokenizer``), its generation_config.json holding bad_words_ids [[pad]]
+    as OPUS-MT's do, and ``generation``; returns the transformers model, in
+    eval mode."""
     import torch
     from transformers import MarianConfig, MarianMTModel
     if tokenizer:
@@ -133,9 +135,10 @@ def make_marian(path, vocab_size=None, decoder_vocab_size=None, seed=0, tokenize
     c = MarianConfig(vocab_size=vocab_size, decoder_vocab_size=decoder_vocab_size, **defaults)
     torch.manual_seed(seed)
     model = randomize(MarianMTModel(c), seed, eos_bias)
-    if generation:
-        for k, v in generation.items():
-            setattr(model.generation_config, k, v)
+    # as OPUS-MT's generation_config.json: pad is never generated
+    generation = dict(bad_words_ids=[[c.pad_token_id]], **(generation or {}))
+    for k, v in generation.items():
+        setattr(model.generation_config, k, v)
     model.save_pretrained(path)
     return model
 

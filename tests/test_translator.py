@@ -29,8 +29,7 @@ def checkpoint(tmp_path_factory):
 def hf_translate(checkpoint, texts, beam_size, max_new_tokens, length_penalty=1.0, n=1):
     _, hf, tok = checkpoint
     batch = tok(texts, padding=True, return_tensors="pt")
-    kw = dict(num_beams=beam_size, do_sample=False, max_new_tokens=max_new_tokens,
-              bad_words_ids=None, forced_eos_token_id=None)
+    kw = dict(num_beams=beam_size, do_sample=False, max_new_tokens=max_new_tokens)
     if beam_size > 1:
         kw.update(length_penalty=length_penalty, early_stopping=True, num_return_sequences=n)
     with torch.no_grad():

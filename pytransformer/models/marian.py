@@ -40,7 +40,7 @@ from ..ops.checks import check_int, check_token_id, check_token_ids
 from .positional import marian_positional_encoding
 
 __all__ = ["MarianConfig", "MarianMTModel", "Seq2SeqLMOutput", "MODEL_TYPES",
-           "from_hf_config"]
+           "from_hf_config", "DEFAULT"]
 
 MODEL_TYPES = ("marian",)
 
@@ -51,8 +51,19 @@ _ACTIVATIONS = {"swish": "silu", "silu": "silu", "relu": "relu", "gelu": "gelu",
 
 # What generate uses when neither generation_config.json nor config.json
 # says: transformers' GenerationConfig defaults.
-_GENERATION_DEFAULTS = dict(max_length=20, num_beams=1, length_penalty=1.0,
+_GENERATION_DEFAULTS = dict(max_length=20, min_length=0, num_beams=1, length_penalty=1.0,
+                            repetition_penalty=1.0, no_repeat_ngram_size=0,
                             bad_words_ids=None, forced_eos_token_id=None)
+
+
+class _CheckpointDefault:
+    """generate's default for an argument: the checkpoint's value."""
+
+    def __repr__(self):
+        return "<the checkpoint's>"
+
+
+DEFAULT = _CheckpointDefault()
 
 
 class MarianConfig:
@@ -188,17 +199,27 @@ class MarianMTModel(Module):
         return result
 
     def set_generation_config(self, generation_config):
-        """Take generate's defaults (max_length, num_beams, length_penalty,
-        bad_words_ids, forced_eos_token_id) from a generation_config.json's
-        (or config.json's) dict; what it leaves out keeps its value."""
+        """Take generate's defaults (max_length, min_length, num_beams,
+        length_penalty, repetition_penalty, no_repeat_ngram_size,
+        bad_words_ids, forced_eos_token_id) from a generation_config.json's (or
+        config.json's) dict; what it leaves out (or sets to null) keeps its
+        value.  OPUS-MT's bad_words_ids [[pad]] is what keeps the pad token
+        from ever being generated."""
         V = self.tgt_vocab_size
         g = dict(self.generation_config)
         for k in g:
-            if k in generation_config:
+            if generation_config.get(k) is not None or (k == "forced_eos_token_id" and
+                                                        k in generation_config):
                 g[k] = generation_config[k]
         g["max_length"] = check_int(g["max_length"], "max_length", 2)
+        g["min_length"] = check_int(g["min_length"], "min_length", 0)
         g["num_beams"] = check_int(g["num_beams"], "num_beams", 1)
-        g["length_penalty"] = float(g["length_penalty"])
+        g["no_repeat_ngram_size"] = check_int(g["no_repeat_ngram_size"],
+                                              "no_repeat_ngram_size", 0)
+        for k in ("length_penalty", "repetition_penalty"):
+            if isinstance(g[k], bool) or not isinstance(g[k], (int, float)):
+                raise ValueError(f"{k}: a number is needed, got {g[k]!r}")
+            g[k] = float(g[k])
         f = g["forced_eos_token_id"]
         g["forced_eos_token_id"] = check_token_id(f[0] if isinstance(f, list) and len(f) == 1
                                                   else f, "forced_eos_token_id", V, optional=True)
@@ -309,15 +330,22 @@ class MarianMTModel(Module):
 
     def generate(self, input_ids, max_new_tokens=None, bos_id=None, eos_id=None, pad_id=None,
                  method=None, beam_size=None, length_penalty=None, num_return_sequences=1,
-                 temperature=1.0, top_k=None, top_p=1.0, seed=None, return_scores=False,
-                 attention_mask=None):
+                 temperature=1.0, top_k=None, top_p=1.0, seed=None, return_scores=False, *,
+                 attention_mask=None, repetition_penalty=None, no_repeat_ngram_size=None,
+                 min_new_tokens=None, bad_words_ids=DEFAULT, forced_eos_token_id=DEFAULT,
+                 streamer=None):
         """Translate the sources ``input_ids`` (B, S): the arguments and
         result of :meth:`pytransformer.models.Seq2SeqTransformer.generate`
         (new tokens only, after the start token), with the checkpoint's
-        defaults: bos_id = decoder_start_token_id, eos_id = eos_token_id,
-        pad_id = pad_token_id, max_new_tokens = max_length - 1 (the start
-        token counts in transformers' max_length), method 'beam' with
-        beam_size = num_beams when that is above 1, else 'greedy'.
+        defaults (generation_config.json, else config.json, else
+        transformers'): bos_id = decoder_start_token_id, eos_id =
+        eos_token_id, pad_id = pad_token_id, max_new_tokens = max_length - 1
+        and min_new_tokens = min_length - 1 (transformers' lengths count the
+        start token), method 'beam' with beam_size = num_beams when that is
+        above 1, else 'greedy'; length_penalty, repetition_penalty,
+        no_repeat_ngram_size, bad_words_ids (OPUS-MT: [[pad]], so pad is never
+        generated) and forced_eos_token_id (eos at the last step allowed) as
+        the checkpoint sets them -- pass None to switch the last two off.
         attention_mask (B, S) marks padding as in :meth:`forward`."""
         from ..generation import generate
         c, g = self.config, self.generation_config
@@ -329,17 +357,27 @@ class MarianMTModel(Module):
             src = np.where(pad, self.pad_id, src)
         if max_new_tokens is None:
             max_new_tokens = min(g["max_length"] - 1, self.max_len)
+        if min_new_tokens is None:
+            min_new_tokens = max(g["min_length"] - 1, 0)
         beam_size = g["num_beams"] if beam_size is None else beam_size
         if method is None:
             method = "beam" if beam_size > 1 else "greedy"
-        return generate(self, src, max_new_tokens,
-                        c.decoder_start_token_id if bos_id is None else bos_id,
-                        c.eos_token_id if eos_id is None else eos_id, pad_id, method=method,
-                        beam_size=beam_size,
-                        length_penalty=g["length_penalty"] if length_penalty is None
-                        else length_penalty,
-                        num_return_sequences=num_return_sequences, temperature=temperature,
-                        top_k=top_k, top_p=top_p, seed=seed, return_scores=return_scores)
+
+        def default(value, key):
+            return g[key] if value is None or value is DEFAULT else value
+
+        return generate(
+            self, src, max_new_tokens, c.decoder_start_token_id if bos_id is None else bos_id,
+            c.eos_token_id if eos_id is None else eos_id, pad_id, method=method,
+            beam_size=beam_size, length_penalty=default(length_penalty, "length_penalty"),
+            num_return_sequences=num_return_sequences, temperature=temperature, top_k=top_k,
+            top_p=top_p, seed=seed, return_scores=return_scores,
+            repetition_penalty=default(repetition_penalty, "repetition_penalty"),
+            no_repeat_ngram_size=default(no_repeat_ngram_size, "no_repeat_ngram_size"),
+            min_new_tokens=min_new_tokens,
+            bad_words_ids=g["bad_words_ids"] if bad_words_ids is DEFAULT else bad_words_ids,
+            forced_eos_token_id=g["forced_eos_token_id"] if forced_eos_token_id is DEFAULT
+            else forced_eos_token_id, streamer=streamer)
 
     # -- checkpoints --
     def hf_tensor_map(self):

@@ -46,10 +46,10 @@ def T(a):
 
 
 def hf_generate(hf, ids, mask, **kw):
-    """transformers' generate without the logits processors our search does
-    not apply (bad_words_ids, forced_eos_token_id): sequences without the
-    start token, and the beam scores when asked."""
-    kw = dict(do_sample=False, bad_words_ids=None, forced_eos_token_id=None, **kw)
+    """transformers' generate with the checkpoint's settings (bad_words_ids
+    [[pad]], forced_eos_token_id) unless kw overrides them: sequences without
+    the start token, and the beam scores when asked."""
+    kw = dict(do_sample=False, **kw)
     with torch.no_grad():
         out = hf.generate(input_ids=T(ids), attention_mask=T(mask), return_dict_in_generate=True,
                           output_scores=True, **kw)
@@ -118,6 +118,49 @@ def test_greedy_equals_transformers(pair):
     got = ours.generate(ids, attention_mask=mask, max_new_tokens=12, method="greedy")
     eos, pad = ours.config.eos_token_id, ours.pad_id
     assert rows(got, eos, pad) == rows(ref, eos, pad)
+
+
+@pytest.mark.parametrize("kw", [dict(repetition_penalty=1.7), dict(no_repeat_ngram_size=2),
+                                dict(min_new_tokens=4), dict(bad_words_ids=None,
+                                                             forced_eos_token_id=None),
+                                dict(repetition_penalty=0.8, no_repeat_ngram_size=3)],
+                         ids=["repetition", "ngram", "min-new", "no-processors", "both"])
+@pytest.mark.parametrize("beams", [1, 3])
+def test_logits_processors_as_transformers(pair, kw, beams):
+    hf, ours, _ = pair
+    rng = np.random.default_rng(6)
+    ids, mask = random_sources(rng, 4, ours.src_vocab_size, ours.pad_id)
+    extra = dict(early_stopping=True, length_penalty=1.0) if beams > 1 else {}
+    ref, ref_scores = hf_generate(hf, ids, mask, num_beams=beams, max_new_tokens=10, **kw,
+                                  **extra)
+    got, scores = ours.generate(ids, attention_mask=mask, max_new_tokens=10, beam_size=beams,
+                                length_penalty=1.0, return_scores=True, **kw)
+    eos, pad = ours.config.eos_token_id, ours.pad_id
+    assert rows(got, eos, pad) == rows(ref, eos, pad)
+    if beams > 1:
+        np.testing.assert_allclose(scores, ref_scores, rtol=1e-4, atol=1e-5)
+
+
+def test_pad_is_never_generated_and_eos_is_forced(tmp_path):
+    """With the checkpoint's bad_words_ids [[pad]] pad never appears, even
+    where the model favours it; forced_eos_token_id ends every row at
+    max_new_tokens -- both as transformers."""
+    hf = make_marian(str(tmp_path), seed=14, tie_word_embeddings=False, eos_bias=-3.0)
+    with torch.no_grad():
+        hf.final_logits_bias[0, hf.config.pad_token_id] += 12.0
+    hf.save_pretrained(str(tmp_path))
+    ours = pytransformer.from_pretrained(str(tmp_path))
+    ids, mask = random_sources(np.random.default_rng(7), 4, ours.src_vocab_size, ours.pad_id)
+    free = ours.generate(ids, attention_mask=mask, max_new_tokens=6, bad_words_ids=None,
+                         forced_eos_token_id=None)
+    assert (free == ours.pad_id).any()
+    for beams in (1, 2):
+        got = ours.generate(ids, attention_mask=mask, max_new_tokens=6, beam_size=beams)
+        ref, _ = hf_generate(hf, ids, mask, num_beams=beams, max_new_tokens=6,
+                             early_stopping=True)
+        assert got.shape == (4, 6) and (got[:, -1] == ours.config.eos_token_id).all()
+        assert not (got[:, :-1] == ours.pad_id).any()
+        np.testing.assert_array_equal(got, ref)
 
 
 def _score(ours, ids, hyp, lp):
