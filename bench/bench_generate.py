@@ -14,10 +14,15 @@ gives those GB/s beside the memory bandwidth measured in the same run (a
 large numpy copy: bytes read + written per second).  Both loops are checked
 to produce the same greedy tokens.
 
-Prints a table and writes bench/results/generate.json.
+GPT-2 (bench/gpt2_generate.py): GPT-2 124M continuing a 128-token prompt by
+64 tokens, greedy and beam 4 at batch 1 and 8, beside transformers' generate
+and CTranslate2 float32 on the same saved directory, interleaved.
 
-    python bench/bench_generate.py            # the full run
-    python bench/bench_generate.py --quick    # fewer repeats, 16 new tokens
+Prints tables and writes bench/results/generate.json (and generate_gpt2.json).
+
+    python bench/bench_generate.py                 # both models
+    python bench/bench_generate.py --model gpt2    # the GPT-2 rows only
+    python bench/bench_generate.py --quick         # fewer repeats, 16 new tokens
 """
 import json
 import os
@@ -148,10 +153,24 @@ class TorchCachedDecoder:
 # ----------------------------------------------------------------- main --
 
 def main():
-    args = model_bench_args(__doc__, "fewer repeats, 16 new tokens", "generate.json")
+    args = model_bench_args(__doc__, "fewer repeats, 16 new tokens", "generate.json",
+                            extra=lambda ap: ap.add_argument(
+                                "--model", choices=["all", "seq2seq", "gpt2"], default="all"))
     warmup, repeats = (1, 2) if args.quick else (1, 5)
     if args.repeats:
         repeats = args.repeats
+    if args.model in ("all", "gpt2"):
+        import gpt2_generate
+        gpt2_rows = gpt2_generate.run(args.threads, max(repeats - 2, 1) if args.quick else 3,
+                                      args.quick)
+        out = os.path.join(os.path.dirname(args.out), "generate_gpt2.json")
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with open(out, "w") as f:
+            json.dump(dict(cpu_info=pytransformer.cpu_info(), cpu=platform.processor(),
+                           torch=torch.__version__, quick=args.quick, rows=gpt2_rows), f, indent=1)
+        print(f"wrote {out}\n")
+        if args.model == "gpt2":
+            return
     n_new, S = (16, 64) if args.quick else (64, 64)
 
     cfg = dict(BASE, num_encoder_layers=args.layers, num_decoder_layers=args.layers)

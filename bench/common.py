@@ -15,9 +15,10 @@ def set_threads(n):
     torch.set_num_threads(n)
 
 
-def model_bench_args(doc, quick_help, json_name):
+def model_bench_args(doc, quick_help, json_name, extra=None):
     """The command line the Transformer-base scripts share: --quick,
-    --threads, --repeats, --layers and --out (default bench/results/json_name)."""
+    --threads, --repeats, --layers and --out (default bench/results/json_name);
+    extra(parser) adds a script's own options."""
     import argparse
     import os
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
@@ -29,4 +30,6 @@ def model_bench_args(doc, quick_help, json_name):
                          "try the script out)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                   "results", json_name))
+    if extra is not None:
+        extra(ap)
     return ap.parse_args()

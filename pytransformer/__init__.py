@@ -6,13 +6,13 @@ arrays, every output checked against PyTorch:
 - pytransformer.ops: torch.nn.functional-shaped functions on the C kernels;
 - pytransformer.nn: torch.nn-shaped modules (MultiheadAttention, Transformer, ...);
 - pytransformer.models: Seq2SeqTransformer, the paper's full model, and the
-  families from_pretrained loads (BERT-family encoders, Marian);
+  families of real checkpoints (BERT, Marian, GPT-2);
 - pytransformer.generation: greedy, beam and sampling over the decoding protocol;
 - pytransformer.hub: weights files, torch state dicts, and Hugging Face model
   directories (``from_pretrained``: BERT-family encoders, Marian translation
-  models) and Marian's SentencePiece tokenizer;
+  models, GPT-2) and Marian's SentencePiece tokenizer;
 - pytransformer.pipelines: text in, vectors or text out (``SentenceEncoder``,
-  ``Translator``);
+  ``Translator``, ``Generator``);
 - pytransformer.oracle: the torch twin of any of them (needs torch).
 """
 try:
@@ -26,8 +26,7 @@ except ImportError as e:  # pragma: no cover - depends on how it was installed
 from . import generation, hub, models, nn, ops  # noqa: E402
 from .hub.hf import from_pretrained  # noqa: E402
 from .ops.checks import TokenIdError  # noqa: E402
-from .pipelines import SentenceEncoder  # noqa: E402
-from .pipelines import Translator  # noqa: E402
+from .pipelines import Generator, SentenceEncoder, Translator  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -62,6 +61,6 @@ def cpu_info():
     }
 
 
-__all__ = ["ops", "nn", "models", "generation", "hub", "TokenIdError", "MAX_THREADS", "set_num_threads", "get_num_threads", "cpu_info",
-           "from_pretrained", "SentenceEncoder", "__version__"]
-__all__ += ["Translator"]
+__all__ = ["ops", "nn", "models", "generation", "hub", "TokenIdError", "MAX_THREADS",
+           "set_num_threads", "get_num_threads", "cpu_info", "from_pretrained",
+           "SentenceEncoder", "Translator", "Generator", "__version__"]

@@ -33,17 +33,17 @@ class _Batch:
     an encoder-decoder one; ``keys[b]``: the tokens that key its sampling
     streams (the prompt, or the source without padding)."""
 
-    def __init__(self, model, src, bos_id, attention_mask):
+    def __init__(self, model, src, attention_mask):
         self.model = model
         self.decoder_only = bool(getattr(model, "decoder_only", False))
         src = np.asarray(src)
         if src.ndim == 1:
             src = src[None]
-        self.src, self.mask, self.bos_id = src, attention_mask, bos_id
+        self.src, self.mask = src, attention_mask
         if not self.decoder_only and attention_mask is not None:
             raise ValueError("attention_mask: an encoder-decoder model finds the source's "
                              "padding from pad_id; attention_mask is for decoder-only models")
-        self.filler = bos_id if bos_id is not None else 0  # an id for empty beam slots
+        self.bos_id = self.filler = None  # set once checked
 
     def __len__(self):
         return self.src.shape[0]
@@ -84,7 +84,7 @@ def generate(model, src, max_new_tokens, bos_id=None, eos_id=None, pad_id=None,
     those tokens (beam search knows its result only at the end: no calls)."""
     # The model checks the source ids where they enter (start_decoding);
     # here only what the search itself is given.
-    batch = _Batch(model, src, bos_id, attention_mask)
+    batch = _Batch(model, src, attention_mask)
     if batch.decoder_only:
         V, limit = model.vocab_size, model.max_length
         bos_id = None if bos_id is None else check_token_id(bos_id, "bos_id", V)
@@ -92,7 +92,7 @@ def generate(model, src, max_new_tokens, bos_id=None, eos_id=None, pad_id=None,
         V, limit = model.tgt_vocab_size, model.max_len
         bos_id = check_token_id(bos_id, "bos_id", V)
     batch.bos_id = bos_id
-    batch.filler = bos_id if bos_id is not None else 0
+    batch.filler = bos_id if bos_id is not None else 0  # an id for empty beam slots
     max_new_tokens = check_int(max_new_tokens, "max_new_tokens", 1, limit)
     stop_ids = token_id_list(eos_id, "eos_id", V)
     pad_id = model.pad_id if pad_id is None else check_int(pad_id, "pad_id", *INT64)

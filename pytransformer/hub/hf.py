@@ -16,8 +16,8 @@ import os
 
 from .safetensors import SafetensorsFile
 
-__all__ = ["from_pretrained", "read_config", "read_json", "load_tokenizer", "CheckpointTensors",
-           "COMPUTE_TYPES"]
+__all__ = ["from_pretrained", "read_config", "read_json", "load_tokenizer", "byte_level_bpe",
+           "CheckpointTensors", "COMPUTE_TYPES"]
 
 COMPUTE_TYPES = ("float32", "bfloat16", "int8")
 SUPPORTED_COMPUTE_TYPES = ("float32",)
@@ -32,10 +32,9 @@ _CONVERT = ('python -c "from transformers import AutoModel; '
 
 def _families():
     """model_type -> the family that builds it (one file in models/ each)."""
-    from ..models import bert, marian
-    families = {t: bert for t in bert.MODEL_TYPES}
-    families.update({t: marian for t in marian.MODEL_TYPES})
-    return families
+    from ..models import bert, gpt2, marian
+    return {**{t: bert for t in bert.MODEL_TYPES}, **{t: gpt2 for t in gpt2.MODEL_TYPES},
+            **{t: marian for t in marian.MODEL_TYPES}}
 
 
 def check_compute_type(compute_type):
@@ -143,14 +142,16 @@ class CheckpointTensors:
         return ", ".join(sorted(self.files))
 
 
-def load_weights(model, tensors, hf_map, path):
+def load_weights(model, tensors, hf_map, path, transposed=(), head_map=None, ignored=None):
     """Load ``model`` from the checkpoint's tensors through its family's map
     {our key: [HF names]}.  HF names may carry a prefix (``bert.`` in a
     BertForMaskedLM checkpoint) and old checkpoints' LayerNorm ``gamma`` /
     ``beta``; tensors outside the base model (task heads) and torch buffers
-    are ignored, as are the names the model lists in its
-    ``hf_ignored_tensors()`` (tensors it recomputes or shares).  A (1, n)
-    buffer is read as the (n,) parameter it stands for (Marian's
+    are ignored.  ``transposed``: our keys whose tensor is stored (in, out)
+    (GPT-2's Conv1D); ``head_map``: {our key: [full HF names]} outside the
+    prefix (an untied LM head); ``ignored(name)``: the family's own
+    non-weights (Marian: its fixed sinusoids, copies of tied embeddings).
+    A (1, n) buffer is read as the (n,) parameter it stands for (Marian's
     final_logits_bias).  Every missing or mis-shaped tensor is named in one
     ValueError."""
     names = tensors.names()
@@ -162,16 +163,22 @@ def load_weights(model, tensors, hf_map, path):
             k = k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta",
                                                                          "LayerNorm.bias")
             by_name[k] = n
+    for key, hf_names in (head_map or {}).items():
+        for h in hf_names:
+            if h in names:
+                by_name[h] = h
+    hf_map = {**hf_map, **(head_map or {})}
     ours = model.state_dict()
-    ignored = set(getattr(model, "hf_ignored_tensors", lambda: ())())
     problems, missing, state, used = [], [], {}, set()
     for key, hf_names in hf_map.items():
         shape = ours[key].shape
         part = (shape[0] // len(hf_names),) + shape[1:]
+        if key in transposed:
+            part = part[::-1]
         parts = []
         for h in hf_names:
             if h not in by_name:
-                missing.append(prefix + h)
+                missing.append((prefix if key not in (head_map or {}) else "") + h)
                 continue
             used.add(h)
             got = tensors.shape(by_name[h])
@@ -184,8 +191,9 @@ def load_weights(model, tensors, hf_map, path):
                 parts.append(h)
         if len(parts) == len(hf_names):
             state[key] = parts
-    unexpected = [by_name[k] for k in by_name if k not in used and k not in ignored and
-                  k.rsplit(".", 1)[-1] not in _BUFFERS]
+    unexpected = [by_name[k] for k in by_name if k not in used and
+                  k.rsplit(".", 1)[-1] not in _BUFFERS and
+                  not (ignored is not None and ignored(by_name[k]))]
     if missing:
         problems.insert(0, f"missing tensors: {', '.join(missing)}")
     if unexpected:
@@ -197,7 +205,10 @@ def load_weights(model, tensors, hf_map, path):
     import numpy as np
     arrays = {}
     for key, parts in state.items():
-        a = [tensors.float32(by_name[h]).reshape(-1, *ours[key].shape[1:]) for h in parts]
+        a = [tensors.float32(by_name[h]) for h in parts]
+        if key in transposed:
+            a = [np.ascontiguousarray(t.T) for t in a]
+        a = [t.reshape(-1, *ours[key].shape[1:]) for t in a]   # (1, n) -> (n,)
         arrays[key] = a[0] if len(a) == 1 else np.concatenate(a, axis=0)
     model.load_state_dict(arrays)
     return model
@@ -222,12 +233,13 @@ def from_pretrained(path, compute_type="float32"):
     safetensors and model.safetensors.index.json).  Dispatches on
     config.json's ``model_type``: bert, roberta, xlm-roberta, distilbert
     (:class:`pytransformer.models.bert.BertModel`), marian
-    (:class:`pytransformer.models.marian.MarianMTModel`); another model_type
+    (:class:`pytransformer.models.marian.MarianMTModel`), gpt2
+    (:class:`pytransformer.models.gpt2.GPT2LMHeadModel`); another model_type
     is a ValueError listing these.  ``forward`` takes and returns what the
     transformers class does (``input_ids``, ``attention_mask``, ... ->
-    ``last_hidden_state``, ``pooler_output`` or ``logits``), as numpy.  A
-    generative model takes generate's defaults (max_length, num_beams, ...)
-    from generation_config.json when the directory has one.
+    ``last_hidden_state``, ``pooler_output``; Marian, GPT-2: the logits), as
+    numpy.  A model that generates takes generate's defaults (max_length,
+    num_beams, ...) from generation_config.json when the directory has one.
 
     compute_type: only "float32" for now; "bfloat16" and "int8" raise
     NotImplementedError until they are built, anything else ValueError.
@@ -253,21 +265,96 @@ def from_pretrained(path, compute_type="float32"):
             model.set_generation_config(read_json(gen, "generation config"))
         except ValueError as e:
             raise ValueError(f"{gen}: {e}") from None
-    return load_weights(model, tensors, model.hf_tensor_map(), path)
+    extra = dict(transposed=model.hf_transposed(), head_map=model.hf_head_map()) \
+        if hasattr(model, "hf_transposed") else {}
+    if hasattr(model, "hf_ignored"):
+        extra["ignored"] = model.hf_ignored
+    return load_weights(model, tensors, model.hf_tensor_map(), path, **extra)
 
 
 def load_tokenizer(path):
-    """tokenizer.json of a model directory as a ``tokenizers.Tokenizer`` (Hugging
-    Face's Rust tokenizers: WordPiece, BPE, Unigram); ValueError naming the file
-    when it is missing or does not parse."""
-    file = os.path.join(os.fspath(path), "tokenizer.json")
+    """The tokenizer of a model directory as a ``tokenizers.Tokenizer`` (Hugging
+    Face's Rust tokenizers: WordPiece, BPE, Unigram): its tokenizer.json, or
+    else a GPT-2 style vocab.json + merges.txt pair, built as transformers'
+    GPT2Tokenizer builds it (:func:`byte_level_bpe`).  ValueError naming the
+    file when none is there or it does not parse."""
+    path = os.fspath(path)
+    file = os.path.join(path, "tokenizer.json")
     if not os.path.isfile(file):
-        raise ValueError(f"{path}: no tokenizer.json (the tokenizer is read from "
-                         f"tokenizer.json only; save it with a fast tokenizer's "
-                         f"save_pretrained)")
+        vocab, merges = os.path.join(path, "vocab.json"), os.path.join(path, "merges.txt")
+        if os.path.isfile(vocab) and os.path.isfile(merges):
+            return byte_level_bpe(path)
+        raise ValueError(f"{path}: no tokenizer.json (nor vocab.json and merges.txt of a "
+                         f"byte-level BPE); the tokenizer is read from those files only (save "
+                         f"it with a fast tokenizer's save_pretrained)")
     from tokenizers import Tokenizer
     try:
         return Tokenizer.from_file(file)
     except Exception as e:  # tokenizers raises a bare Exception for bad files
         raise ValueError(f"{file}: not a tokenizer.json that tokenizers can read "
                          f"({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def _special_tokens(path):
+    """The special tokens tokenizer_config.json (or special_tokens_map.json)
+    names, as strings; GPT-2's <|endoftext|> when neither file says."""
+    names = []
+    for f in ("tokenizer_config.json", "special_tokens_map.json"):
+        file = os.path.join(path, f)
+        if not os.path.isfile(file):
+            continue
+        c = read_json(file, "tokenizer config")
+        for key in ("bos_token", "eos_token", "unk_token", "pad_token"):
+            v = c.get(key)
+            v = v.get("content") if isinstance(v, dict) else v
+            if isinstance(v, str) and v not in names:
+                names.append(v)
+        for v in (c.get("added_tokens_decoder") or {}).values():
+            if isinstance(v, dict) and v.get("special") and isinstance(v.get("content"), str) \
+                    and v["content"] not in names:
+                names.append(v["content"])
+    return names or ["<|endoftext|>"]
+
+
+def byte_level_bpe(path):
+    """GPT-2's tokenizer from vocab.json and merges.txt: byte-level BPE
+    (Radford et al. 2019, section 2.2) with a ByteLevel pre-tokenizer and
+    decoder (``add_prefix_space`` from tokenizer_config.json, default False)
+    and the special tokens the tokenizer config names (that are in the
+    vocabulary) -- what transformers' GPT2Tokenizer builds from the same
+    files."""
+    from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers
+    from tokenizers.models import BPE
+    vocab_file, merges_file = os.path.join(path, "vocab.json"), os.path.join(path, "merges.txt")
+    vocab = read_json(vocab_file, "vocabulary")
+    if not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+               for k, v in vocab.items()):
+        raise ValueError(f"{vocab_file}: a JSON object of token -> id is needed")
+    try:
+        with open(merges_file, encoding="utf-8") as f:
+            lines = f.read().split("\n")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{merges_file}: not UTF-8 text ({e})") from None
+    merges = []
+    for n, line in enumerate(lines):
+        if not line or (n == 0 and line.startswith("#version")):
+            continue
+        parts = line.split(" ")
+        if len(parts) != 2:
+            raise ValueError(f"{merges_file}: line {n + 1} is not a merge of two tokens: "
+                             f"{line[:80]!r}")
+        merges.append((parts[0], parts[1]))
+    config = os.path.join(path, "tokenizer_config.json")
+    prefix = read_json(config, "tokenizer config").get("add_prefix_space", False) \
+        if os.path.isfile(config) else False
+    try:
+        tok = Tokenizer(BPE(vocab=vocab, merges=merges, dropout=None, continuing_subword_prefix="",
+                            end_of_word_suffix="", fuse_unk=False))
+    except Exception as e:  # tokenizers' own complaint (a merge of unknown tokens, ...)
+        raise ValueError(f"{merges_file}: does not fit {vocab_file} ({str(e)[:200]})") from None
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=bool(prefix))
+    tok.decoder = decoders.ByteLevel()
+    special = [t for t in _special_tokens(path) if t in vocab]
+    if special:
+        tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in special])
+    return tok

@@ -394,12 +394,13 @@ class MarianMTModel(Module):
                     out[key] = [f"model.{stack}.layers.{i}.{n}" for n in layer_map[suffix]]
         return out
 
-    def hf_ignored_tensors(self):
-        """Checkpoint tensors this model does not read: the fixed sinusoidal
-        tables (recomputed from the config) and copies of tied embeddings."""
-        used = set(self._sources.values())
-        return ["model.encoder.embed_positions.weight", "model.decoder.embed_positions.weight"] \
-            + [n for n in _EMBEDDING_NAMES if n not in used]
+    def hf_ignored(self, name):
+        """Whether checkpoint tensor ``name`` is one this model does not read:
+        the fixed sinusoidal tables (recomputed from the config) and copies of
+        tied embeddings."""
+        return name in ("model.encoder.embed_positions.weight",
+                        "model.decoder.embed_positions.weight") or \
+            (name in _EMBEDDING_NAMES and name not in self._sources.values())
 
     def _choose_sources(self, names):
         """Which checkpoint tensor each embedding and the output projection

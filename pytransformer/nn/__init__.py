@@ -23,10 +23,11 @@ whenever they are loaded).
 - :mod:`.layers`: Linear, LayerNorm, RMSNorm, Embedding, activations;
 - :mod:`.attention`: MultiheadAttention and torch's mask conventions;
 - :mod:`.transformer`: encoder and decoder layers ("Add & Norm"), stacks, Transformer;
-- :mod:`.cache`: KVCache, what incremental decoding keeps between steps.
+- :mod:`.cache`: KVCache and DecoderCache, what incremental decoding keeps
+  between steps (encoder-decoder and decoder-only models).
 """
 from .attention import MultiheadAttention, attention_mask
-from .cache import KVCache
+from .cache import DecoderCache, KVCache
 from .layers import Embedding, LayerNorm, Linear, RMSNorm, check_token_ids, gelu_tanh
 from .module import NO_INIT, Module, ModuleList, torch_state_dict, xavier_uniform
 from .transformer import (Transformer, TransformerDecoder, TransformerDecoderLayer,
@@ -35,5 +36,5 @@ from .transformer import (Transformer, TransformerDecoder, TransformerDecoderLay
 __all__ = [
     "Module", "ModuleList", "Linear", "LayerNorm", "RMSNorm", "Embedding", "MultiheadAttention",
     "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder",
-    "TransformerDecoder", "Transformer", "KVCache",
+    "TransformerDecoder", "Transformer", "KVCache", "DecoderCache",
 ]

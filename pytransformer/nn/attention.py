@@ -272,13 +272,25 @@ class MultiheadAttention(Module):
         implicit: only positions <= pos exist yet.  keep (N, pos + 1) bool is
         False at padded target positions (the key padding mask); None: no
         padding.  Returns (N, E).
+
+        pos may also be an (N,) array, each sequence at its own position (a
+        decoder-only batch of prompts of different lengths): each key and
+        value is written at its row's position and keys up to the largest
+        are read; keep must then be False past each row's own position
+        (where the rows differ).
         """
         if self._qkv_same_embed_dim:
             q, k, v = self._project_one(x, "qkv")
         else:
             (q,), (k,), (v,) = (self._project_one(x, p) for p in "qkv")
-        cache_k[:, :, pos] = k
-        cache_v[:, :, pos] = v
+        if isinstance(pos, np.ndarray):
+            rows = np.arange(x.shape[0])
+            cache_k[rows, :, pos] = k
+            cache_v[rows, :, pos] = v
+            pos = int(pos.max()) if pos.size else 0
+        else:
+            cache_k[:, :, pos] = k
+            cache_v[:, :, pos] = v
         o = self._attend_one(q, cache_k[:, :, :pos + 1], cache_v[:, :, :pos + 1], keep)
         return self.out_proj.step(o)
 

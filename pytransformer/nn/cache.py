@@ -1,7 +1,7 @@
 """The key/value cache of incremental decoding."""
 import numpy as np
 
-__all__ = ["KVCache"]
+__all__ = ["KVCache", "DecoderCache"]
 
 
 class KVCache:
@@ -76,5 +76,81 @@ class KVCache:
                 a[:n] = a[rows]
         if self._keep is not None:
             self._keep[:n] = self._keep[rows]
+        self.batch_size = n
+        return self
+
+
+class DecoderCache:
+    """What a decoder-only model (GPT-2, Llama) keeps between decoding steps.
+
+    Per layer the self-attention keys and values of every position so far,
+    ``(N, kv_heads, max_len, d_head)`` (kv_heads may be fewer than the query
+    heads: grouped-query attention shares each cached head among several
+    query heads), allocated once for ``capacity`` rows and ``max_len``
+    positions.  Each row holds its own sequence from slot 0 -- its prompt
+    without padding, then the tokens decoded -- and ``lengths[r]`` says how
+    many slots it fills: a row's next token goes to slot ``lengths[r]``,
+    which is also its position (the position id of learned positions, the
+    rotation of RoPE).  So a prompt gets the same keys at the same places,
+    and the same bits, alone or beside longer ones.
+
+    - ``layer(i)``: layer i's (k, v) for the rows in use;
+    - ``lengths``: (N,) int64 slots filled per row;
+    - ``keep()``: None when every row has the same length (no mask needed),
+      else (N, max(lengths) + 1) bool, True at the slots a row's next query
+      may attend (its own, and the new one);
+    - :meth:`select` keeps, reorders or repeats rows in place (up to
+      ``capacity``).
+    """
+
+    def __init__(self, capacity, max_len, heads):
+        self.capacity = self.batch_size = int(capacity)
+        self.max_len = int(max_len)
+        n = self.capacity
+        self._k = [np.zeros((n, h, self.max_len, d), np.float32) for h, d in heads]
+        self._v = [np.zeros((n, h, self.max_len, d), np.float32) for h, d in heads]
+        self._lengths = np.zeros(n, np.int64)
+
+    @property
+    def lengths(self):
+        return self._lengths[:self.batch_size]
+
+    @property
+    def length(self):
+        """The longest row's length (slots in use)."""
+        return int(self.lengths.max()) if self.batch_size else 0
+
+    def layer(self, i):
+        n = self.batch_size
+        return self._k[i][:n], self._v[i][:n]
+
+    def keep(self):
+        lengths = self.lengths
+        if lengths.size == 0 or lengths.min() == lengths.max():
+            return None
+        return np.arange(int(lengths.max()) + 1)[None, :] <= lengths[:, None]
+
+    def advance(self):
+        """Each row holds one more slot (after a step wrote it)."""
+        self._lengths[:self.batch_size] += 1
+
+    def select(self, rows):
+        """Keep rows ``rows`` (indices into the current batch, in their new
+        order; repeats allowed up to the allocated capacity)."""
+        rows = np.asarray(rows, dtype=np.intp).reshape(-1)
+        n = rows.size
+        if n and (rows.min() < 0 or rows.max() >= self.batch_size):
+            raise ValueError(f"select: rows must be in [0, {self.batch_size}), got "
+                             f"{rows.min()}..{rows.max()}")
+        if n > self.capacity:
+            raise ValueError(f"select: {n} rows exceed the {self.capacity} allocated")
+        t = self.length
+        moved = np.flatnonzero(rows != np.arange(n))  # rows that stay put are not copied
+        if moved.size:
+            src = rows[moved]
+            for bufs in (self._k, self._v):
+                for a in bufs:
+                    a[moved, :, :t] = a[src, :, :t]   # (the right side is a copy)
+        self._lengths[:n] = self._lengths[rows]
         self.batch_size = n
         return self

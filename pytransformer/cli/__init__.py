@@ -1,10 +1,12 @@
-"""The ``pytransformer`` command: ``demo``, ``info``, ``bench``, ``embed``, ``translate``.
+"""The ``pytransformer`` command: ``demo``, ``info``, ``bench``, ``embed``,
+``translate`` and ``generate``.
 
     pytransformer demo ["june 3rd, 1999" ...] [--n 1000] [--seed 0] [--plot map.png]
     pytransformer info
     pytransformer bench [--quick]
     pytransformer embed --model PATH [TEXT ...] | --input FILE|- [--output FILE.npy]
     pytransformer translate --model PATH [TEXT ...] | --input FILE|- [--beam-size 4]
+    pytransformer generate --model PATH "PROMPT" [--max-new-tokens 64] [--chat] ...
 
 ``demo`` runs the model shipped in the package (pytransformer/demo) on the C
 kernels, with no PyTorch: written dates to ISO dates.  ``info`` tells which
@@ -12,6 +14,7 @@ kernel path, threads and build flags are in use.  ``bench`` times the kernels
 and a model against numpy (and torch, when it is installed).  ``embed`` turns
 texts into sentence embeddings with a sentence-transformers model directory;
 ``translate`` translates them with a Marian (OPUS-MT) model directory.
+``generate`` continues a prompt with a language model, streaming the text.
 """
 import argparse
 import os
@@ -20,6 +23,9 @@ import subprocess
 import sys
 import sysconfig
 import time
+
+from .generate import add_generate_parser
+from .translate import add_translate_parser
 
 # What setup.py compiles with (kept in step with it; tests/test_demo.py checks).
 BUILD_CFLAGS = ["-O3", "-std=c11", "-fno-math-errno", "-Wall", "-Wno-unused-function",
@@ -75,7 +81,7 @@ def cmd_info(args):
 # -------------------------------------------------------------------- demo --
 
 def _load_demo_model(path):
-    from .models import Seq2SeqTransformer
+    from ..models import Seq2SeqTransformer
     return Seq2SeqTransformer.load(path)
 
 
@@ -83,7 +89,7 @@ def _translate(model, texts, batch_size=256):
     """Greedy-decode written dates; returns (predictions, generated tokens, seconds)."""
     import numpy as np
 
-    from .demo import task
+    from ..demo import task
     preds, n_tokens, seconds = [], 0, 0.0
     for i in range(0, len(texts), batch_size):
         src = task.encode_batch(texts[i:i + batch_size])
@@ -101,8 +107,8 @@ def cross_attention_map(model, text, prediction):
     """Head-averaged cross-attention weights of the last decoder layer, (T, S):
     row t is where the decoder looked in the source when it wrote token t
     (teacher-forced on [<bos>] + prediction)."""
-    from .demo import task
-    from .ops import look_ahead_mask
+    from ..demo import task
+    from ..ops import look_ahead_mask
     src = task.encode_batch([text])
     tgt = task.encode_batch([prediction], add_bos=True)
     memory = model.encode(src)
@@ -141,7 +147,7 @@ def _plot(model, text, prediction, path):
 def cmd_demo(args):
     import pytransformer
 
-    from .demo import task
+    from ..demo import task
     if args.threads:
         pytransformer.set_num_threads(args.threads)
     model = _load_demo_model(args.model)
@@ -199,7 +205,7 @@ def cmd_bench(args):
         # the cores the other needs.  The policy is read when the runtime
         # loads, so run the benchmark in a fresh process with it set.
         return _run_fresh(args.argv, dict(os.environ, OMP_WAIT_POLICY="passive"))
-    from . import benchmarks
+    from .. import benchmarks
     return benchmarks.main(quick=args.quick, threads=args.threads,
                            include_torch=not args.no_torch, json_path=args.json)
 
@@ -268,38 +274,6 @@ def cmd_embed(args):
 
 # -------------------------------------------------------------------- main --
 
-# --------------------------------------------------------------- translate --
-
-def cmd_translate(args):
-    """Translations of TEXT arguments or of a file's lines: one line each on
-    stdout, or with --num-hypotheses above 1 a JSON line per text with its
-    n best translations and their scores."""
-    import json
-
-    import pytransformer
-    if args.threads:
-        pytransformer.set_num_threads(args.threads)
-    texts = _read_texts(args, "translate")
-    if args.num_hypotheses > args.beam_size:
-        raise UsageError(f"--num-hypotheses {args.num_hypotheses} is more than --beam-size "
-                         f"{args.beam_size}")
-    try:
-        translator = pytransformer.Translator(args.model)
-    except ValueError as e:
-        raise UsageError(f"--model: {e}") from None
-    n = args.num_hypotheses
-    out = translator.translate(texts, beam_size=args.beam_size,
-                               max_new_tokens=args.max_new_tokens, num_hypotheses=n,
-                               return_scores=n > 1, batch_size=args.batch_size)
-    for text, result in zip(texts, out):
-        if n == 1:
-            print(result)
-        else:
-            print(json.dumps({"text": text, "translations": [
-                {"text": t, "score": s} for t, s in result]}, ensure_ascii=False))
-    return 0
-
-
 def _read_texts(args, what):
     """TEXT arguments, or the lines of --input FILE ('-': stdin); UsageError
     for both, neither, or a file that cannot be read."""
@@ -353,12 +327,13 @@ def _writable(path):
 
 
 def build_parser():
-    from .demo import task
+    from ..demo import task
     p = argparse.ArgumentParser(
         prog="pytransformer",
         description="A CPU Transformer whose kernels are hand-written C, verified against "
                     "PyTorch.")
-    sub = p.add_subparsers(dest="command", metavar="{demo,info,bench,embed,translate}")
+    sub = p.add_subparsers(dest="command",
+                           metavar="{demo,info,bench,embed,translate,generate}")
     sub.required = True
 
     d = sub.add_parser(
@@ -426,29 +401,8 @@ def build_parser():
                    help="kernel threads (default: as pytransformer starts)")
     e.set_defaults(func=cmd_embed)
 
-    t = sub.add_parser(
-        "translate", help="translate texts with a Marian (OPUS-MT) model directory",
-        description="Translate texts with a Marian model directory (config.json, "
-                    "model.safetensors, source.spm, target.spm, vocab.json), without torch. "
-                    "Prints one translation a line, or with --num-hypotheses N > 1 one JSON "
-                    "line per text ({\"text\", \"translations\": [{\"text\", \"score\"}]}).")
-    t.add_argument("text", nargs="*", metavar="TEXT", help="texts to translate")
-    t.add_argument("--model", required=True, metavar="PATH",
-                   help="the model directory (local; nothing is downloaded)")
-    t.add_argument("--input", metavar="FILE",
-                   help="read the texts from FILE, one a line ('-': standard input)")
-    t.add_argument("--beam-size", type=_count(1), default=4,
-                   help="beam search width; 1 is greedy search (default 4)")
-    t.add_argument("--max-new-tokens", type=_count(1), default=None,
-                   help="tokens per translation, eos included (default: the checkpoint's "
-                        "max_length - 1)")
-    t.add_argument("--num-hypotheses", type=_count(1), default=1,
-                   help="the n best translations of each text, with scores (default 1)")
-    t.add_argument("--batch-size", type=_count(1), default=32,
-                   help="texts translated together (default 32)")
-    t.add_argument("--threads", type=_count(1), default=None,
-                   help="kernel threads (default: as pytransformer starts)")
-    t.set_defaults(func=cmd_translate)
+    add_translate_parser(sub, _count)
+    add_generate_parser(sub, _count)
     return p
 
 
