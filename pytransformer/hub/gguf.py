@@ -396,7 +396,8 @@ def dequantize(raw, type_name, shape, what="tensor"):
     """The float32 array of ``shape`` (numpy order) that the bytes ``raw`` (a
     uint8 array) of ggml type ``type_name`` hold.  F32 is a view of ``raw``;
     F16, BF16, Q8_0, Q4_0 and Q4_1 are converted (vectorised numpy, block by
-    block, bit for bit as ``gguf.quants.dequantize``).  Another type, or a
+    block, bit for bit as ``gguf.quants.dequantize``); an F32 tensor the
+    file does not align to 4 bytes is copied.  Another type, or a
     byte count that does not match the shape: ValueError naming ``what``."""
     raw = np.asarray(raw)
     if raw.dtype != np.uint8 or raw.ndim != 1:
@@ -407,7 +408,8 @@ def dequantize(raw, type_name, shape, what="tensor"):
     if type_name == "F32":
         if raw.size != 4 * n:
             raise ValueError(f"{what}: {raw.size} bytes for {n} F32 elements")
-        return raw.view("<f4").reshape(shape)
+        a = raw.view("<f4").reshape(shape)
+        return a if a.flags.aligned else a.copy()      # an alignment below 4 in the file
     if type_name not in _DEQUANT:
         raise ValueError(f"{what} has ggml type {type_name}, which pytransformer does not "
                          f"dequantize (it reads {', '.join(DEQUANTIZED_TYPES)})")

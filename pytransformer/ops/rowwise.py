@@ -178,16 +178,16 @@ def _normalized_shape(normalized_shape, x, what):
 
 # ----------------------------------------------------------- SwiGLU's gate --
 
-def silu_and_mul(input):
+def silu_and_mul(x):
     """SiLU(gate) * up, the gate of a SwiGLU feed-forward network (Shazeer
-    2020): ``input`` (..., 2F) is ``[gate | up]``, the output of one GEMM of
-    the gate and up projections stacked; returns (..., F) =
-    ``F.silu(input[..., :F]) * input[..., F:]``, computed in one pass."""
-    x = as_float32(input, "input")
-    if x.ndim == 0 or x.shape[-1] % 2:
-        raise ValueError(f"silu_and_mul: input must have an even last dimension "
-                         f"[gate | up], got shape {x.shape}")
-    return _kernels.silu_and_mul(x)
+    2020): ``x`` (..., 2F) is ``[gate | up]``, the output of one GEMM of the
+    gate and up projections stacked; returns (..., F) =
+    ``F.silu(x[..., :F]) * x[..., F:]``, computed in one pass."""
+    a = as_float32(x, "x")
+    if a.ndim == 0 or a.shape[-1] % 2:
+        raise ValueError(f"silu_and_mul: x must have an even last dimension [gate | up], "
+                         f"got shape {a.shape}")
+    return _kernels.silu_and_mul(a)
 
 
 def silu(input, inplace=False):
