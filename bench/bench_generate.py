@@ -18,10 +18,17 @@ GPT-2 (bench/gpt2_generate.py): GPT-2 124M continuing a 128-token prompt by
 64 tokens, greedy and beam 4 at batch 1 and 8, beside transformers' generate
 and CTranslate2 float32 on the same saved directory, interleaved.
 
-Prints tables and writes bench/results/generate.json (and generate_gpt2.json).
+Marian (bench/marian_generate.py): a Transformer-base MarianMTModel (OPUS-MT's
+shape, 32000-token vocabulary) translating 33-token sources into 64 tokens,
+greedy and beam 4 at batch 1 and 8, beside transformers' generate and
+CTranslate2 float32 on the same saved directory, interleaved.
 
-    python bench/bench_generate.py                 # both models
-    python bench/bench_generate.py --model gpt2    # the GPT-2 rows only
+Prints tables and writes bench/results/generate.json (and generate_gpt2.json,
+generate_marian.json).
+
+    python bench/bench_generate.py                   # every model
+    python bench/bench_generate.py --model gpt2      # the GPT-2 rows only
+    python bench/bench_generate.py --model marian    # the Marian rows only
     python bench/bench_generate.py --quick         # fewer repeats, 16 new tokens
 """
 import json
@@ -155,7 +162,8 @@ class TorchCachedDecoder:
 def main():
     args = model_bench_args(__doc__, "fewer repeats, 16 new tokens", "generate.json",
                             extra=lambda ap: ap.add_argument(
-                                "--model", choices=["all", "seq2seq", "gpt2"], default="all"))
+                                "--model", choices=["all", "seq2seq", "gpt2", "marian"],
+                                default="all"))
     warmup, repeats = (1, 2) if args.quick else (1, 5)
     if args.repeats:
         repeats = args.repeats
@@ -170,6 +178,10 @@ def main():
                            torch=torch.__version__, quick=args.quick, rows=gpt2_rows), f, indent=1)
         print(f"wrote {out}\n")
         if args.model == "gpt2":
+            return
+    if args.model in ("all", "marian"):
+        marian_rows(args, repeats)
+        if args.model == "marian":
             return
     n_new, S = (16, 64) if args.quick else (64, 64)
 
@@ -240,6 +252,20 @@ def main():
                        torch=torch.__version__, memory_bandwidth_B_s=bw,
                        step_weight_bytes=weight_bytes, quick=args.quick, rows=rows), f, indent=1)
     print(f"wrote {args.out}")
+
+
+def marian_rows(args, repeats):
+    """The Marian table (bench/marian_generate.py), written to generate_marian.json."""
+    import marian_generate
+    rows = marian_generate.run(args.threads, max(repeats - 2, 1) if args.quick else 3,
+                               args.quick)
+    out = os.path.join(os.path.dirname(args.out), "generate_marian.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(dict(cpu_info=pytransformer.cpu_info(), cpu=platform.processor(),
+                       torch=torch.__version__, quick=args.quick, rows=rows), f, indent=1)
+    print(f"wrote {out}\n")
+    return rows
 
 
 if __name__ == "__main__":

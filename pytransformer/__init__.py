@@ -6,12 +6,13 @@ arrays, every output checked against PyTorch:
 - pytransformer.ops: torch.nn.functional-shaped functions on the C kernels;
 - pytransformer.nn: torch.nn-shaped modules (MultiheadAttention, Transformer, ...);
 - pytransformer.models: Seq2SeqTransformer, the paper's full model, and the
-  families of real checkpoints (BERT, GPT-2);
+  families of real checkpoints (BERT, Marian, GPT-2);
 - pytransformer.generation: greedy, beam and sampling over the decoding protocol;
 - pytransformer.hub: weights files, torch state dicts, and Hugging Face model
-  directories (``from_pretrained``: BERT-family encoders, GPT-2);
+  directories (``from_pretrained``: BERT-family encoders, Marian translation
+  models, GPT-2) and Marian's SentencePiece tokenizer;
 - pytransformer.pipelines: text in, vectors or text out (``SentenceEncoder``,
-  ``Generator``);
+  ``Translator``, ``Generator``);
 - pytransformer.oracle: the torch twin of any of them (needs torch).
 """
 try:
@@ -25,7 +26,7 @@ except ImportError as e:  # pragma: no cover - depends on how it was installed
 from . import generation, hub, models, nn, ops  # noqa: E402
 from .hub.hf import from_pretrained  # noqa: E402
 from .ops.checks import TokenIdError  # noqa: E402
-from .pipelines import Generator, SentenceEncoder  # noqa: E402
+from .pipelines import Generator, SentenceEncoder, Translator  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -62,4 +63,4 @@ def cpu_info():
 
 __all__ = ["ops", "nn", "models", "generation", "hub", "TokenIdError", "MAX_THREADS",
            "set_num_threads", "get_num_threads", "cpu_info", "from_pretrained",
-           "SentenceEncoder", "Generator", "__version__"]
+           "SentenceEncoder", "Translator", "Generator", "__version__"]

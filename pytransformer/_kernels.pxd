@@ -42,9 +42,11 @@ cdef extern from "rowwise/activation.h":
     int PT_ACT_RELU
     int PT_ACT_GELU
     int PT_ACT_GELU_TANH
+    int PT_ACT_SILU
     void pt_relu_ref(float *y, const float *x, int64_t n) nogil
     void pt_gelu_ref(float *y, const float *x, int64_t n) nogil
     void pt_gelu_tanh_ref(float *y, const float *x, int64_t n) nogil
+    void pt_silu_ref(float *y, const float *x, int64_t n) nogil
 
 cdef extern from "rowwise/layernorm.h":
     void pt_layer_norm_ref(float *y, const float *x, const float *weight, const float *bias,

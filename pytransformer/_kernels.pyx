@@ -31,7 +31,7 @@ cdef const pt_kernel_table *KT = NULL
 cdef int _nthreads = 1
 
 ACT = {None: PT_ACT_NONE, "none": PT_ACT_NONE, "relu": PT_ACT_RELU,
-       "gelu": PT_ACT_GELU, "gelu_tanh": PT_ACT_GELU_TANH}
+       "gelu": PT_ACT_GELU, "gelu_tanh": PT_ACT_GELU_TANH, "silu": PT_ACT_SILU}
 
 
 # ---------------------------------------------------------------- run time --
@@ -160,7 +160,7 @@ cdef _check(object a, str name, Py_ssize_t size=-1):
 # ------------------------------------------------------------- activations --
 
 def activation(x, str kind, bint ref=False):
-    """y = relu(x) | gelu(x) | gelu_tanh(x), elementwise, new array."""
+    """y = relu(x) | gelu(x) | gelu_tanh(x) | silu(x), elementwise, new array."""
     _check(x, "x")
     y = np.empty_like(x)
     cdef float *py = _fptr(y)
@@ -175,6 +175,8 @@ def activation(x, str kind, bint ref=False):
         f, fr = KT.gelu, pt_gelu_ref
     elif kind == "gelu_tanh":
         f, fr = KT.gelu_tanh, pt_gelu_tanh_ref
+    elif kind == "silu":
+        f, fr = KT.silu, pt_silu_ref
     else:
         raise ValueError(f"unknown activation {kind!r}")
     with nogil:

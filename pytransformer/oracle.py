@@ -42,8 +42,15 @@ def _torch_activation(act):
         return act
     if act is nn.gelu_tanh:
         return _torch().nn.GELU(approximate="tanh")
+    if act in ("silu", "swish") or act is _ops_silu():
+        return _torch().nn.functional.silu
     raise ValueError(f"to_torch: activation {act!r} has no torch equivalent here "
-                     f"(relu or gelu only)")
+                     f"(relu, gelu or silu only)")
+
+
+def _ops_silu():
+    from .ops import silu
+    return silu
 
 
 def _layer_args(layer):

@@ -36,6 +36,7 @@ PT_ALWAYS_INLINE pt_vf apply_act(pt_vf x, int act) {
     case PT_ACT_RELU: return pt_vrelu(x);
     case PT_ACT_GELU: return pt_vgelu(x);
     case PT_ACT_GELU_TANH: return pt_vgelu_tanh(x);
+    case PT_ACT_SILU: return pt_vsilu(x);
     default: return x;
     }
 }

@@ -1,4 +1,4 @@
-/* activation.c -- ReLU and GELU over a flat float buffer. */
+/* activation.c -- ReLU, GELU and SiLU over a flat float buffer. */
 #include "rowwise/activation.h"
 #include "runtime/vmath.h"
 
@@ -24,6 +24,7 @@
 PT_ELEMENTWISE(pt_relu, pt_vrelu)
 PT_ELEMENTWISE(pt_gelu, pt_vgelu)
 PT_ELEMENTWISE(pt_gelu_tanh, pt_vgelu_tanh)
+PT_ELEMENTWISE(pt_silu, pt_vsilu)
 
 #if PT_ISA == PT_ISA_SCALAR
 void pt_relu_ref(float *y, const float *x, int64_t n) {
@@ -41,6 +42,13 @@ void pt_gelu_tanh_ref(float *y, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
         double v = x[i];
         y[i] = (float)(0.5 * v * (1.0 + tanh(0.79788456080286535588 * (v + 0.044715 * v * v * v))));
+    }
+}
+
+void pt_silu_ref(float *y, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        double v = x[i];
+        y[i] = (float)(v / (1.0 + exp(-v)));
     }
 }
 #endif

@@ -1,5 +1,6 @@
 /* activation.h -- element-wise activations of the position-wise feed-forward
- * network: ReLU and GELU (exact erf form and tanh approximation). */
+ * network: ReLU, GELU (exact erf form and tanh approximation) and SiLU
+ * (swish, x sigmoid(x)). */
 #ifndef PT_ACTIVATION_H
 #define PT_ACTIVATION_H
 
@@ -7,16 +8,19 @@
 #include "runtime/simd.h"
 
 /* The activation a kernel applies in its epilogue (the GEMM's act). */
-enum { PT_ACT_NONE = 0, PT_ACT_RELU = 1, PT_ACT_GELU = 2, PT_ACT_GELU_TANH = 3 };
+enum { PT_ACT_NONE = 0, PT_ACT_RELU = 1, PT_ACT_GELU = 2, PT_ACT_GELU_TANH = 3,
+       PT_ACT_SILU = 4 };
 
 /* y[i] = f(x[i]) for i < n; y may alias x. */
 PT_DECLARE_VARIANTS(void, pt_relu, (float *y, const float *x, int64_t n, int nthreads))
 PT_DECLARE_VARIANTS(void, pt_gelu, (float *y, const float *x, int64_t n, int nthreads))
 PT_DECLARE_VARIANTS(void, pt_gelu_tanh, (float *y, const float *x, int64_t n, int nthreads))
+PT_DECLARE_VARIANTS(void, pt_silu, (float *y, const float *x, int64_t n, int nthreads))
 
-/* Naive twins on libm (erff, tanhf), in double where it is free. */
+/* Naive twins on libm (erfc, tanh, exp), in double where it is free. */
 void pt_relu_ref(float *y, const float *x, int64_t n);
 void pt_gelu_ref(float *y, const float *x, int64_t n);
 void pt_gelu_tanh_ref(float *y, const float *x, int64_t n);
+void pt_silu_ref(float *y, const float *x, int64_t n);
 
 #endif

@@ -77,6 +77,13 @@ static inline pt_vf pt_vgelu_tanh(pt_vf x) {
     return pt_vdiv(x, pt_vadd(pt_vset1(1.0f), e));
 }
 
+/* SiLU (swish), x sigmoid(x) = x / (1 + exp(-x)): one exp and one divide;
+ * at x -> -inf exp saturates to +inf and the quotient to -0, at +inf to x;
+ * NaN propagates (exp(NaN) is NaN). */
+static inline pt_vf pt_vsilu(pt_vf x) {
+    return pt_vdiv(x, pt_vadd(pt_vset1(1.0f), pt_vexp(pt_vsub(pt_vzero(), x))));
+}
+
 static inline pt_vf pt_vrelu(pt_vf x) {
     /* max(x, 0) that keeps NaN */
     return pt_vselect_gt(pt_vzero(), x, pt_vzero(), x);

@@ -1,17 +1,19 @@
-"""The ``pytransformer`` command: ``demo``, ``info``, ``bench``, ``embed`` and
-``generate``.
+"""The ``pytransformer`` command: ``demo``, ``info``, ``bench``, ``embed``,
+``translate`` and ``generate``.
 
     pytransformer demo ["june 3rd, 1999" ...] [--n 1000] [--seed 0] [--plot map.png]
     pytransformer info
     pytransformer bench [--quick]
     pytransformer embed --model PATH [TEXT ...] | --input FILE|- [--output FILE.npy]
+    pytransformer translate --model PATH [TEXT ...] | --input FILE|- [--beam-size 4]
     pytransformer generate --model PATH "PROMPT" [--max-new-tokens 64] [--chat] ...
 
 ``demo`` runs the model shipped in the package (pytransformer/demo) on the C
 kernels, with no PyTorch: written dates to ISO dates.  ``info`` tells which
 kernel path, threads and build flags are in use.  ``bench`` times the kernels
 and a model against numpy (and torch, when it is installed).  ``embed`` turns
-texts into sentence embeddings with a sentence-transformers model directory.
+texts into sentence embeddings with a sentence-transformers model directory;
+``translate`` translates them with a Marian (OPUS-MT) model directory.
 ``generate`` continues a prompt with a language model, streaming the text.
 """
 import argparse
@@ -23,6 +25,7 @@ import sysconfig
 import time
 
 from .generate import add_generate_parser
+from .translate import add_translate_parser
 
 # What setup.py compiles with (kept in step with it; tests/test_demo.py checks).
 BUILD_CFLAGS = ["-O3", "-std=c11", "-fno-math-errno", "-Wall", "-Wno-unused-function",
@@ -236,21 +239,7 @@ def cmd_embed(args):
 
     if args.threads:
         pytransformer.set_num_threads(args.threads)
-    if args.input is not None and args.text:
-        return fail("give TEXT arguments or --input, not both")
-    if args.input is None:
-        texts = list(args.text)
-    elif args.input == "-":
-        texts = sys.stdin.read().splitlines()
-    else:
-        try:
-            with open(args.input, encoding="utf-8") as f:
-                texts = f.read().splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            return fail(f"cannot read {args.input}: {getattr(e, 'strerror', None) or e}")
-    if not texts:
-        return fail("no texts to embed (give TEXT arguments, or --input FILE with one text "
-                    "a line)")
+    texts = _read_texts(args, "embed")
     if args.output and not args.output.endswith(".npy"):
         return fail(f"--output {args.output}: the file name must end in .npy")
     try:
@@ -284,6 +273,28 @@ def cmd_embed(args):
 
 
 # -------------------------------------------------------------------- main --
+
+def _read_texts(args, what):
+    """TEXT arguments, or the lines of --input FILE ('-': stdin); UsageError
+    for both, neither, or a file that cannot be read."""
+    if args.input is not None and args.text:
+        raise UsageError("give TEXT arguments or --input, not both")
+    if args.input is None:
+        texts = list(args.text)
+    elif args.input == "-":
+        texts = sys.stdin.read().splitlines()
+    else:
+        try:
+            with open(args.input, encoding="utf-8") as f:
+                texts = f.read().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read {args.input}: "
+                             f"{getattr(e, 'strerror', None) or e}") from None
+    if not texts:
+        raise UsageError(f"no texts to {what} (give TEXT arguments, or --input FILE with one "
+                         f"text a line)")
+    return texts
+
 
 def _count(lowest, highest=None):
     """An argparse type: an integer in [lowest, highest]."""
@@ -321,7 +332,8 @@ def build_parser():
         prog="pytransformer",
         description="A CPU Transformer whose kernels are hand-written C, verified against "
                     "PyTorch.")
-    sub = p.add_subparsers(dest="command", metavar="{demo,info,bench,embed,generate}")
+    sub = p.add_subparsers(dest="command",
+                           metavar="{demo,info,bench,embed,translate,generate}")
     sub.required = True
 
     d = sub.add_parser(
@@ -389,6 +401,7 @@ def build_parser():
                    help="kernel threads (default: as pytransformer starts)")
     e.set_defaults(func=cmd_embed)
 
+    add_translate_parser(sub, _count)
     add_generate_parser(sub, _count)
     return p
 

@@ -1,6 +1,7 @@
 """Hugging Face model directories: config.json, model.safetensors (or shards
-listed by model.safetensors.index.json) and tokenizer.json -> the
-pytransformer model of the checkpoint's family, without torch.
+listed by model.safetensors.index.json), generation_config.json and the
+tokenizer files -> the pytransformer model of the checkpoint's family, without
+torch.
 
 :func:`from_pretrained` reads config.json's ``model_type`` and hands the
 checkpoint to that family's file in :mod:`pytransformer.models`, which says
@@ -31,8 +32,9 @@ _CONVERT = ('python -c "from transformers import AutoModel; '
 
 def _families():
     """model_type -> the family that builds it (one file in models/ each)."""
-    from ..models import bert, gpt2
-    return {**{t: bert for t in bert.MODEL_TYPES}, **{t: gpt2 for t in gpt2.MODEL_TYPES}}
+    from ..models import bert, gpt2, marian
+    return {**{t: bert for t in bert.MODEL_TYPES}, **{t: gpt2 for t in gpt2.MODEL_TYPES},
+            **{t: marian for t in marian.MODEL_TYPES}}
 
 
 def check_compute_type(compute_type):
@@ -148,7 +150,9 @@ def load_weights(model, tensors, hf_map, path, transposed=(), head_map=None, ign
     are ignored.  ``transposed``: our keys whose tensor is stored (in, out)
     (GPT-2's Conv1D); ``head_map``: {our key: [full HF names]} outside the
     prefix (an untied LM head); ``ignored(name)``: the family's own
-    non-weights.  Every missing or mis-shaped tensor is named in one
+    non-weights (Marian: its fixed sinusoids, copies of tied embeddings).
+    A (1, n) buffer is read as the (n,) parameter it stands for (Marian's
+    final_logits_bias).  Every missing or mis-shaped tensor is named in one
     ValueError."""
     names = tensors.names()
     prefix = _prefix(names, next(iter(hf_map.values()))[0])
@@ -178,6 +182,8 @@ def load_weights(model, tensors, hf_map, path, transposed=(), head_map=None, ign
                 continue
             used.add(h)
             got = tensors.shape(by_name[h])
+            if len(part) == 1 and tuple(got) == (1,) + part:
+                got = part
             if got != part:
                 problems.append(f"{by_name[h]} has shape {list(got)}, the config says "
                                 f"{list(part)}")
@@ -202,6 +208,7 @@ def load_weights(model, tensors, hf_map, path, transposed=(), head_map=None, ign
         a = [tensors.float32(by_name[h]) for h in parts]
         if key in transposed:
             a = [np.ascontiguousarray(t.T) for t in a]
+        a = [t.reshape(-1, *ours[key].shape[1:]) for t in a]   # (1, n) -> (n,)
         arrays[key] = a[0] if len(a) == 1 else np.concatenate(a, axis=0)
     model.load_state_dict(arrays)
     return model
@@ -225,11 +232,14 @@ def from_pretrained(path, compute_type="float32"):
     path: a directory with config.json and model.safetensors (or sharded
     safetensors and model.safetensors.index.json).  Dispatches on
     config.json's ``model_type``: bert, roberta, xlm-roberta, distilbert
-    (:class:`pytransformer.models.bert.BertModel`), gpt2
+    (:class:`pytransformer.models.bert.BertModel`), marian
+    (:class:`pytransformer.models.marian.MarianMTModel`), gpt2
     (:class:`pytransformer.models.gpt2.GPT2LMHeadModel`); another model_type
     is a ValueError listing these.  ``forward`` takes and returns what the
     transformers class does (``input_ids``, ``attention_mask``, ... ->
-    ``last_hidden_state``, ``pooler_output``; GPT-2: the logits), as numpy.
+    ``last_hidden_state``, ``pooler_output``; Marian, GPT-2: the logits), as
+    numpy.  A model that generates takes generate's defaults (max_length,
+    num_beams, ...) from generation_config.json when the directory has one.
 
     compute_type: only "float32" for now; "bfloat16" and "int8" raise
     NotImplementedError until they are built, anything else ValueError.
@@ -249,8 +259,16 @@ def from_pretrained(path, compute_type="float32"):
         model = family.from_hf_config(config, tensors.names())
     except ValueError as e:
         raise ValueError(f"{os.path.join(path, 'config.json')}: {e}") from None
-    extra = dict(transposed=model.hf_transposed(), head_map=model.hf_head_map(),
-                 ignored=model.hf_ignored) if hasattr(model, "hf_transposed") else {}
+    gen = os.path.join(path, "generation_config.json")
+    if hasattr(model, "set_generation_config") and os.path.isfile(gen):
+        try:
+            model.set_generation_config(read_json(gen, "generation config"))
+        except ValueError as e:
+            raise ValueError(f"{gen}: {e}") from None
+    extra = dict(transposed=model.hf_transposed(), head_map=model.hf_head_map()) \
+        if hasattr(model, "hf_transposed") else {}
+    if hasattr(model, "hf_ignored"):
+        extra["ignored"] = model.hf_ignored
     return load_weights(model, tensors, model.hf_tensor_map(), path, **extra)
 
 

@@ -170,24 +170,32 @@ def gelu_tanh(x):
 
 
 def resolve_activation(activation):
-    """(name fused into the GEMM, or a callable applied after it)."""
+    """(name fused into the GEMM, or a callable applied after it).  Beside
+    torch's 'relu' and 'gelu', the names 'silu' and 'swish' (one function,
+    x sigmoid(x)) are accepted."""
     if isinstance(activation, str):
+        if activation in ("silu", "swish"):
+            return "silu", None
         if activation not in ("relu", "gelu"):
-            raise ValueError(f"activation should be relu/gelu, not {activation}")
+            raise ValueError(f"activation should be relu/gelu/silu, not {activation}")
         return activation, None
     if activation is ops.relu:
         return "relu", None
     if activation is ops.gelu:
         return "gelu", None
+    if activation is ops.silu:
+        return "silu", None
     if activation is gelu_tanh:
         return "gelu_tanh", None
     if callable(activation):  # applied to the numpy output of the first GEMM
         return None, activation
-    raise ValueError(f"activation should be 'relu', 'gelu' or a callable, got {activation!r}")
+    raise ValueError(f"activation should be 'relu', 'gelu', 'silu' or a callable, got "
+                     f"{activation!r}")
 
 
 def torch_activation(layer):
-    """'relu', 'gelu' or gelu_tanh for a torch Transformer layer's activation."""
+    """'relu', 'gelu', 'silu' or gelu_tanh for a torch Transformer layer's activation
+    (SiLU as torch.nn.functional.silu or a torch.nn.SiLU module)."""
     act = layer.activation
     name = getattr(act, "__name__", type(act).__name__).lower()
     approximate = getattr(act, "approximate", "none")
@@ -203,4 +211,7 @@ def torch_activation(layer):
         return "relu"
     if name == "gelu" and approximate == "none":
         return "gelu"
-    raise ValueError(f"from_torch: activation {act!r} is not supported (relu or gelu only)")
+    if name == "silu":
+        return "silu"
+    raise ValueError(f"from_torch: activation {act!r} is not supported (relu, gelu or silu "
+                     f"only)")

@@ -12,7 +12,7 @@ from .checks import as_float32, floating, kernel_ready
 
 __all__ = ["matmul", "linear", "pack_weight", "PackedMatrix", "batch_index"]
 
-ACTIVATIONS = (None, "relu", "gelu", "gelu_tanh")
+ACTIVATIONS = (None, "relu", "gelu", "gelu_tanh", "silu")
 
 
 def batch_index(shape, batch):
@@ -96,7 +96,7 @@ def linear(input, weight, bias=None, *, activation=None):
 
     weight: ``(out_features, in_features)`` array, or a :func:`pack_weight`
     result.  ``activation`` (a pytransformer extension: None, 'relu', 'gelu',
-    'gelu_tanh') is fused into the GEMM's store.
+    'gelu_tanh', 'silu') is fused into the GEMM's store.
     """
     if kernel_ready(input, 2) and type(weight) is PackedMatrix and \
             activation in ACTIVATIONS and (bias is None or kernel_ready(bias, 1)):

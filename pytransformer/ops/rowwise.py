@@ -12,6 +12,7 @@ from .checks import as_float32, check_float, kernel_ready, normalize_dim
 
 __all__ = ["softmax", "masked_softmax", "mask_operand", "layer_norm", "rms_norm", "relu", "gelu",
            "silu_and_mul"]
+__all__ += ["silu"]
 
 
 def softmax(input, dim=-1):
@@ -187,3 +188,9 @@ def silu_and_mul(x):
         raise ValueError(f"silu_and_mul: x must have an even last dimension [gate | up], "
                          f"got shape {a.shape}")
     return _kernels.silu_and_mul(a)
+
+
+def silu(input, inplace=False):
+    """SiLU (swish), x * sigmoid(x) element-wise, as ``torch.nn.functional.silu``
+    (``inplace`` is accepted for torch's signature; a new array is returned)."""
+    return _kernels.activation(as_float32(input, "input"), "silu")

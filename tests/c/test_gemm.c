@@ -54,14 +54,14 @@ static void test_shapes(const pt_kernel_table *k) {
         for (int b = 0; b < NDIMS; b++)
             for (int c = 0; c < NDIMS; c++, n++) {
                 int64_t M = dims[a], N = dims[b], K = dims[c];
-                int ta = n & 1, tb = (n >> 1) & 1, act = n % 4, use_bias = (n / 3) & 1;
+                int ta = n & 1, tb = (n >> 1) & 1, act = n % (PT_ACT_SILU + 1), use_bias = (n / 3) & 1;
                 int packed = (n / 5) & 1, nt = 1 + ((n / 7) & 1);
                 run_case(k, M, N, K, ta, tb, use_bias, act, packed, nt);
             }
     /* bigger than one cache block in every dimension; every option */
     for (int ta = 0; ta < 2; ta++)
         for (int tb = 0; tb < 2; tb++)
-            for (int act = 0; act < 4; act++)
+            for (int act = 0; act <= PT_ACT_SILU; act++)
                 for (int packed = 0; packed < 2; packed++)
                     run_case(k, 300, 520, 129, ta, tb, 1, act, packed, 1 + (act & 1));
     run_case(k, 481, 97, 600, 0, 1, 1, PT_ACT_GELU, 0, 2);   /* 3 K blocks, 2 M blocks */

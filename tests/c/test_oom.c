@@ -140,7 +140,8 @@ static void test_no_alloc(const pt_kernel_table *k) {
         k->layer_norm(y + n, x + n, NULL, NULL, 1, n, 1e-5f, 2);
         k->gelu(y + 2 * n, x + 2 * n, n, 2);
         k->gelu_tanh(y + 3 * n, x + 3 * n, n, 2);
-        k->relu(y + 4 * n, x + 4 * n, 2 * n, 2);
+        k->relu(y + 4 * n, x + 4 * n, n, 2);
+        k->silu(y + 5 * n, x + 5 * n, n, 2);
         pt_mem_fail_after(-1);
     }
     pt_test_check(memcmp(a, b, sizeof(float) * rows * n) == 0,

@@ -88,6 +88,10 @@ static void test_activations(const pt_kernel_table *k) {
     pt_gelu_tanh_ref(r, x, n);
     d = pt_test_max_abs_diff(y, r, n);
     pt_test_check(d <= 4e-6, "%s gelu_tanh diff %g", k->name, d);
+    k->silu(y, x, n, 2);
+    pt_silu_ref(r, x, n);
+    d = pt_test_max_abs_diff(y, r, n);
+    pt_test_check(d <= 4e-6, "%s silu diff %g", k->name, d);
     free(x); free(y); free(r);
 }
 

@@ -419,7 +419,22 @@ def test_callable_activation(rng):
     x = randn(rng, 2, 5, 16)
     assert_model_close(ours(x), run_torch(t, x).numpy(), "tanh activation")
     with pytest.raises(ValueError, match="activation"):
-        nn.TransformerEncoderLayer(16, 2, activation="swish")
+        nn.TransformerEncoderLayer(16, 2, activation="mish")
+
+
+@pytest.mark.parametrize("name", ["silu", "swish"])
+def test_silu_activation_by_name(rng, name):
+    """'silu' / 'swish' (a pytransformer extension) is fused into the first
+    feed-forward GEMM and computes torch's F.silu; the oracle maps it back."""
+    from pytransformer import oracle
+    cfg = dict(d_model=16, nhead=2, dim_feedforward=32, batch_first=True)
+    t = tnn.TransformerEncoderLayer(dropout=0.0, activation=torch.nn.functional.silu, **cfg).eval()
+    ours = nn.TransformerEncoderLayer(activation=name, **cfg)
+    assert ours._act_name == "silu" and ours._act_fn is None
+    t.load_state_dict({k: T(v) for k, v in ours.state_dict().items()})
+    x = randn(rng, 2, 5, 16)
+    assert_model_close(ours(x), run_torch(t, x).numpy(), name)
+    assert_model_close(ours(x), run_torch(oracle.to_torch(ours), x).numpy(), "oracle " + name)
 
 
 def test_generate_square_subsequent_mask():
@@ -513,13 +528,15 @@ def test_custom_encoder_rejected():
         nn.Transformer(16, 2, custom_encoder=object())
 
 
-@pytest.mark.parametrize("act", ["relu", "gelu", "gelu-module", "gelu-tanh-module"])
+@pytest.mark.parametrize("act", ["relu", "gelu", "gelu-module", "gelu-tanh-module",
+                                 "silu-function", "silu-module"])
 def test_from_torch_keeps_each_activation(act):
     """torch's GELU(approximate='tanh') is computed as such, and nn.Transformer
     mirrors each stack's own activation (torch gives its decoder ReLU when
     the activation is a GELU module)."""
     a = {"relu": "relu", "gelu": "gelu", "gelu-module": torch.nn.GELU(),
-         "gelu-tanh-module": torch.nn.GELU(approximate="tanh")}[act]
+         "gelu-tanh-module": torch.nn.GELU(approximate="tanh"),
+         "silu-function": torch.nn.functional.silu, "silu-module": torch.nn.SiLU()}[act]
     torch.manual_seed(0)
     layer = torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, activation=a).eval()
     x = 3 * np.random.default_rng(0).standard_normal((5, 2, 16)).astype(np.float32)

@@ -194,7 +194,7 @@ def test_matmul_nan_inf(isa, threads, rng):
 # ------------------------------------------------------------------ linear --
 
 ACTS = {None: lambda t: t, "relu": F.relu, "gelu": F.gelu,
-        "gelu_tanh": lambda t: F.gelu(t, approximate="tanh")}
+        "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"), "silu": F.silu}
 
 
 @pytest.mark.parametrize("act", list(ACTS))

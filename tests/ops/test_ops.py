@@ -208,6 +208,34 @@ def test_relu_and_gelu_match_torch(isa, threads, rng, n):
                  ELEMENTWISE_ATOL, ELEMENTWISE_RTOL)
 
 
+@pytest.mark.parametrize("n", SIZES)
+def test_silu_matches_torch(isa, threads, rng, n):
+    x = (rng.standard_normal(n) * 6).astype(np.float32)
+    assert_close(ops.silu(x), F.silu(T(x)).numpy(), ELEMENTWISE_ATOL, ELEMENTWISE_RTOL,
+                 f"{isa} n={n}")
+
+
+def test_silu_range_nan_inf_and_scipy(isa):
+    """Far tails (exp saturates both ways), the special values as torch, and
+    x * expit(x) in float64 as a torch-free second reference."""
+    x = np.concatenate([np.linspace(-120, 120, 4001),
+                        [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-30, -1e-30]]).astype(np.float32)
+    ours, theirs = ops.silu(x), F.silu(T(x)).numpy()
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
+    fin = ~np.isnan(theirs)
+    assert_close(ours[fin], theirs[fin], ELEMENTWISE_ATOL, ELEMENTWISE_RTOL, isa)
+    x64 = x[:4001].astype(np.float64)
+    assert_close(ops.silu(x[:4001]), x64 * scipy.special.expit(x64), ELEMENTWISE_ATOL,
+                 ELEMENTWISE_RTOL, isa)
+    assert ops.silu(np.ones((2, 0, 3))).shape == (2, 0, 3)
+
+
+def test_silu_ref_twin_matches_torch(rng):
+    x = (rng.standard_normal(1037) * 12).astype(np.float32)
+    assert_close(_kernels.activation(x, "silu", ref=True), F.silu(T(x)).numpy(),
+                 ELEMENTWISE_ATOL, ELEMENTWISE_RTOL)
+
+
 def test_gelu_second_reference_scipy(rng):
     x = np.linspace(-12, 12, 2001).astype(np.float32)
     x64 = x.astype(np.float64)

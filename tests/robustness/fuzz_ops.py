@@ -11,7 +11,7 @@ import numpy as np
 from pytransformer import _kernels, ops
 
 OPS = ["matmul", "linear", "softmax", "masked_softmax", "layer_norm", "relu", "gelu",
-       "gelu_tanh", "sdpa", "rms_norm", "rope", "silu_and_mul"]
+       "gelu_tanh", "sdpa", "rms_norm", "rope", "silu_and_mul", "silu"]
 
 
 def _dims(rng, n, lo=0, hi=70):
@@ -73,9 +73,11 @@ def make_case(seed):
             lambda: F.layer_norm(t(x).double(), (n,), t(w).double(), t(b).double(),
                                  eps).float(), \
             2e-5 * (1 + offset)   # float32 of a row whose mean is offset x its spread
-    if op in ("relu", "gelu", "gelu_tanh"):
+    if op in ("relu", "gelu", "gelu_tanh", "silu"):
         shape = tuple(_dims(rng, int(rng.integers(1, 4)), hi=200))
         x = _x(rng, shape, scale)
+        if op == "silu":
+            return op, lambda: ops.silu(x), lambda: F.silu(t(x)), 1e-5 * max(scale, 1)
         if op == "relu":
             return op, lambda: ops.relu(x), lambda: F.relu(t(x)), 0.0
         approx = "tanh" if op == "gelu_tanh" else "none"
