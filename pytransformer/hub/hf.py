@@ -208,8 +208,10 @@ def load_weights(model, tensors, hf_map, path, transposed=(), head_map=None, ign
         a = [tensors.float32(by_name[h]) for h in parts]
         if key in transposed:
             a = [np.ascontiguousarray(t.T) for t in a]
-        arrays[key] = a[0] if len(a) == 1 else np.concatenate(a, axis=0)
-    model.load_state_dict(arrays)
+        a = a[0] if len(a) == 1 else np.concatenate(a, axis=0)
+        # a view of the file's map is copied; an array made here is taken as it is
+        arrays[key] = a if a.flags.writeable else np.array(a, np.float32)
+    model._load(arrays, copy=False)
     return model
 
 
@@ -248,7 +250,7 @@ def from_pretrained(path, compute_type="float32"):
     model_type is a ValueError listing these.  Or a ``.gguf`` file: its
     ``general.architecture`` (llama: LlamaForCausalLM, its weights
     dequantized to float32; another is a ValueError listing the supported
-    ones).  ``forward`` takes and returns what the transformers class does
+    ones; an open :class:`~.gguf.GGUFFile` is taken too).  ``forward`` takes and returns what the transformers class does
     (``input_ids``, ``attention_mask``, ... -> ``last_hidden_state``,
     ``pooler_output``; GPT-2 and Llama: the logits), as numpy.
 
@@ -257,7 +259,8 @@ def from_pretrained(path, compute_type="float32"):
     Nothing is fetched from a model hub: the path must be local.
     """
     check_compute_type(compute_type)
-    if is_gguf(path):
+    from .gguf import GGUFFile
+    if isinstance(path, GGUFFile) or is_gguf(path):
         from .gguf_llama import llama_from_gguf
         return llama_from_gguf(path)
     config = read_config(path)
