@@ -6,10 +6,11 @@ arrays, every output checked against PyTorch:
 - pytransformer.ops: torch.nn.functional-shaped functions on the C kernels;
 - pytransformer.nn: torch.nn-shaped modules (MultiheadAttention, Transformer, ...);
 - pytransformer.models: Seq2SeqTransformer, the paper's full model, and the
-  families of real checkpoints (BERT, GPT-2);
+  families of real checkpoints (BERT, GPT-2, Llama);
 - pytransformer.generation: greedy, beam and sampling over the decoding protocol;
-- pytransformer.hub: weights files, torch state dicts, and Hugging Face model
-  directories (``from_pretrained``: BERT-family encoders, GPT-2);
+- pytransformer.hub: weights files, torch state dicts, Hugging Face model
+  directories and GGUF files (``from_pretrained``: BERT-family encoders,
+  GPT-2, Llama-family decoders such as SmolLM2);
 - pytransformer.pipelines: text in, vectors or text out (``SentenceEncoder``,
   ``Generator``);
 - pytransformer.oracle: the torch twin of any of them (needs torch).
