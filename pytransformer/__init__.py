@@ -6,11 +6,12 @@ arrays, every output checked against PyTorch:
 - pytransformer.ops: torch.nn.functional-shaped functions on the C kernels;
 - pytransformer.nn: torch.nn-shaped modules (MultiheadAttention, Transformer, ...);
 - pytransformer.models: Seq2SeqTransformer, the paper's full model, and the
-  families of real checkpoints (BERT, Marian, GPT-2);
+  families of real checkpoints (BERT, Marian, GPT-2, Llama);
 - pytransformer.generation: greedy, beam and sampling over the decoding protocol;
-- pytransformer.hub: weights files, torch state dicts, and Hugging Face model
-  directories (``from_pretrained``: BERT-family encoders, Marian translation
-  models, GPT-2) and Marian's SentencePiece tokenizer;
+- pytransformer.hub: weights files, torch state dicts, Hugging Face model
+  directories and GGUF files (``from_pretrained``: BERT-family encoders,
+  Marian translation models, GPT-2, Llama-family decoders such as SmolLM2)
+  and Marian's SentencePiece tokenizer;
 - pytransformer.pipelines: text in, vectors or text out (``SentenceEncoder``,
   ``Translator``, ``Generator``);
 - pytransformer.oracle: the torch twin of any of them (needs torch).

@@ -177,6 +177,16 @@ def smollm_hf_tokenizer(smollm_gguf):
                                          gguf_file=os.path.basename(smollm_gguf))
 
 
+@pytest.fixture(scope="session")
+def smollm_transformers(smollm_gguf):
+    """transformers' LlamaForCausalLM for the SmolLM2 GGUF file, dequantized
+    to float32 by transformers itself (needs accelerate; offline): the
+    oracle for the Llama family on the real checkpoint.  Loaded once."""
+    from transformers import LlamaForCausalLM
+    return LlamaForCausalLM.from_pretrained(os.path.dirname(smollm_gguf),
+                                            gguf_file=os.path.basename(smollm_gguf)).eval()
+
+
 def write_gguf(path, tensors=(), kv=(), arch="llama", alignment=None):
     """Write a GGUF file with the gguf package's own writer: ``tensors`` is
     [(name, array, ggml type name or None)] -- a float array stored as is

