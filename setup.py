@@ -181,6 +181,7 @@ extensions = cythonize(
         sources=["pytransformer/_kernels.pyx"] + RUNTIME_SOURCES,
         include_dirs=["csrc", numpy.get_include()],
         depends=ALL_CSRC + ["pytransformer/_kernels.pxd", "pytransformer/_kernels_decoder.pxi",
+                           "pytransformer/_kernels_bf16.pxi",
                            KERNEL_TABLE_PXI],
     )],
     compiler_directives={

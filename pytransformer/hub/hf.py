@@ -13,13 +13,12 @@ parse.
 import json
 import os
 
+from ..ops.checks import COMPUTE_TYPES, SUPPORTED_COMPUTE_TYPES  # noqa: F401
+from ..ops.checks import check_compute_type  # noqa: F401  (used by the pipelines)
 from .safetensors import SafetensorsFile
 
 __all__ = ["from_pretrained", "read_config", "read_json", "load_tokenizer", "byte_level_bpe",
            "CheckpointTensors", "COMPUTE_TYPES"]
-
-COMPUTE_TYPES = ("float32", "bfloat16", "int8")
-SUPPORTED_COMPUTE_TYPES = ("float32",)
 
 # Tensors a checkpoint may carry that are not weights: torch buffers that
 # save_pretrained writes for some models and versions.
@@ -33,18 +32,6 @@ def _families():
     """model_type -> the family that builds it (one file in models/ each)."""
     from ..models import bert, gpt2
     return {**{t: bert for t in bert.MODEL_TYPES}, **{t: gpt2 for t in gpt2.MODEL_TYPES}}
-
-
-def check_compute_type(compute_type):
-    """compute_type as given, if it is one pytransformer runs; only float32
-    for now (bfloat16 and int8 are named by the design and not built yet)."""
-    if compute_type in SUPPORTED_COMPUTE_TYPES:
-        return compute_type
-    if compute_type in COMPUTE_TYPES:
-        raise NotImplementedError(f"compute_type={compute_type!r} is not implemented yet; "
-                                  f"use 'float32'")
-    raise ValueError(f"compute_type must be one of {', '.join(map(repr, COMPUTE_TYPES))}, got "
-                     f"{compute_type!r}")
 
 
 def read_json(path, what="file"):
@@ -231,8 +218,9 @@ def from_pretrained(path, compute_type="float32"):
     transformers class does (``input_ids``, ``attention_mask``, ... ->
     ``last_hidden_state``, ``pooler_output``; GPT-2: the logits), as numpy.
 
-    compute_type: only "float32" for now; "bfloat16" and "int8" raise
-    NotImplementedError until they are built, anything else ValueError.
+    compute_type: "float32", or "bfloat16" (the model converted with
+    ``.to("bfloat16")``: GEMM weights and inputs in bf16, float32 elsewhere);
+    "int8" is not implemented yet (a ValueError), anything else a ValueError.
     Nothing is fetched from a model hub: the directory must be local.
     """
     check_compute_type(compute_type)
@@ -251,7 +239,7 @@ def from_pretrained(path, compute_type="float32"):
         raise ValueError(f"{os.path.join(path, 'config.json')}: {e}") from None
     extra = dict(transposed=model.hf_transposed(), head_map=model.hf_head_map(),
                  ignored=model.hf_ignored) if hasattr(model, "hf_transposed") else {}
-    return load_weights(model, tensors, model.hf_tensor_map(), path, **extra)
+    return load_weights(model, tensors, model.hf_tensor_map(), path, **extra).to(compute_type)
 
 
 def load_tokenizer(path):
