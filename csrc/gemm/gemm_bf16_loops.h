@@ -10,8 +10,9 @@
  * Packed A (per call and thread), micro-panel q of MR rows:
  *   conversion: kc' x MR floats (kc' = the block's k rounded up to even),
  *               element (r, k) at k*MR + r, already rounded to bf16;
- *   PT_BF16_DOT: kc'/2 x MR pairs, (r, kk) at kk*MR + r, as VDPBF16PS's
- *               broadcast operand.
+ *   PT_BF16_DOT: MR x kc'/2 pairs, (r, kk) at r*(kc'/2) + kk: each row's
+ *               pairs contiguous, so they are rounded 32 floats at a time
+ *               and stored whole; the micro-kernel broadcasts from MR rows.
  */
 #ifndef PT_GEMM_BF16_LOOPS_H
 #define PT_GEMM_BF16_LOOPS_H
@@ -64,6 +65,30 @@ static inline int64_t bk_block_start(int64_t pairs, int64_t nb, int64_t b) {
     return b * base + (b < extra ? b : extra);
 }
 
+#if PT_BF16_DOT
+/* 16 pairs from floats x[0 .. n) (n <= 32; past n: zero) rounded to bf16 as
+ * bf16_bits does: nearest even on the bits, NaN kept quiet, subnormals kept. */
+static inline __m512i bf16_pairs16(const float *x, int64_t n) {
+    int nl = n <= 0 ? 0 : n >= 16 ? 16 : (int)n, nh = n <= 16 ? 0 : n >= 32 ? 16 : (int)n - 16;
+    __m512i v[2] = {_mm512_castps_si512(_mm512_maskz_loadu_ps((__mmask16)((1u << nl) - 1u), x)),
+                    _mm512_castps_si512(_mm512_maskz_loadu_ps((__mmask16)((1u << nh) - 1u),
+                                                              x + 16))};
+    for (int h = 0; h < 2; h++) {
+        __m512i u = v[h];
+        __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+        __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+        __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                                _mm512_set1_epi32(0x7f800000));
+        v[h] = _mm512_mask_or_epi32(r, nan, u, _mm512_set1_epi32(0x400000));
+    }
+    /* the high halves of v[0] then of v[1], in order: pairs (x[2j], x[2j+1]) */
+    const __m512i odd = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37,
+                                         35, 33, 31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9,
+                                         7, 5, 3, 1);
+    return _mm512_permutex2var_epi16(v[0], odd, v[1]);
+}
+#endif
+
 /* Rows [i0, i0+mc) of A, pairs [p0, p0+np) (k from 2*p0), rounded to bf16,
  * as micro-panels of BMR rows; rows past mc and k past K are zero. */
 static void bpack_a_block(a_elem *dst, const float *A, int64_t lda, int64_t K, int64_t i0,
@@ -75,17 +100,20 @@ static void bpack_a_block(a_elem *dst, const float *A, int64_t lda, int64_t K, i
         if (m < BMR) memset(d, 0, sizeof(a_elem) * (size_t)((PT_BF16_DOT ? np : 2 * np) * BMR));
         for (int64_t r = 0; r < m; r++) {
             const float *src = A + (i0 + q * BMR + r) * lda;
+#if PT_BF16_DOT
+            /* row-major within the micro-panel: a row's pairs are contiguous */
+            for (int64_t kk = 0; kk < np; kk += 16) {
+                int64_t k = k0 + 2 * kk, nk = np - kk < 16 ? np - kk : 16;
+                _mm512_mask_storeu_epi32(d + r * np + kk, (__mmask16)((1u << nk) - 1u),
+                                         bf16_pairs16(src + k, K - k < 2 * nk ? K - k : 2 * nk));
+            }
+#else
             for (int64_t kk = 0; kk < np; kk++) {
                 int64_t k = k0 + 2 * kk;
-                uint16_t lo = bf16_bits(src[k]);
-                uint16_t hi = k + 1 < K ? bf16_bits(src[k + 1]) : 0;
-#if PT_BF16_DOT
-                d[kk * BMR + r] = (uint32_t)lo | (uint32_t)hi << 16;
-#else
-                d[(2 * kk) * BMR + r] = bf16_value(lo);
-                d[(2 * kk + 1) * BMR + r] = bf16_value(hi);
-#endif
+                d[(2 * kk) * BMR + r] = bf16_round(src[k]);
+                d[(2 * kk + 1) * BMR + r] = k + 1 < K ? bf16_round(src[k + 1]) : 0.0f;
             }
+#endif
         }
     }
 }
@@ -147,7 +175,7 @@ PT_ALWAYS_INLINE void bukernel_body(const int M_, int64_t np, const a_elem *rest
         __m512bh bv[BNV];
         for (int v = 0; v < BNV; v++) bv[v] = (__m512bh)bload(b + kk * BNR + v * PT_VL);
         for (int r = 0; r < M_; r++) {
-            __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[kk * BMR + r]);
+            __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[r * np + kk]);
             for (int v = 0; v < BNV; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], av, bv[v]);
         }
 #else
