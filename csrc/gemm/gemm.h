@@ -82,8 +82,10 @@ void pt_sgemm_ref(float *C, int64_t ldc, const float *A, int64_t lda, int trans_
 /* it out through pt_bgemm_packed_dot() only where CPUID says AVX512_BF16    */
 /* and the OS saves the zmm state (NULL otherwise), and the caller picks     */
 /* it in place of the avx512 table's entry.  VDPBF16PS reads subnormal bf16  */
-/* inputs as zero and flushes subnormal results (|x| < 2^-126): within the   */
-/* bound everywhere else, and no path is bit-identical to another.           */
+/* inputs as zero and flushes subnormal results (|x| < 2^-126).  The        */
+/* conversion kernels add the same exact products in the same order (odd k, */
+/* then even, one rounding each), and on Zen 5 all paths were measured to   */
+/* give the same bits; nothing relies on it: each path is held to the bound. */
 /*                                                                          */
 /* Determinism, on every path: the sum over k runs in K blocks fixed by K    */
 /* alone (whole pairs), each block one chain per element (pair by pair,     */

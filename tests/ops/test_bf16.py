@@ -136,3 +136,20 @@ def test_module_to_converts_in_place_and_back(rng):
     y16 = layer(x)
     assert not np.array_equal(y16, y32)
     assert np.array_equal(layer.to("float32")(x), y32)
+
+
+def test_cpu_info_reports_the_bf16_kernel_and_features():
+    import pytransformer
+    info = pytransformer.cpu_info()
+    assert set(info["features"]) == {"avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16",
+                                     "amx_int8", "amx_os_enabled"}
+    assert info["compute_paths"]["float32"] == info["isa"]
+    expected = "avx512_bf16" if info["isa"] == "avx512" and info["features"]["avx512_bf16"] \
+        else info["isa"]
+    assert info["compute_paths"]["bfloat16"] == expected
+    before = _kernels.get_bf16_path()
+    try:
+        _kernels.set_bf16_path("convert")
+        assert pytransformer.cpu_info()["compute_paths"]["bfloat16"] == info["isa"]
+    finally:
+        _kernels.set_bf16_path("avx512_bf16" if before == "avx512_bf16" else "convert")
