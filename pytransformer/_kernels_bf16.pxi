@@ -55,6 +55,12 @@ def set_bf16_path(name):
     _bf16_dot_wanted = name == BF16_DOT
 
 
+def get_bf16_setting():
+    """The bf16 kernel asked for: 'avx512_bf16' (used whenever the kernel
+    path is avx512) or 'convert' -- what set_bf16_path was last given."""
+    return BF16_DOT if _bf16_dot_wanted and _BF16_DOT != NULL else BF16_CONVERT
+
+
 cdef inline bint _bf16_dot_on(const pt_kernel_table *kt) noexcept:
     return _bf16_dot_wanted and _BF16_DOT != NULL and kt.isa == PT_ISA_AVX512
 

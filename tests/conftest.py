@@ -137,10 +137,10 @@ BF16_PATHS = _kernels.available_bf16_paths()
 def bf16_path(request):
     """Run a test on every bf16 kernel this CPU has: 'convert' (each path's
     conversion kernel) and 'avx512_bf16' (VDPBF16PS) where present."""
-    before = _kernels.get_bf16_path()
+    before = _kernels.get_bf16_setting()
     _kernels.set_bf16_path(request.param)
     yield request.param
-    _kernels.set_bf16_path("avx512_bf16" if before == "avx512_bf16" else "convert")
+    _kernels.set_bf16_path(before)
 
 
 @pytest.fixture(params=[1, 2])

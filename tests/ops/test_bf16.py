@@ -144,12 +144,16 @@ def test_cpu_info_reports_the_bf16_kernel_and_features():
     assert set(info["features"]) == {"avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16",
                                      "amx_int8", "amx_os_enabled"}
     assert info["compute_paths"]["float32"] == info["isa"]
-    expected = "avx512_bf16" if info["isa"] == "avx512" and info["features"]["avx512_bf16"] \
-        else info["isa"]
+    expected = "avx512_bf16" if info["isa"] == "avx512" and \
+        _kernels.get_bf16_setting() == "avx512_bf16" else info["isa"]
+    # by default (no PYTRANSFORMER_BF16) VDPBF16PS is asked for wherever it exists
+    if not os.environ.get("PYTRANSFORMER_BF16"):
+        assert _kernels.get_bf16_setting() == ("avx512_bf16" if info["features"]["avx512_bf16"]
+                                               and "avx512" in info["available"] else "convert")
     assert info["compute_paths"]["bfloat16"] == expected
-    before = _kernels.get_bf16_path()
+    before = _kernels.get_bf16_setting()
     try:
         _kernels.set_bf16_path("convert")
         assert pytransformer.cpu_info()["compute_paths"]["bfloat16"] == info["isa"]
     finally:
-        _kernels.set_bf16_path("avx512_bf16" if before == "avx512_bf16" else "convert")
+        _kernels.set_bf16_path(before)
