@@ -45,7 +45,11 @@ def _csrc(pattern):
 
 # compiled once, with the extension's own flags: the choice of path, memory
 RUNTIME_SOURCES = ["csrc/runtime/cpu.c", "csrc/runtime/mem.c"]
-KERNEL_SOURCES = [p for p in _csrc("*.c") if p not in RUNTIME_SOURCES]
+# compiled once, on the avx512 path with -mavx512bf16: VDPBF16PS, which no
+# whole path has (cpu.c hands it out only where CPUID reports AVX512_BF16)
+BF16_DOT_SOURCES = ["csrc/gemm/gemm_bf16_dot.c", "csrc/runtime/peak_bf16.c"]
+BF16_DOT_FLAGS = ["-mavx512bf16"]
+KERNEL_SOURCES = [p for p in _csrc("*.c") if p not in RUNTIME_SOURCES + BF16_DOT_SOURCES]
 ALL_CSRC = _csrc("*.[ch]") + _csrc("*.def")
 
 
@@ -123,6 +127,21 @@ def _compiler_has_openmp(compiler):
 
 
 class BuildExt(build_ext):
+    def _compiles_bf16_dot(self):
+        """Whether the compiler knows -mavx512bf16 (GCC 10+, clang 9+); without
+        it the bf16 GEMM runs on the conversion paths only."""
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "bf16.c")
+            with open(src, "w") as f:
+                f.write("#include <immintrin.h>\n__m512 f(__m512 a, __m512i b)"
+                        "{return _mm512_dpbf16_ps(a, (__m512bh)b, (__m512bh)b);}\n")
+            try:
+                self.compiler.compile([src], output_dir=tmp,
+                                      extra_postargs=["-mavx512f"] + BF16_DOT_FLAGS)
+            except Exception:
+                return False
+        return True
+
     def build_extension(self, ext):
         omp = ["-fopenmp"] if _compiler_has_openmp(self.compiler) else []
         self.openmp = bool(omp)
@@ -135,11 +154,22 @@ class BuildExt(build_ext):
                 include_dirs=["csrc"],
                 extra_postargs=CFLAGS + flags + omp,
             )
+        bf16_dot = X86 and self._compiles_bf16_dot()
+        if bf16_dot:
+            objects += self.compiler.compile(
+                BF16_DOT_SOURCES,
+                output_dir=os.path.join(self.build_temp, "isa_avx512_bf16"),
+                macros=[("PT_ISA", "2")],
+                include_dirs=["csrc"],
+                extra_postargs=CFLAGS + dict((n, f) for n, _, f in ISA_PATHS)["avx512"] +
+                BF16_DOT_FLAGS + omp,
+            )
         ext.extra_objects = objects
         ext.extra_compile_args = CFLAGS + omp
         ext.extra_link_args = omp
         ext.define_macros = [("PT_HAVE_X86", "1" if X86 else "0"),
                              ("PT_HAVE_OPENMP", "1" if omp else "0"),
+                             ("PT_HAVE_BF16_DOT", "1" if bf16_dot else "0"),
                              ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
         super().build_extension(ext)
 
@@ -151,6 +181,7 @@ extensions = cythonize(
         sources=["pytransformer/_kernels.pyx"] + RUNTIME_SOURCES,
         include_dirs=["csrc", numpy.get_include()],
         depends=ALL_CSRC + ["pytransformer/_kernels.pxd", "pytransformer/_kernels_decoder.pxi",
+                           "pytransformer/_kernels_bf16.pxi",
                            KERNEL_TABLE_PXI],
     )],
     compiler_directives={

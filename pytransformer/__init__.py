@@ -52,13 +52,22 @@ def cpu_info():
 
     Returns a dict with ``isa`` (the path in use: 'scalar', 'avx2' or
     'avx512'), ``available`` (the paths this CPU and build can run),
-    ``threads`` and ``openmp``.  ``PYTRANSFORMER_ISA`` forces a path.
+    ``threads``, ``openmp``, ``features`` (the CPU features the bf16 and
+    int8 paths use: avx512_bf16, avx512_vnni, amx_tile, amx_bf16, amx_int8,
+    amx_os_enabled -- from CPUID and XCR0; no kernel uses AMX yet) and
+    ``compute_paths`` (the kernel each compute type runs, e.g.
+    ``{"float32": "avx512", "bfloat16": "avx512_bf16"}``; a bfloat16 path
+    named after a kernel path is that path's bf16 -> fp32 conversion kernel).
+    ``PYTRANSFORMER_ISA`` forces a path, ``PYTRANSFORMER_BF16=avx512_bf16 |
+    convert`` the bf16 kernel; forcing one the CPU lacks is a RuntimeError.
     """
     return {
         "isa": _kernels.get_isa(),
         "available": _kernels.available_isas(),
         "threads": _kernels.get_num_threads(),
         "openmp": _kernels.has_openmp(),
+        "features": _kernels.cpu_features(),
+        "compute_paths": {"float32": _kernels.get_isa(), "bfloat16": _kernels.get_bf16_path()},
     }
 
 

@@ -33,6 +33,19 @@ cdef extern from "gemm/gemm.h":
         size_t size
         float *data
     void pt_packed_b_free(pt_packed_b *p) nogil
+    ctypedef struct pt_packed_bf16:
+        int isa
+        int64_t K
+        int64_t N
+        int64_t Kp
+        int64_t nr
+        size_t size
+        unsigned int *data
+    void pt_packed_bf16_free(pt_packed_bf16 *p) nogil
+    unsigned short pt_bf16_from_float(float x) nogil
+    void pt_bgemm_ref(float *C, int64_t ldc, const float *A, int64_t lda, const float *B,
+                      int64_t ldb, int trans_b, int64_t M, int64_t N, int64_t K,
+                      const float *bias, int act) nogil
     void pt_sgemm_ref(float *C, int64_t ldc, const float *A, int64_t lda, int trans_a,
                       const float *B, int64_t ldb, int trans_b, int64_t M, int64_t N,
                       int64_t K, const float *bias, int act) nogil
@@ -85,3 +98,14 @@ cdef extern from "runtime/cpu.h":
     int pt_cpu_supports(int isa)
     int pt_cpu_best_isa()
     const pt_kernel_table *pt_kernels_for(int isa)
+    int PT_FEAT_AVX512_BF16
+    int PT_FEAT_AVX512_VNNI
+    int PT_FEAT_AMX_BF16
+    int PT_FEAT_AMX_INT8
+    int PT_FEAT_AMX_TILE
+    int PT_FEAT_AMX_OS
+    int pt_cpu_has(int feature)
+    ctypedef int (*pt_bgemm_packed_fn)(float *C, int64_t ldc, const float *A, int64_t lda,
+                                       int64_t M, const pt_packed_bf16 *B, const float *bias,
+                                       int act, int nthreads) noexcept nogil
+    pt_bgemm_packed_fn pt_bgemm_packed_dot()

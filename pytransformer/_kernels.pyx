@@ -450,6 +450,10 @@ cdef class PackedMatrix:
         """Shape of op(B): (K, N) = (in_features, out_features)."""
         return (self.K, self.N)
 
+    @property
+    def compute_type(self):
+        return "float32"
+
     def matmul(self, a, bias=None, act=None):
         """act(a @ op(B) + bias) for a of shape (M, K)."""
         _check(a, "input")
@@ -538,6 +542,11 @@ def attention(q, k, v, q_index, k_index, v_index, float scale, mask=None,
 # ------------------------------------------- RMS norm, RoPE, SwiGLU's gate --
 
 include "_kernels_decoder.pxi"
+
+
+# ------------------------------------------------------ bfloat16 compute --
+
+include "_kernels_bf16.pxi"
 
 
 # ------------------------------------------------------------- calibration --

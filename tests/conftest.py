@@ -55,6 +55,34 @@ def matmul_tol(K, scale):
     return 1e-5 * np.sqrt(max(K, 1)) * max(scale, 1e-30)
 
 
+# bfloat16 (compute_type="bfloat16").  bf16 keeps 8 significant bits, so
+# rounding a float to it errs by at most BF16_UNIT = 2^-9 relative (round to
+# nearest).  The GEMM rounds both operands, multiplies them exactly (an 8-bit
+# by 8-bit product fits float32) and accumulates in float32.  Hence:
+# - against torch on the bf16-ROUNDED operands in float64, what is left is
+#   float32 accumulation alone: matmul_tol, as for the float32 GEMM;
+# - against the float32 oracle on the unrounded operands, each product a*b
+#   errs by at most (1 + u)^2 - 1 < 2.01 u relative, so
+#   |err| <= 2.01 * BF16_UNIT * (|A| @ |B|)  +  matmul_tol  (bf16_matmul_tol).
+# Whole models are judged where it matters, on the shipped and real
+# checkpoints: the demo's greedy exact match stays >= BF16_DEMO_EXACT_MATCH
+# on 1,000 fresh dates (float32: >= 0.99), and all-MiniLM-L6-v2's sentence
+# embeddings keep cosine >= BF16_EMBED_COSINE to sentence-transformers'
+# float32 ones: 6 layers of bf16 products at relative error ~2^-8 per
+# product average out over hundreds of terms to ~1e-3 relative per vector,
+# cosine 1 - O(1e-6 .. 1e-4); 0.9995 leaves room without hiding a wrong
+# kernel (a dropped K block or a wrong pair order gives cosines < 0.9).
+BF16_UNIT = 2.0 ** -9
+BF16_DEMO_EXACT_MATCH = 0.995
+BF16_EMBED_COSINE = 0.9995
+
+
+def bf16_matmul_tol(a_abs_b_abs, K, scale):
+    """Elementwise tolerance of a bf16 GEMM against float32 on unrounded
+    operands; a_abs_b_abs = |A| @ |B| (float64)."""
+    return 2.01 * BF16_UNIT * a_abs_b_abs + matmul_tol(K, scale)
+
+
 def attention_tol(E, S, score_max, v_max):
     """Absolute tolerance for scaled dot-product attention against torch.
 
@@ -100,6 +128,19 @@ def isa(request):
     _kernels.set_isa(request.param)
     yield request.param
     _kernels.set_isa(before)
+
+
+BF16_PATHS = _kernels.available_bf16_paths()
+
+
+@pytest.fixture(params=BF16_PATHS)
+def bf16_path(request):
+    """Run a test on every bf16 kernel this CPU has: 'convert' (each path's
+    conversion kernel) and 'avx512_bf16' (VDPBF16PS) where present."""
+    before = _kernels.get_bf16_setting()
+    _kernels.set_bf16_path(request.param)
+    yield request.param
+    _kernels.set_bf16_path(before)
 
 
 @pytest.fixture(params=[1, 2])

@@ -72,7 +72,8 @@ def test_generation_sees_models_only_through_the_protocol():
 
 
 @pytest.mark.parametrize("path, names", [
-    ("pytransformer.ops", ["matmul", "linear", "pack_weight", "PackedMatrix", "softmax",
+    ("pytransformer.ops", ["matmul", "linear", "pack_weight", "PackedMatrix", "PackedMatrixBF16",
+                           "softmax",
                            "masked_softmax", "layer_norm", "rms_norm", "relu", "gelu",
                            "silu_and_mul", "rope", "rope_inv_freq",
                            "scaled_dot_product_attention", "attention_with_weights",

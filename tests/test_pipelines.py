@@ -117,6 +117,24 @@ def test_batch_invariance_bit_for_bit(minilm):
         pytransformer.set_num_threads(before)
 
 
+def test_minilm_bfloat16(minilm, minilm_path):
+    """compute_type="bfloat16" against sentence-transformers' float32 on the
+    same sentences: cosine >= BF16_EMBED_COSINE each (bound: conftest.py);
+    still bit for bit alone and in batches."""
+    from conftest import BF16_EMBED_COSINE
+    _, theirs = minilm
+    ours = SentenceEncoder(minilm_path, compute_type="bfloat16")
+    texts = sentences()
+    a = ours.encode(texts)
+    b = theirs.encode(texts, convert_to_numpy=True)
+    cos = cosines(a, b)
+    worst = int(np.argmin(cos))
+    assert cos.min() >= BF16_EMBED_COSINE, f"cosine {cos.min():.6f} for {texts[worst]!r:.80}"
+    few = texts[::9]
+    alone = np.stack([ours.encode(t) for t in few])
+    np.testing.assert_array_equal(ours.encode(few, batch_size=7), alone)
+
+
 def test_encode_shapes_and_checks(minilm):
     ours, theirs = minilm
     one = ours.encode("one sentence")

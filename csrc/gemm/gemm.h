@@ -58,4 +58,72 @@ void pt_sgemm_ref(float *C, int64_t ldc, const float *A, int64_t lda, int trans_
                   const float *B, int64_t ldb, int trans_b, int64_t M, int64_t N, int64_t K,
                   const float *bias, int act);
 
+/* ------------------------------------------------------------------------ */
+/* bfloat16 GEMM (compute type "bfloat16"): weights packed once as bf16,    */
+/* activations rounded to bf16 as the A panels are packed, fp32 accumulation */
+/* and the same fused epilogue (bias, act) as pt_sgemm.                      */
+/*                                                                          */
+/*   C[M x N] = act(bf16(A)[M x K] . bf16(op(B))[K x N] + bias[N])          */
+/*                                                                          */
+/* Rounding is to nearest even on the bits, as torch's .to(torch.bfloat16)   */
+/* (NaN stays NaN, subnormals are kept, overflow goes to inf).               */
+/*                                                                          */
+/* Packed layout (the VNNI pair layout VDPBF16PS reads): K is padded to an   */
+/* even Kp; ceil(N/nr) panels of nr columns (32 on AVX-512, 16 on AVX2, 4    */
+/* scalar); panel p holds Kp/2 rows of nr 32-bit pairs at data + p*Kp*nr,   */
+/* pair (kk, j) = {bf16 B(2kk, j) in the low half, bf16 B(2kk+1, j) high},  */
+/* zero padded past N and past K.                                            */
+/*                                                                          */
+/* Paths.  pt_bgemm_packed_<isa> (kernels.def, every path) converts each    */
+/* bf16 pair to two floats (a shift, a mask) and multiplies with fp32 FMAs.  */
+/* pt_bgemm_packed_avx512bf16 (gemm_bf16_dot.c, built once with             */
+/* -mavx512bf16) multiplies the pairs with VDPBF16PS on the avx512 layout;   */
+/* it is not a kernel-table entry, since no other path has it: cpu.c hands  */
+/* it out through pt_bgemm_packed_dot() only where CPUID says AVX512_BF16    */
+/* and the OS saves the zmm state (NULL otherwise), and the caller picks     */
+/* it in place of the avx512 table's entry.  VDPBF16PS reads subnormal bf16  */
+/* inputs as zero and flushes subnormal results (|x| < 2^-126).  The        */
+/* conversion kernels add the same exact products in the same order (odd k, */
+/* then even, one rounding each), and on Zen 5 all paths were measured to   */
+/* give the same bits; nothing relies on it: each path is held to the bound. */
+/*                                                                          */
+/* Determinism, on every path: the sum over k runs in K blocks fixed by K    */
+/* alone (whole pairs), each block one chain per element (pair by pair,     */
+/* the odd k before the even one, as VDPBF16PS does), added to C in order;   */
+/* threads split M or N, never K, so a row's bits do not depend on M, on the */
+/* thread count or on which tile it falls in.                               */
+/* ------------------------------------------------------------------------ */
+typedef struct {
+    int isa;          /* PT_ISA_* whose layout `data` holds (panel width nr) */
+    int64_t K, N;     /* logical op(B) shape */
+    int64_t Kp;       /* K rounded up to even */
+    int64_t nr;       /* panel width */
+    size_t size;      /* bytes of data */
+    uint32_t *data;   /* ceil(N/nr) panels of Kp/2 x nr bf16 pairs, 64-byte aligned */
+} pt_packed_bf16;
+
+/* Packs op(B) (B stored N x K with trans_b: a Linear weight) rounded to
+ * bf16; NULL when out of memory. */
+PT_DECLARE_VARIANTS(pt_packed_bf16 *, pt_bgemm_pack_b,
+                    (const float *B, int64_t ldb, int trans_b, int64_t K, int64_t N))
+/* C = act(bf16(A) . B + bias), A: M x K (row stride lda), B packed by the
+ * same path.  Returns PT_OK, PT_ERR_NOMEM (C untouched) or PT_ERR_PATH. */
+PT_DECLARE_VARIANTS(int, pt_bgemm_packed,
+                    (float *C, int64_t ldc, const float *A, int64_t lda, int64_t M,
+                     const pt_packed_bf16 *B, const float *bias, int act, int nthreads))
+int pt_bgemm_packed_avx512bf16(float *C, int64_t ldc, const float *A, int64_t lda, int64_t M,
+                               const pt_packed_bf16 *B, const float *bias, int act,
+                               int nthreads);
+void pt_packed_bf16_free(pt_packed_bf16 *p);
+
+/* bf16(x) as its 16 bits: round to nearest even, NaN kept quiet. */
+uint16_t pt_bf16_from_float(float x);
+float pt_bf16_to_float(uint16_t h);
+
+/* The twin: both operands rounded to bf16 (pt_bf16_from_float), the products
+ * summed in double, the epilogue by the activation twins. */
+void pt_bgemm_ref(float *C, int64_t ldc, const float *A, int64_t lda, const float *B,
+                  int64_t ldb, int trans_b, int64_t M, int64_t N, int64_t K,
+                  const float *bias, int act);
+
 #endif

@@ -5,6 +5,13 @@
 #ifndef PT_HAVE_X86
 #define PT_HAVE_X86 0
 #endif
+/* 1 when gemm_bf16_dot.c and peak_bf16.c are built (x86 with -mavx512bf16) */
+#ifndef PT_HAVE_BF16_DOT
+#define PT_HAVE_BF16_DOT 0
+#endif
+#if PT_HAVE_X86 && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#endif
 
 /* Every entry of kernels.def must have the type its header declares. */
 #if defined(__GNUC__) || defined(__clang__)
@@ -70,4 +77,48 @@ int pt_cpu_best_isa(void) {
     if (pt_cpu_supports(PT_ISA_AVX512)) return PT_ISA_AVX512;
     if (pt_cpu_supports(PT_ISA_AVX2)) return PT_ISA_AVX2;
     return PT_ISA_SCALAR;
+}
+
+#if PT_HAVE_X86 && (defined(__GNUC__) || defined(__clang__))
+static uint64_t xcr0(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0;   /* OSXSAVE */
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (uint64_t)hi << 32 | lo;
+}
+#endif
+
+int pt_cpu_has(int feature) {
+#if PT_HAVE_X86 && (defined(__GNUC__) || defined(__clang__))
+    unsigned a0 = 0, b0 = 0, c0 = 0, d0 = 0, a1 = 0, b1 = 0, c1 = 0, d1 = 0, max = 0;
+    __get_cpuid(0, &max, &b0, &c0, &d0);
+    if (max < 7) return 0;
+    __cpuid_count(7, 0, a0, b0, c0, d0);
+    if (a0 >= 1) __cpuid_count(7, 1, a1, b1, c1, d1);
+    uint64_t x = xcr0();
+    int zmm_os = (x & 0xe6) == 0xe6;       /* SSE, AVX, opmask, ZMM_Hi256, Hi16_ZMM */
+    switch (feature) {
+    case PT_FEAT_AVX512_BF16:
+        __builtin_cpu_init();
+        return (int)((a1 >> 5) & 1u) && zmm_os && __builtin_cpu_supports("avx512f");
+    case PT_FEAT_AVX512_VNNI: return (int)((c0 >> 11) & 1u) && zmm_os;
+    case PT_FEAT_AMX_BF16: return (int)((d0 >> 22) & 1u);
+    case PT_FEAT_AMX_INT8: return (int)((d0 >> 25) & 1u);
+    case PT_FEAT_AMX_TILE: return (int)((d0 >> 24) & 1u);
+    case PT_FEAT_AMX_OS: return (int)((d0 >> 24) & 1u) && (x & 0x60000) == 0x60000;
+    default: return 0;
+    }
+#else
+    (void)feature;
+    return 0;
+#endif
+}
+
+pt_bgemm_packed_fn pt_bgemm_packed_dot(void) {
+#if PT_HAVE_X86 && PT_HAVE_BF16_DOT
+    if (pt_cpu_supports(PT_ISA_AVX512) && pt_cpu_has(PT_FEAT_AVX512_BF16))
+        return pt_bgemm_packed_avx512bf16;
+#endif
+    return NULL;
 }

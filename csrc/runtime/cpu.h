@@ -32,4 +32,26 @@ int pt_cpu_best_isa(void);
 /* The kernels of path `isa`, or NULL when it was not built. */
 const pt_kernel_table *pt_kernels_for(int isa);
 
+/* CPU features beyond the paths' own, read from CPUID (and XCR0 for the OS
+ * state): what the bf16 / int8 paths use or will use. */
+enum {
+    PT_FEAT_AVX512_BF16 = 0,  /* VDPBF16PS: leaf 7 subleaf 1 EAX bit 5 (and the zmm state) */
+    PT_FEAT_AVX512_VNNI = 1,  /* VPDPBUSD: leaf 7 ECX bit 11 */
+    PT_FEAT_AMX_BF16 = 2,     /* leaf 7 EDX bit 22 */
+    PT_FEAT_AMX_INT8 = 3,     /* leaf 7 EDX bit 25 */
+    PT_FEAT_AMX_TILE = 4,     /* leaf 7 EDX bit 24 */
+    PT_FEAT_AMX_OS = 5,       /* XCR0 bits 17-18: the OS saves the tile state (Linux
+                                 still asks each process to request it) */
+    PT_NFEATURES
+};
+int pt_cpu_has(int feature);
+
+/* The bf16 GEMM on VDPBF16PS (gemm_bf16_dot.c) when this build has it and
+ * pt_cpu_has(PT_FEAT_AVX512_BF16), else NULL.  It takes operands packed by
+ * the avx512 table's bgemm_pack_b.  (No table entry: see gemm.h.) */
+typedef int (*pt_bgemm_packed_fn)(float *C, int64_t ldc, const float *A, int64_t lda, int64_t M,
+                                  const pt_packed_bf16 *B, const float *bias, int act,
+                                  int nthreads);
+pt_bgemm_packed_fn pt_bgemm_packed_dot(void);
+
 #endif

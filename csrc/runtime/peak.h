@@ -11,4 +11,9 @@
  * vector paths have a real loop; the scalar path returns 0. */
 PT_DECLARE_VARIANTS(double, pt_fma_peak_gflops, (int nthreads, int64_t iters))
 
+/* The same for VDPBF16PS (64 flops per instruction: 16 lanes x 2 products x
+ * multiply-add), in runtime/peak_bf16.c, built only with -mavx512bf16: call
+ * it only where pt_cpu_has(PT_FEAT_AVX512_BF16). */
+double pt_bf16_dot_peak_gflops(int nthreads, int64_t iters);
+
 #endif

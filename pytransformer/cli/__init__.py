@@ -60,6 +60,11 @@ def cmd_info(args):
     print(f"kernel path : {info['isa']}"
           + ("  (forced by PYTRANSFORMER_ISA)" if os.environ.get("PYTRANSFORMER_ISA") else ""))
     print(f"available   : {', '.join(info['available'])}")
+    print(f"compute     : " + ", ".join(f"{t} on {p}" for t, p in info["compute_paths"].items())
+          + ("  (bf16 forced by PYTRANSFORMER_BF16)" if os.environ.get("PYTRANSFORMER_BF16")
+             else ""))
+    print(f"features    : " + (", ".join(n for n, on in info["features"].items() if on)
+                               or "none of " + ", ".join(info["features"])))
     print(f"threads     : {info['threads']}")
     print(f"openmp      : {'yes' if info['openmp'] else 'no (kernels run sequentially)'}")
     print("build flags : (as setup.py compiles every kernel in csrc/ once per kernel path; "
@@ -80,9 +85,9 @@ def cmd_info(args):
 
 # -------------------------------------------------------------------- demo --
 
-def _load_demo_model(path):
+def _load_demo_model(path, compute_type="float32"):
     from ..models import Seq2SeqTransformer
-    return Seq2SeqTransformer.load(path)
+    return Seq2SeqTransformer.load(path, compute_type=compute_type)
 
 
 def _translate(model, texts, batch_size=256):
@@ -150,11 +155,11 @@ def cmd_demo(args):
     from ..demo import task
     if args.threads:
         pytransformer.set_num_threads(args.threads)
-    model = _load_demo_model(args.model)
+    model = _load_demo_model(args.model, args.compute_type)
     info = pytransformer.cpu_info()
     print(f"demo model: written dates -> ISO dates, {os.path.basename(args.model)} "
-          f"({os.path.getsize(args.model) / 1e6:.1f} MB); kernel path {info['isa']}, "
-          f"{info['threads']} thread(s)")
+          f"({os.path.getsize(args.model) / 1e6:.1f} MB); compute type {args.compute_type} "
+          f"(kernel {info['compute_paths'][args.compute_type]}), {info['threads']} thread(s)")
 
     texts = list(args.text) or DEMO_EXAMPLES
     ok = []
@@ -243,7 +248,7 @@ def cmd_embed(args):
     if args.output and not args.output.endswith(".npy"):
         return fail(f"--output {args.output}: the file name must end in .npy")
     try:
-        encoder = pytransformer.SentenceEncoder(args.model)
+        encoder = pytransformer.SentenceEncoder(args.model, compute_type=args.compute_type)
     except ValueError as e:
         return fail(f"--model: {e}")
     vectors = encoder.encode(texts, batch_size=args.batch_size,
@@ -356,6 +361,9 @@ def build_parser():
     d.add_argument("--plot", metavar="FILE.png",
                    help="write the cross-attention map of the first example (needs matplotlib)")
     d.add_argument("--model", default=task.MODEL_PATH, help=argparse.SUPPRESS)
+    d.add_argument("--compute-type", choices=("float32", "bfloat16"), default="float32",
+                   help="bfloat16: GEMM weights and inputs rounded to bf16, float32 "
+                        "accumulation and everything else (default: float32)")
     d.set_defaults(func=cmd_demo)
 
     i = sub.add_parser("info", help="version, kernel path, threads, OpenMP, build flags",
@@ -395,6 +403,9 @@ def build_parser():
     e.add_argument("--output", metavar="FILE.npy", help="write the embeddings to FILE.npy")
     e.add_argument("--similarity", action="store_true",
                    help="print the cosine similarity matrix of the texts")
+    e.add_argument("--compute-type", choices=("float32", "bfloat16"), default="float32",
+                   help="bfloat16: GEMM weights and inputs rounded to bf16, float32 "
+                        "accumulation and everything else (default: float32)")
     e.add_argument("--batch-size", type=_count(1), default=32,
                    help="texts embedded together (default 32)")
     e.add_argument("--threads", type=_threads, default=None,

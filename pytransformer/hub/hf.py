@@ -14,13 +14,12 @@ parse.
 import json
 import os
 
+from ..ops.checks import COMPUTE_TYPES, SUPPORTED_COMPUTE_TYPES  # noqa: F401
+from ..ops.checks import check_compute_type  # noqa: F401  (used by the pipelines)
 from .safetensors import SafetensorsFile
 
 __all__ = ["from_pretrained", "is_gguf", "read_config", "read_json", "load_tokenizer", "byte_level_bpe",
            "CheckpointTensors", "COMPUTE_TYPES"]
-
-COMPUTE_TYPES = ("float32", "bfloat16", "int8")
-SUPPORTED_COMPUTE_TYPES = ("float32",)
 
 # Tensors a checkpoint may carry that are not weights: torch buffers that
 # save_pretrained writes for some models and versions.
@@ -35,18 +34,6 @@ def _families():
     from ..models import bert, gpt2, llama, marian
     return {**{t: bert for t in bert.MODEL_TYPES}, **{t: gpt2 for t in gpt2.MODEL_TYPES},
             **{t: marian for t in marian.MODEL_TYPES}, **{t: llama for t in llama.MODEL_TYPES}}
-
-
-def check_compute_type(compute_type):
-    """compute_type as given, if it is one pytransformer runs; only float32
-    for now (bfloat16 and int8 are named by the design and not built yet)."""
-    if compute_type in SUPPORTED_COMPUTE_TYPES:
-        return compute_type
-    if compute_type in COMPUTE_TYPES:
-        raise NotImplementedError(f"compute_type={compute_type!r} is not implemented yet; "
-                                  f"use 'float32'")
-    raise ValueError(f"compute_type must be one of {', '.join(map(repr, COMPUTE_TYPES))}, got "
-                     f"{compute_type!r}")
 
 
 def read_json(path, what="file"):
@@ -265,15 +252,16 @@ def from_pretrained(path, compute_type="float32"):
     takes generate's defaults (max_length, num_beams, ...) from
     generation_config.json when the directory has one.
 
-    compute_type: only "float32" for now; "bfloat16" and "int8" raise
-    NotImplementedError until they are built, anything else ValueError.
-    Nothing is fetched from a model hub: the path must be local.
+    compute_type: "float32", or "bfloat16" (the model converted with
+    ``.to("bfloat16")``: GEMM weights and inputs in bf16, float32 elsewhere);
+    "int8" is not implemented yet (a ValueError), anything else a ValueError.
+    Nothing is fetched from a model hub: the directory must be local.
     """
     check_compute_type(compute_type)
     from .gguf import GGUFFile
     if isinstance(path, GGUFFile) or is_gguf(path):
         from .gguf_llama import llama_from_gguf
-        return llama_from_gguf(path)
+        return llama_from_gguf(path).to(compute_type)
     config = read_config(path)
     path = os.fspath(path)
     families = _families()
@@ -293,7 +281,8 @@ def from_pretrained(path, compute_type="float32"):
             model.set_generation_config(read_json(gen, "generation config"))
         except ValueError as e:
             raise ValueError(f"{gen}: {e}") from None
-    return load_weights(model, tensors, model.hf_tensor_map(), path, **family_maps(model))
+    return load_weights(model, tensors, model.hf_tensor_map(), path,
+                        **family_maps(model)).to(compute_type)
 
 
 def family_maps(model):

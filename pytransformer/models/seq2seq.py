@@ -15,7 +15,7 @@ import numpy as np
 from .. import nn, ops
 from ..hub.safetensors import load_safetensors, parse_json, read_header, save_safetensors
 from ..ops.attention import look_ahead_mask
-from ..ops.checks import check_int, check_token_ids, to_numpy
+from ..ops.checks import check_compute_type, check_int, check_token_ids, to_numpy
 from .positional import sinusoidal_positional_encoding
 
 __all__ = ["Seq2SeqTransformer"]
@@ -360,12 +360,14 @@ class Seq2SeqTransformer(nn.Module):
                                          "config": json.dumps(self.config)})
 
     @classmethod
-    def load(cls, path, verify=True):
+    def load(cls, path, verify=True, compute_type="float32"):
         """The model saved at ``path``.  ValueError if the file is not a
         safetensors file, not a Seq2SeqTransformer, or its tensors do not
         fit its config -- all found from the header, before anything is
         read or allocated -- or if its integrity record does not match (one
-        pass over the data; ``verify=False`` skips it)."""
+        pass over the data; ``verify=False`` skips it).  compute_type: as
+        :meth:`pytransformer.nn.Module.to` ("float32" or "bfloat16")."""
+        check_compute_type(compute_type)
         header, meta, _, _ = read_header(path)
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path}: not a {FORMAT} file (metadata format is "
@@ -387,7 +389,7 @@ class Seq2SeqTransformer(nn.Module):
             model._load(tensors, strict=True, copy=False)
         except (TypeError, ValueError) as e:
             raise ValueError(f"{path}: bad model config in the metadata ({e})") from None
-        return model
+        return model.to(compute_type)
 
     @classmethod
     def _from_torch_config(cls, m):

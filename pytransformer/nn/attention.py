@@ -110,6 +110,7 @@ class MultiheadAttention(Module):
         if add_zero_attn:
             raise ValueError("MultiheadAttention: add_zero_attn=True is not supported")
         self._packs = {}
+        self.compute_type = "float32"   # of the projections; attention itself is float32
         self.embed_dim = E = check_int(embed_dim, "embed_dim", 1)
         self.num_heads = check_int(num_heads, "num_heads", 1)
         if self.num_heads <= 0 or E % self.num_heads:
@@ -154,7 +155,7 @@ class MultiheadAttention(Module):
                      "v": self.v_proj_weight}[part]
             b = self.in_proj_bias
             b = None if b is None else np.ascontiguousarray(b[rows[0] * E:rows[1] * E])
-            p = self._packs[part] = (ops.pack_weight(w), b)
+            p = self._packs[part] = (ops.pack_weight(w, self.compute_type), b)
         return p
 
     def _project(self, x, part):

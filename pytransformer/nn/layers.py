@@ -15,12 +15,16 @@ __all__ = ["Linear", "LayerNorm", "RMSNorm", "Embedding", "gelu_tanh", "check_to
 
 
 class Linear(Module):
-    """y = x W^T + b, as torch.nn.Linear; W is held packed for the GEMM."""
+    """y = x W^T + b, as torch.nn.Linear; W is held packed for the GEMM, in
+    the module's ``compute_type`` ("float32", or "bfloat16" after
+    ``.to("bfloat16")``: W and x rounded to bf16 in the product, float32
+    accumulation, bias and activation)."""
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None, *,
                  rng=None):
         super().__init__()
         self._packs = {}
+        self.compute_type = "float32"
         self.in_features = check_int(in_features, "in_features", 0)
         self.out_features = check_int(out_features, "out_features", 0)
         rng = _rng(rng)
@@ -32,7 +36,7 @@ class Linear(Module):
         self._parameters_changed()
 
     def _parameters_changed(self):
-        self._packs = {"weight": ops.pack_weight(self.weight)}
+        self._packs = {"weight": ops.pack_weight(self.weight, self.compute_type)}
 
     def forward(self, input, activation=None):
         """``activation`` ('relu', 'gelu', a pytransformer extension) is fused

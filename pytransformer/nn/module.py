@@ -7,7 +7,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from ..ops.checks import to_numpy
+from ..ops.checks import check_compute_type, to_numpy
 
 __all__ = ["Module", "ModuleList", "NO_INIT", "xavier_uniform", "torch_state_dict",
            "IncompatibleKeys"]
@@ -201,6 +201,23 @@ class Module:
         return self.forward(*args, **kwargs)
 
     def eval(self):
+        return self
+
+    def to(self, compute_type):
+        """Convert in place to ``compute_type`` and return the module.
+
+        "bfloat16": every GEMM weight (Linear, and the projections of
+        MultiheadAttention) is repacked as bf16 and its products round their
+        input to bf16, with float32 accumulation; attention, softmax, norms,
+        embeddings and every other step stay float32.  The parameters keep
+        the values they were loaded with, so ``.to("float32")`` goes back
+        exactly.  "int8" is not implemented yet (a ValueError).
+        """
+        compute_type = check_compute_type(compute_type)
+        for _, m in self.named_modules():
+            if "compute_type" in m.__dict__ and m.compute_type != compute_type:
+                m.compute_type = compute_type
+                m._parameters_changed()
         return self
 
     def train(self, mode=True):

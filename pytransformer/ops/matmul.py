@@ -7,10 +7,12 @@ import math
 import numpy as np
 
 from .. import _kernels
-from .._kernels import PackedMatrix
-from .checks import as_float32, floating, kernel_ready
+from .._kernels import PackedMatrix, PackedMatrixBF16
+from .checks import as_float32, check_compute_type, floating, kernel_ready
 
-__all__ = ["matmul", "linear", "pack_weight", "PackedMatrix", "batch_index"]
+__all__ = ["matmul", "linear", "pack_weight", "PackedMatrix", "PackedMatrixBF16", "batch_index"]
+
+_PACKED = (PackedMatrix, PackedMatrixBF16)
 
 ACTIVATIONS = (None, "relu", "gelu", "gelu_tanh", "silu")
 
@@ -78,16 +80,23 @@ def matmul(a, b):
     return out
 
 
-def pack_weight(weight):
+def pack_weight(weight, compute_type="float32"):
     """Pack a Linear weight ``(out_features, in_features)`` once for reuse.
 
     The result can stand for ``weight`` in :func:`linear`: model weights never
     change at inference, so the GEMM's packing of them is paid once.
+    compute_type: "float32" (a :class:`PackedMatrix`) or "bfloat16" (a
+    :class:`PackedMatrixBF16`: the weight rounded to bf16, the input rounded
+    to bf16 in each product, float32 accumulation and epilogue); "int8" is
+    not implemented yet (a ValueError).
     """
+    check_compute_type(compute_type)
     w = as_float32(weight, "weight")
     if w.ndim != 2:
         raise ValueError(f"pack_weight: weight must be 2-d (out_features, in_features), "
                          f"got shape {w.shape}")
+    if compute_type == "bfloat16":
+        return PackedMatrixBF16(w, True)
     return PackedMatrix(w, True)
 
 
@@ -98,11 +107,11 @@ def linear(input, weight, bias=None, *, activation=None):
     result.  ``activation`` (a pytransformer extension: None, 'relu', 'gelu',
     'gelu_tanh', 'silu') is fused into the GEMM's store.
     """
-    if kernel_ready(input, 2) and type(weight) is PackedMatrix and \
+    if kernel_ready(input, 2) and type(weight) in _PACKED and \
             activation in ACTIVATIONS and (bias is None or kernel_ready(bias, 1)):
         return weight.matmul(input, bias, activation)   # which checks the shapes
     x = as_float32(input, "input")
-    packed = isinstance(weight, PackedMatrix)
+    packed = isinstance(weight, _PACKED)
     if packed:
         in_f, out_f = weight.shape
     else:

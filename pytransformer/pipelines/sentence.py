@@ -106,7 +106,7 @@ class SentenceEncoder:
     through Hugging Face's tokenizers, truncated to sentence_bert_config.json's
     max_seq_length -- which overrides whatever truncation and padding the
     tokenizer.json itself switches on), the same pooling and normalisation.
-    ``compute_type``: only "float32" for now (see
+    ``compute_type``: "float32" or "bfloat16" (see
     :func:`pytransformer.from_pretrained`).
     """
 

@@ -1,0 +1,52 @@
+/* peak_bf16.c -- a calibration loop of independent VDPBF16PS: the ceiling of
+ * the bf16 GEMM's instruction on this core, as peak.c's FMA loop is for the
+ * fp32 GEMM.  Built once with -mavx512bf16 (setup.py), called only where
+ * pt_cpu_has(PT_FEAT_AVX512_BF16). */
+#define _POSIX_C_SOURCE 200809L
+#include <time.h>
+#include "runtime/peak.h"
+
+#if !defined(__AVX512BF16__)
+#error "peak_bf16.c is built with -mavx512bf16 only"
+#endif
+
+#define CHAINS 16
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static float dot_loop(int64_t iters) {
+    __m512 acc[CHAINS];
+    for (int c = 0; c < CHAINS; c++) acc[c] = _mm512_set1_ps(1.0f + (float)c * 1e-3f);
+    /* bf16 pairs of 2^-10 each: products stay far from overflow and subnormals */
+    __m512i x = _mm512_set1_epi32(0x3a803a80), y = _mm512_set1_epi32(0x3a803a80);
+    for (int64_t i = 0; i < iters; i++) {
+        for (int c = 0; c < CHAINS; c++)
+            acc[c] = _mm512_dpbf16_ps(acc[c], (__m512bh)x, (__m512bh)y);
+        __asm__ volatile("" : "+v"(x), "+v"(y));
+    }
+    __m512 s = acc[0];
+    for (int c = 1; c < CHAINS; c++) s = _mm512_add_ps(s, acc[c]);
+    return _mm512_reduce_add_ps(s);
+}
+
+double pt_bf16_dot_peak_gflops(int nthreads, int64_t iters) {
+    if (nthreads < 1) nthreads = 1;
+    if (iters < 1) iters = 1;
+    volatile float sink = 0.0f;
+    dot_loop(iters / 16 + 1);
+    double t0 = now_seconds();
+#pragma omp parallel num_threads(nthreads)
+    {
+        float s = dot_loop(iters);
+#pragma omp atomic
+        sink += s;
+    }
+    double dt = now_seconds() - t0;
+    (void)sink;
+    /* 16 lanes x 2 products x (multiply + add) per instruction */
+    return 64.0 * CHAINS * (double)iters * (double)nthreads / dt * 1e-9;
+}
