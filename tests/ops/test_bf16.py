@@ -5,15 +5,13 @@ float64 product of the bf16-rounded operands; within the rounding bound of
 the float32 oracle; rows bit-identical alone and in batches of 1, 7, 64 at 1
 and 2 threads; the compute-type checks.  Bounds: tests/conftest.py."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import bf16_matmul_tol, matmul_tol  # noqa: E402
+from conftest import bf16_matmul_tol, matmul_tol, run_python  # noqa: E402
 from pytransformer import _kernels, nn, ops  # noqa: E402
 from pytransformer.ops.checks import ComputeTypeNotImplemented  # noqa: E402
 
@@ -114,14 +112,13 @@ def test_compute_type_checks(rng):
 
 def test_forcing_a_bf16_kernel_the_path_lacks_is_an_error():
     env = dict(os.environ, PYTRANSFORMER_BF16="avx512_bf16", PYTRANSFORMER_ISA="avx2")
-    r = subprocess.run([sys.executable, "-c", "import pytransformer"], env=env,
-                       capture_output=True, text=True, timeout=120)
+    r = run_python(["-c", "import pytransformer"], env=env, timeout=120)
     assert r.returncode != 0
     assert "RuntimeError" in r.stderr and "avx512_bf16" in r.stderr
     env = dict(os.environ, PYTRANSFORMER_BF16="convert")
-    r = subprocess.run([sys.executable, "-c", "import pytransformer; "
+    r = run_python(["-c", "import pytransformer; "
                         "print(pytransformer.cpu_info()['compute_paths']['bfloat16'])"],
-                       env=env, capture_output=True, text=True, timeout=120)
+                   env=env, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() in _kernels.available_isas(), r.stderr
 
 

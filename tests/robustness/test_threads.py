@@ -2,21 +2,20 @@
 environment at import.  Each case runs in a subprocess, since an unbounded
 count used to crash libgomp (a segfault, or "Thread creation failed" and exit)."""
 import os
-import subprocess
-import sys
 
 import pytest
 
 import pytransformer
+from conftest import run_python
 
 CPUS = os.cpu_count() or 1
 
 
 def _python(code, env=None, timeout=120):
+    """python -c code in a scratch folder, importing this pytransformer."""
     e = dict(os.environ)
     e.update(env or {})
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=e, timeout=timeout)
+    return run_python(["-c", code], env=e, timeout=timeout)
 
 
 def test_the_bound_is_a_small_multiple_of_the_cpus():
@@ -72,8 +71,7 @@ def test_omp_num_threads_in_range_is_used():
 
 @pytest.mark.parametrize("threads", ["100000", "99999999999", str(4 * CPUS + 1)])
 def test_cli_threads_out_of_range_is_an_argparse_error(threads):
-    r = subprocess.run([sys.executable, "-m", "pytransformer", "demo", "--threads", threads],
-                       capture_output=True, text=True, timeout=120)
+    r = run_python(["-m", "pytransformer", "demo", "--threads", threads], timeout=120)
     assert r.returncode == 2
     assert f"must be <= {4 * CPUS}, got {int(threads)}" in r.stderr
     assert "Traceback" not in r.stderr and not r.stdout
