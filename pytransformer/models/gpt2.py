@@ -22,16 +22,16 @@ protocol of :mod:`pytransformer.generation`.
 import numpy as np
 
 from .. import ops
-from ..nn import DecoderCache, Embedding, LayerNorm, Linear, Module, TransformerEncoderLayer
+from ..nn import DecoderCache, Embedding, LayerNorm, Linear, TransformerEncoderLayer
 from ..nn.module import NO_INIT, clones
 from ..ops.attention import look_ahead_mask
 from ..ops.checks import check_int, check_token_ids
 from .bert import _ACTIVATIONS
+from .causal_lm import CausalLM
 
 __all__ = ["GPT2Config", "GPT2LMHeadModel", "MODEL_TYPES", "from_hf_config"]
 
 MODEL_TYPES = ("gpt2",)
-_CHECKPOINT = object()  # "the checkpoint's own id" for generate's eos_id / pad_id
 
 
 class GPT2Config:
@@ -88,7 +88,7 @@ class GPT2Config:
         return f"GPT2Config({', '.join(f'{k}={v!r}' for k, v in self.__dict__.items())})"
 
 
-class GPT2LMHeadModel(Module):
+class GPT2LMHeadModel(CausalLM):
     """GPT-2 with its language-model head, as transformers' GPT2LMHeadModel:
     ``wte`` (tokens), ``wpe`` (learned positions), ``h`` (pre-LN blocks:
     ``norm1`` = ln_1, ``self_attn`` = attn, ``norm2`` = ln_2, ``linear1`` /
@@ -97,7 +97,7 @@ class GPT2LMHeadModel(Module):
     ``pytransformer.from_pretrained``.
     """
 
-    decoder_only = True
+    length_limit_name = "n_positions"
 
     def __init__(self, config):
         super().__init__()
@@ -114,10 +114,6 @@ class GPT2LMHeadModel(Module):
         self._tie()
 
     # -- the protocol's names --
-    @property
-    def vocab_size(self):
-        return self.config.vocab_size
-
     @property
     def max_length(self):
         """Positions the model has: prompt + new tokens at most."""
@@ -171,27 +167,6 @@ class GPT2LMHeadModel(Module):
         return {f"h.{i}.{k}" for i in range(self.config.n_layer) for k in _CONV1D}
 
     # -- forward --
-    def _check_ids(self, input_ids, attention_mask):
-        ids = check_token_ids(input_ids, "input_ids", self.config.vocab_size)
-        if ids.ndim == 1:
-            ids = ids[None]
-        if ids.ndim != 2 or ids.shape[0] == 0 or ids.shape[1] == 0:
-            raise ValueError(f"input_ids: expected a non-empty (batch, length) array, got "
-                             f"shape {np.shape(input_ids)}")
-        keep = None
-        if attention_mask is not None:
-            m = np.asarray(attention_mask)
-            if m.ndim == 1:
-                m = m[None]
-            if m.shape != ids.shape:
-                raise ValueError(f"attention_mask: shape {np.shape(attention_mask)}, "
-                                 f"input_ids {ids.shape}")
-            if m.dtype != np.bool_ and (m.dtype.kind not in "iuf" or ((m != 0) & (m != 1)).any()):
-                raise ValueError(f"attention_mask: 0/1 or bool values are needed, got dtype "
-                                 f"{m.dtype}")
-            keep = m != 0
-        return ids, keep
-
     def forward(self, input_ids, attention_mask=None, position_ids=None):
         """input_ids (B, T) -> logits (B, T, vocab_size) float32, as the
         ``logits`` of transformers' GPT2LMHeadModel.
@@ -233,24 +208,9 @@ class GPT2LMHeadModel(Module):
         in n_positions (ValueError otherwise).  ``capacity`` (>= B): rows the
         cache allocates, for :meth:`DecoderCache.select` to repeat rows into
         (beam search)."""
-        ids, keep = self._check_ids(input_ids, attention_mask)
-        B, T = ids.shape
-        max_new_tokens = check_int(max_new_tokens, "max_new_tokens", 1)
-        capacity = B if capacity is None else check_int(capacity, "capacity", B)
-        lengths = np.full(B, T, np.int64) if keep is None else keep.sum(axis=1)
-        if lengths.min() == 0:
-            raise ValueError(f"input_ids: row {int(np.argmin(lengths))} has no token (its "
-                             f"attention_mask is all 0)")
-        width = int(lengths.max())
-        if width + max_new_tokens > self.config.n_positions:
-            raise ValueError(f"input_ids: a prompt of {width} tokens + max_new_tokens="
-                             f"{max_new_tokens} exceeds this model's n_positions="
-                             f"{self.config.n_positions}")
-        if keep is not None:  # each row's tokens from slot 0 (right padding)
-            packed = np.zeros((B, width), ids.dtype)
-            for r in range(B):
-                packed[r, :lengths[r]] = ids[r][keep[r]]
-            ids = packed
+        ids, lengths, capacity = self._prompts(input_ids, attention_mask, max_new_tokens,
+                                               capacity)
+        B, width = ids.shape
         c = self.config
         state = DecoderCache(capacity, width + max_new_tokens,
                              [(c.n_head, c.n_embd // c.n_head)] * c.n_layer).fill(lengths)
@@ -268,13 +228,7 @@ class GPT2LMHeadModel(Module):
         its row's next position (``state.lengths``); the state then holds one
         more position per row.  Row for row the last position of
         :meth:`forward` over the whole sequence."""
-        tokens = check_token_ids(tokens, "tokens", self.config.vocab_size).reshape(-1)
-        if tokens.shape[0] != state.batch_size:
-            raise ValueError(f"tokens: {tokens.shape[0]} ids for a decoding state of "
-                             f"{state.batch_size} sequences")
-        pos = state.lengths.copy()
-        if pos.size and pos.max() >= state.max_len:
-            raise ValueError(f"the cache is full: {state.max_len} positions decoded")
+        tokens, pos = self._step_tokens(tokens, state)
         x = self.wte.weight[tokens] + self.wpe.weight[pos]
         keep = state.keep()
         at = pos if keep is not None else int(pos[0]) if pos.size else 0
@@ -286,33 +240,6 @@ class GPT2LMHeadModel(Module):
             x = block.add_norm(x, block._ff_step, block.norm2.step)
         state.advance()
         return self.lm_head.step(self.ln_f.step(x))
-
-    def generate(self, input_ids, max_new_tokens, attention_mask=None, eos_id=_CHECKPOINT,
-                 pad_id=_CHECKPOINT, method="greedy", beam_size=4, length_penalty=1.0,
-                 num_return_sequences=1, temperature=1.0, top_k=None, top_p=1.0, seed=None,
-                 return_scores=False, *, repetition_penalty=1.0, no_repeat_ngram_size=0,
-                 min_new_tokens=0, bad_words_ids=None, forced_eos_token_id=None,
-                 streamer=None):
-        """Continue the prompts ``input_ids`` (B, T) (``attention_mask``: 0 at
-        padding, left or right): an int64 array (B * num_return_sequences, T')
-        of the new tokens only, each row ending at its stop id (included) and
-        padded with ``pad_id`` after it.  ``eos_id`` (an id or a list; None:
-        exactly max_new_tokens) and ``pad_id`` default to the checkpoint's.
-        The other arguments are those of
-        :meth:`pytransformer.models.Seq2SeqTransformer.generate`; the history
-        the logits processors see is the prompt and the tokens generated, as
-        transformers' generate does for decoder-only models."""
-        from ..generation import generate  # a facade: generation sees the protocol only
-        eos_id = self.config.eos_token_id if eos_id is _CHECKPOINT else eos_id
-        pad_id = self.pad_id if pad_id is _CHECKPOINT else pad_id
-        return generate(self, input_ids, max_new_tokens, None, eos_id, pad_id, method=method,
-                        beam_size=beam_size, length_penalty=length_penalty,
-                        num_return_sequences=num_return_sequences, temperature=temperature,
-                        top_k=top_k, top_p=top_p, seed=seed, return_scores=return_scores,
-                        attention_mask=attention_mask, repetition_penalty=repetition_penalty,
-                        no_repeat_ngram_size=no_repeat_ngram_size, min_new_tokens=min_new_tokens,
-                        bad_words_ids=bad_words_ids, forced_eos_token_id=forced_eos_token_id,
-                        streamer=streamer)
 
     def extra_repr(self):
         c = self.config

@@ -42,7 +42,7 @@ from ..nn import DecoderCache, Embedding, Linear, Module, RMSNorm
 from ..nn.module import NO_INIT, ModuleList
 from ..ops.attention import look_ahead_mask
 from ..ops.checks import check_float, check_int, check_token_ids
-from .gpt2 import _CHECKPOINT, GPT2LMHeadModel
+from .causal_lm import CausalLM
 
 __all__ = ["LlamaConfig", "LlamaForCausalLM", "MODEL_TYPES", "ROPE_LAYOUTS", "from_hf_config"]
 
@@ -270,7 +270,7 @@ class LlamaDecoderLayer(Module):
         return self.add_norm(x, self.mlp.step, self.post_attention_layernorm.step)
 
 
-class LlamaForCausalLM(Module):
+class LlamaForCausalLM(CausalLM):
     """A Llama-family decoder with its language-model head, as transformers'
     LlamaForCausalLM: ``embed_tokens``, ``layers`` (:class:`LlamaDecoderLayer`),
     ``norm`` and ``lm_head`` (tied to embed_tokens when the config says so,
@@ -278,7 +278,7 @@ class LlamaForCausalLM(Module):
     ``pytransformer.from_pretrained`` (a Hugging Face directory of
     model_type "llama", or a Llama GGUF file)."""
 
-    decoder_only = True
+    length_limit_name = "max_position_embeddings"
 
     def __init__(self, config):
         super().__init__()
@@ -290,10 +290,6 @@ class LlamaForCausalLM(Module):
         self._tie()
 
     # -- the protocol's names --
-    @property
-    def vocab_size(self):
-        return self.config.vocab_size
-
     @property
     def max_length(self):
         """Positions the model was trained on: prompt + new tokens at most."""
@@ -352,7 +348,6 @@ class LlamaForCausalLM(Module):
         return set()
 
     # -- forward --
-    _check_ids = GPT2LMHeadModel._check_ids
 
     def _hidden(self, ids, positions, attn_mask, is_causal, state=None):
         x = self.embed_tokens.weight[ids]
@@ -405,33 +400,17 @@ class LlamaForCausalLM(Module):
         in max_position_embeddings (ValueError otherwise).  ``capacity``
         (>= B): rows the cache allocates, for :meth:`DecoderCache.select` to
         repeat rows into (beam search)."""
-        ids, keep = self._check_ids(input_ids, attention_mask)
-        B, T = ids.shape
-        max_new_tokens = check_int(max_new_tokens, "max_new_tokens", 1)
-        capacity = B if capacity is None else check_int(capacity, "capacity", B)
-        lengths = np.full(B, T, np.int64) if keep is None else keep.sum(axis=1)
-        if lengths.min() == 0:
-            raise ValueError(f"input_ids: row {int(np.argmin(lengths))} has no token (its "
-                             f"attention_mask is all 0)")
-        width = int(lengths.max())
+        ids, lengths, capacity = self._prompts(input_ids, attention_mask, max_new_tokens,
+                                               capacity)
+        B, width = ids.shape
         c = self.config
-        if width + max_new_tokens > c.max_position_embeddings:
-            raise ValueError(f"input_ids: a prompt of {width} tokens + max_new_tokens="
-                             f"{max_new_tokens} exceeds this model's max_position_embeddings="
-                             f"{c.max_position_embeddings}")
-        if keep is not None:  # each row's tokens from slot 0 (right padding)
-            packed = np.zeros((B, width), ids.dtype)
-            for r in range(B):
-                packed[r, :lengths[r]] = ids[r][keep[r]]
-            ids = packed
         state = DecoderCache(capacity, width + max_new_tokens,
-                             [(c.num_key_value_heads, c.head_dim)] * c.num_hidden_layers)
-        state.batch_size = B
+                             [(c.num_key_value_heads, c.head_dim)] * c.num_hidden_layers
+                             ).fill(lengths)
         # the look-ahead mask alone: a row's real queries see only its own
         # earlier tokens, and the padding after them is never attended
         x = self._hidden(ids, np.ascontiguousarray(np.broadcast_to(np.arange(width), (B, width))),
                          None, True, state)
-        state._lengths[:B] = lengths
         last = np.ascontiguousarray(x[np.arange(B), lengths - 1])
         return state, self.lm_head.step(self.norm.step(last))
 
@@ -440,44 +419,13 @@ class LlamaForCausalLM(Module):
         its row's next position (``state.lengths``); the state then holds one
         more position per row.  Row for row the last position of
         :meth:`forward` over the whole sequence."""
-        tokens = check_token_ids(tokens, "tokens", self.config.vocab_size).reshape(-1)
-        if tokens.shape[0] != state.batch_size:
-            raise ValueError(f"tokens: {tokens.shape[0]} ids for a decoding state of "
-                             f"{state.batch_size} sequences")
-        pos = np.ascontiguousarray(state.lengths, dtype=np.int64)
-        if pos.size and pos.max() >= state.max_len:
-            raise ValueError(f"the cache is full: {state.max_len} positions decoded")
+        tokens, pos = self._step_tokens(tokens, state)
         x = self.embed_tokens.weight[tokens]
         keep = state.keep()
         for i, layer in enumerate(self.layers):
             x = layer.step(x, *state.layer(i), pos, keep)
         state.advance()
         return self.lm_head.step(self.norm.step(x))
-
-    def generate(self, input_ids, max_new_tokens, attention_mask=None, eos_id=_CHECKPOINT,
-                 pad_id=_CHECKPOINT, method="greedy", beam_size=4, length_penalty=1.0,
-                 num_return_sequences=1, temperature=1.0, top_k=None, top_p=1.0, seed=None,
-                 return_scores=False, *, repetition_penalty=1.0, no_repeat_ngram_size=0,
-                 min_new_tokens=0, bad_words_ids=None, forced_eos_token_id=None,
-                 streamer=None):
-        """Continue the prompts ``input_ids`` (B, T) (``attention_mask``: 0 at
-        padding, left or right): an int64 array (B * num_return_sequences, T')
-        of the new tokens only, each row ending at its stop id (included) and
-        padded with ``pad_id`` after it.  ``eos_id`` (an id or a list; None:
-        exactly max_new_tokens) and ``pad_id`` default to the checkpoint's.
-        The other arguments are those of
-        :meth:`pytransformer.models.GPT2LMHeadModel.generate`."""
-        from ..generation import generate  # a facade: generation sees the protocol only
-        eos_id = self.config.eos_token_id if eos_id is _CHECKPOINT else eos_id
-        pad_id = self.pad_id if pad_id is _CHECKPOINT else pad_id
-        return generate(self, input_ids, max_new_tokens, None, eos_id, pad_id, method=method,
-                        beam_size=beam_size, length_penalty=length_penalty,
-                        num_return_sequences=num_return_sequences, temperature=temperature,
-                        top_k=top_k, top_p=top_p, seed=seed, return_scores=return_scores,
-                        attention_mask=attention_mask, repetition_penalty=repetition_penalty,
-                        no_repeat_ngram_size=no_repeat_ngram_size, min_new_tokens=min_new_tokens,
-                        bad_words_ids=bad_words_ids, forced_eos_token_id=forced_eos_token_id,
-                        streamer=streamer)
 
     def extra_repr(self):
         c = self.config
