@@ -81,16 +81,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
         # the kernel boundary checks the parameters' sizes
         return _kernels.layer_norm(input, n, weight, bias, check_float(eps, "eps", 0.0))
     x = as_float32(input, "input")
-    if isinstance(normalized_shape, numbers.Integral):
-        normalized_shape = (normalized_shape,)
-    try:
-        ns = tuple(operator.index(s) for s in normalized_shape)
-    except TypeError:
-        raise ValueError(f"layer_norm: normalized_shape must be an int or a sequence of "
-                         f"ints, got {normalized_shape!r}") from None
-    if len(ns) == 0 or len(ns) > x.ndim or x.shape[x.ndim - len(ns):] != ns:
-        raise ValueError(f"layer_norm: normalized_shape {ns} does not match the trailing "
-                         f"dimensions of input of shape {x.shape}")
+    ns = _normalized_shape(normalized_shape, x, "layer_norm")
     n = math.prod(ns)
     params = []
     for arr, name in ((weight, "weight"), (bias, "bias")):
