@@ -180,9 +180,10 @@ extensions = cythonize(
         "pytransformer._kernels",
         sources=["pytransformer/_kernels.pyx"] + RUNTIME_SOURCES,
         include_dirs=["csrc", numpy.get_include()],
-        depends=ALL_CSRC + ["pytransformer/_kernels.pxd", "pytransformer/_kernels_decoder.pxi",
-                           "pytransformer/_kernels_bf16.pxi",
-                           KERNEL_TABLE_PXI],
+        depends=ALL_CSRC + ["pytransformer/_kernels.pxd", KERNEL_TABLE_PXI,
+                            "pytransformer/_kernels_gemm.pxi",
+                            "pytransformer/_kernels_decoder.pxi",
+                            "pytransformer/_kernels_bf16.pxi"],
     )],
     compiler_directives={
         "language_level": 3,

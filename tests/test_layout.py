@@ -103,3 +103,26 @@ def test_public_import_paths(path, names):
     m = importlib.import_module(path)
     missing = [n for n in names if not hasattr(m, n)]
     assert not missing, f"{path} lacks {missing}"
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SOURCE_ENDINGS = (".py", ".pyx", ".pxi", ".pxd", ".c", ".h")
+GENERATED = {os.path.join("pytransformer", "_kernels.c")}
+
+
+def test_no_source_file_over_about_500_lines():
+    """Each file reads as one concern: a file past ~500 lines is split by topic."""
+    long = []
+    for top in ("pytransformer", "csrc"):
+        for folder, _, files in os.walk(os.path.join(ROOT, top)):
+            for name in files:
+                path = os.path.join(folder, name)
+                rel = os.path.relpath(path, ROOT)
+                if not name.endswith(SOURCE_ENDINGS) or rel in GENERATED:
+                    continue
+                with open(path, encoding="utf-8") as f:
+                    n = sum(1 for _ in f)
+                if n > 520:
+                    long.append((rel, n))
+    assert os.path.isdir(os.path.join(ROOT, "csrc"))
+    assert not long, f"files over ~500 lines: {long}"
