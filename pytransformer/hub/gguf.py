@@ -41,6 +41,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .safetensors import regular_file_size
+
 __all__ = ["GGUFFile", "GGUFTensor", "read_header", "dequantize", "DEQUANTIZED_TYPES",
            "MAGIC", "VERSIONS"]
 
@@ -178,11 +180,7 @@ def read_header(path):
     ``size`` (the file's).  Reads the header only; ValueError naming the file
     for anything that does not hold up."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    if not os.path.isfile(path):
-        raise ValueError(f"{path}: not a file")
-    size = os.path.getsize(path)
+    size = regular_file_size(path)
     if size < 24:
         raise ValueError(f"{path}: not a valid GGUF file: {size} bytes, shorter than the "
                          f"24-byte preamble (magic, version, counts)")
@@ -191,7 +189,7 @@ def read_header(path):
 
 
 def _parse(c):
-    path, size = c.path, c.size
+    size = c.size
     magic = bytes(c.buf[0:4])
     if magic != MAGIC:
         c.fail(f"magic {magic!r}, expected {MAGIC!r}")

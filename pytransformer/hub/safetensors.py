@@ -76,16 +76,22 @@ def parse_json(text, where):
         raise ValueError(f"{where}: not valid JSON ({e})") from None
 
 
+def regular_file_size(path):
+    """The size of the regular file at ``path``: FileNotFoundError if there is
+    none, ValueError if it is something else (a folder, say)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: not a file")
+    return os.path.getsize(path)
+
+
 def read_header(path):
     """The checked header of a safetensors file: ``(entries, metadata,
     data_start, file_size)`` with entries {name: (dtype, shape, begin, end)},
     begin and end absolute file offsets.  Reads the header only."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    if not os.path.isfile(path):
-        raise ValueError(f"{path}: not a file")
-    size = os.path.getsize(path)
+    size = regular_file_size(path)
     if size < 8:
         _fail(path, f"{size} bytes, shorter than the 8-byte header length")
     with open(path, "rb") as f:

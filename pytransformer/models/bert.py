@@ -26,20 +26,14 @@ Face tensor names to ours (:meth:`BertModel.hf_tensor_map`);
 import numpy as np
 
 from ..nn import Embedding, LayerNorm, Linear, Module, TransformerEncoder, \
-    TransformerEncoderLayer, gelu_tanh
+    TransformerEncoderLayer
 from ..nn.module import NO_INIT
 from ..ops.checks import check_int, check_token_ids
+from .activations import HF_ACTIVATIONS, check_hf_activation
 
 __all__ = ["BertConfig", "BertModel", "EncoderOutput", "MODEL_TYPES", "from_hf_config"]
 
 MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert")
-
-# Hugging Face activation names -> what the fused GEMM store computes.  The
-# tanh forms (gelu_new, gelu_pytorch_tanh, gelu_fast, gelu_accurate) are one
-# formula, 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))), written differently.
-_ACTIVATIONS = {"gelu": "gelu", "gelu_python": "gelu", "relu": "relu",
-                "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_tanh, "gelu_fast": gelu_tanh,
-                "gelu_accurate": gelu_tanh, "gelu_python_tanh": gelu_tanh}
 
 
 class BertConfig:
@@ -66,10 +60,7 @@ class BertConfig:
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"hidden_size={hidden_size} is not a multiple of "
                              f"num_attention_heads={num_attention_heads}")
-        if hidden_act not in _ACTIVATIONS:
-            raise ValueError(f"hidden_act {hidden_act!r} is not supported (supported: "
-                             f"{', '.join(_ACTIVATIONS)})")
-        self.hidden_act = hidden_act
+        self.hidden_act = check_hf_activation(hidden_act, "hidden_act")
         self.layer_norm_eps = float(layer_norm_eps)
         self.add_pooling_layer = bool(add_pooling_layer) and model_type != "distilbert"
 
@@ -185,7 +176,7 @@ class BertModel(Module):
         self.embeddings = BertEmbeddings(c)
         layer = TransformerEncoderLayer(
             c.hidden_size, c.num_attention_heads, c.intermediate_size, dropout=0.0,
-            activation=_ACTIVATIONS[c.hidden_act], layer_norm_eps=c.layer_norm_eps,
+            activation=HF_ACTIVATIONS[c.hidden_act], layer_norm_eps=c.layer_norm_eps,
             batch_first=True, norm_first=False, rng=NO_INIT)
         self.encoder = TransformerEncoder(layer, c.num_hidden_layers, enable_nested_tensor=False)
         self.pooler = BertPooler(c.hidden_size) if c.add_pooling_layer else None

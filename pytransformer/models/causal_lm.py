@@ -15,11 +15,37 @@ _CHECKPOINT = object()  # "the checkpoint's own id" for generate's eos_id / pad_
 
 class CausalLM(Module):
     """Base of the decoder-only families.  A subclass gives ``config`` (with
-    ``vocab_size`` and ``eos_token_id``), ``max_length`` and ``pad_id``."""
+    ``vocab_size``, ``eos_token_id``, ``pad_token_id`` and
+    ``tie_word_embeddings``), ``max_length``, and in ``embedding_name`` the
+    attribute of its token embedding (the weight a tied ``lm_head`` shares)."""
 
     decoder_only = True
     #: the config field max_length comes from, named in messages
     length_limit_name = "max_length"
+    #: the attribute holding the token embedding
+    embedding_name = None
+
+    @property
+    def pad_id(self):
+        """Output padding: the checkpoint's pad id, else its (first) eos id, as
+        transformers' generate, else 0."""
+        c = self.config
+        eos = c.eos_token_id[0] if isinstance(c.eos_token_id, list) else c.eos_token_id
+        return c.pad_token_id if c.pad_token_id is not None else eos if eos is not None else 0
+
+    # -- state: a tied lm_head is the token embedding's weight --
+    def _tie(self):
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = getattr(self, self.embedding_name).weight
+
+    def _load(self, state_dict, strict=True, copy=True):
+        d = dict(state_dict)
+        key = self.embedding_name + ".weight"
+        if self.config.tie_word_embeddings and key in d:
+            d["lm_head.weight"] = d[key]
+        result = super()._load(d, strict=strict, copy=copy)
+        self._tie()
+        return result
 
     @property
     def vocab_size(self):

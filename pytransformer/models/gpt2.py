@@ -26,7 +26,7 @@ from ..nn import DecoderCache, Embedding, LayerNorm, Linear, TransformerEncoderL
 from ..nn.module import NO_INIT, clones
 from ..ops.attention import look_ahead_mask
 from ..ops.checks import check_int, check_token_ids
-from .bert import _ACTIVATIONS
+from .activations import HF_ACTIVATIONS, check_hf_activation
 from .causal_lm import CausalLM
 
 __all__ = ["GPT2Config", "GPT2LMHeadModel", "MODEL_TYPES", "from_hf_config"]
@@ -51,10 +51,7 @@ class GPT2Config:
         self.n_inner = check_int(4 * self.n_embd if n_inner is None else n_inner, "n_inner", 1)
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={n_embd} is not a multiple of n_head={n_head}")
-        if activation_function not in _ACTIVATIONS:
-            raise ValueError(f"activation_function {activation_function!r} is not supported "
-                             f"(supported: {', '.join(_ACTIVATIONS)})")
-        self.activation_function = activation_function
+        self.activation_function = check_hf_activation(activation_function, "activation_function")
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         ids = {}
         for name, v in (("bos_token_id", bos_token_id), ("eos_token_id", eos_token_id),
@@ -97,6 +94,8 @@ class GPT2LMHeadModel(CausalLM):
     ``pytransformer.from_pretrained``.
     """
 
+    embedding_name = "wte"
+
     length_limit_name = "n_positions"
 
     def __init__(self, config):
@@ -105,7 +104,7 @@ class GPT2LMHeadModel(CausalLM):
         self.wte = Embedding(c.vocab_size, c.n_embd, rng=NO_INIT)
         self.wpe = Embedding(c.n_positions, c.n_embd, rng=NO_INIT)
         block = TransformerEncoderLayer(
-            c.n_embd, c.n_head, c.n_inner, dropout=0.0, activation=_ACTIVATIONS[
+            c.n_embd, c.n_head, c.n_inner, dropout=0.0, activation=HF_ACTIVATIONS[
                 c.activation_function], layer_norm_eps=c.layer_norm_epsilon,
             batch_first=True, norm_first=True, rng=NO_INIT)
         self.h = clones(block, c.n_layer, TransformerEncoderLayer, "GPT-2 block")
@@ -119,27 +118,7 @@ class GPT2LMHeadModel(CausalLM):
         """Positions the model has: prompt + new tokens at most."""
         return self.config.n_positions
 
-    @property
-    def pad_id(self):
-        """Output padding: the checkpoint's pad id, else its eos id (as
-        transformers' generate), else 0."""
-        c = self.config
-        return c.pad_token_id if c.pad_token_id is not None else \
-            c.eos_token_id if c.eos_token_id is not None else 0
-
     # -- state --
-    def _tie(self):
-        if self.config.tie_word_embeddings:
-            self.lm_head.weight = self.wte.weight
-
-    def _load(self, state_dict, strict=True, copy=True):
-        d = dict(state_dict)
-        if self.config.tie_word_embeddings and "wte.weight" in d:
-            d["lm_head.weight"] = d["wte.weight"]
-        result = super()._load(d, strict=strict, copy=copy)
-        self._tie()
-        return result
-
     def hf_tensor_map(self):
         """{our state_dict key: [Hugging Face name]} without the checkpoint's
         prefix ("transformer." in GPT2LMHeadModel files, none in GPT2Model

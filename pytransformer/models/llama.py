@@ -278,6 +278,8 @@ class LlamaForCausalLM(CausalLM):
     ``pytransformer.from_pretrained`` (a Hugging Face directory of
     model_type "llama", or a Llama GGUF file)."""
 
+    embedding_name = "embed_tokens"
+
     length_limit_name = "max_position_embeddings"
 
     def __init__(self, config):
@@ -295,27 +297,7 @@ class LlamaForCausalLM(CausalLM):
         """Positions the model was trained on: prompt + new tokens at most."""
         return self.config.max_position_embeddings
 
-    @property
-    def pad_id(self):
-        """Output padding: the checkpoint's pad id, else its (first) eos id, as
-        transformers' generate, else 0."""
-        c = self.config
-        eos = c.eos_token_id[0] if isinstance(c.eos_token_id, list) else c.eos_token_id
-        return c.pad_token_id if c.pad_token_id is not None else eos if eos is not None else 0
-
     # -- state --
-    def _tie(self):
-        if self.config.tie_word_embeddings:
-            self.lm_head.weight = self.embed_tokens.weight
-
-    def _load(self, state_dict, strict=True, copy=True):
-        d = dict(state_dict)
-        if self.config.tie_word_embeddings and "embed_tokens.weight" in d:
-            d["lm_head.weight"] = d["embed_tokens.weight"]
-        result = super()._load(d, strict=strict, copy=copy)
-        self._tie()
-        return result
-
     def hf_tensor_map(self):
         """{our state_dict key: [Hugging Face names]} without the checkpoint's
         "model." prefix; a fused weight lists its parts in order (rows

@@ -33,21 +33,17 @@ import math
 import numpy as np
 
 from ..nn import Embedding, Linear, Module, TransformerDecoder, TransformerDecoderLayer, \
-    TransformerEncoder, TransformerEncoderLayer, gelu_tanh
+    TransformerEncoder, TransformerEncoderLayer
 from ..nn.module import NO_INIT
 from ..ops.attention import look_ahead_mask
 from ..ops.checks import check_int, check_token_id, check_token_ids
+from .activations import HF_ACTIVATIONS, check_hf_activation
 from .positional import marian_positional_encoding
 
 __all__ = ["MarianConfig", "MarianMTModel", "Seq2SeqLMOutput", "MODEL_TYPES",
            "from_hf_config", "DEFAULT"]
 
 MODEL_TYPES = ("marian",)
-
-# transformers' ACT2FN names -> what the fused GEMM store computes
-_ACTIVATIONS = {"swish": "silu", "silu": "silu", "relu": "relu", "gelu": "gelu",
-                "gelu_python": "gelu", "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_tanh,
-                "gelu_fast": gelu_tanh, "gelu_accurate": gelu_tanh}
 
 # What generate uses when neither generation_config.json nor config.json
 # says: transformers' GenerationConfig defaults.
@@ -94,10 +90,7 @@ class MarianConfig:
                 raise ValueError(f"d_model={d_model} is not a multiple of {name}={v}")
         self.encoder_ffn_dim = check_int(encoder_ffn_dim, "encoder_ffn_dim", 1)
         self.decoder_ffn_dim = check_int(decoder_ffn_dim, "decoder_ffn_dim", 1)
-        if activation_function not in _ACTIVATIONS:
-            raise ValueError(f"activation_function {activation_function!r} is not supported "
-                             f"(supported: {', '.join(_ACTIVATIONS)})")
-        self.activation_function = activation_function
+        self.activation_function = check_hf_activation(activation_function, "activation_function")
         self.max_position_embeddings = check_int(max_position_embeddings,
                                                  "max_position_embeddings", 1, 1 << 20)
         self.scale_embedding = bool(scale_embedding)
@@ -164,7 +157,7 @@ class MarianMTModel(Module):
         super().__init__()
         c = self.config = config
         d = c.d_model
-        act = _ACTIVATIONS[c.activation_function]
+        act = HF_ACTIVATIONS[c.activation_function]
         self.encoder_embed = Embedding(c.vocab_size, d, rng=NO_INIT)
         self.decoder_embed = Embedding(c.decoder_vocab_size, d, rng=NO_INIT)
         enc = TransformerEncoderLayer(d, c.encoder_attention_heads, c.encoder_ffn_dim,

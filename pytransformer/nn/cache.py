@@ -4,6 +4,19 @@ import numpy as np
 __all__ = ["KVCache", "DecoderCache"]
 
 
+def _checked_rows(rows, batch_size, capacity):
+    """``rows`` of a cache's ``select`` as intp indices; ValueError if one is
+    outside the current batch or there are more than the cache holds."""
+    rows = np.asarray(rows, dtype=np.intp).reshape(-1)
+    n = rows.size
+    if n and (rows.min() < 0 or rows.max() >= batch_size):
+        raise ValueError(f"select: rows must be in [0, {batch_size}), got "
+                         f"{rows.min()}..{rows.max()}")
+    if n > capacity:
+        raise ValueError(f"select: {n} rows exceed the {capacity} allocated")
+    return rows
+
+
 class KVCache:
     """What a decoder keeps between steps of incremental decoding.
 
@@ -58,13 +71,8 @@ class KVCache:
     def select(self, rows):
         """Keep rows ``rows`` (indices into the current batch, in their new
         order; repeats allowed up to the allocated batch size)."""
-        rows = np.asarray(rows, dtype=np.intp).reshape(-1)
+        rows = _checked_rows(rows, self.batch_size, self.capacity)
         n = rows.size
-        if n and (rows.min() < 0 or rows.max() >= self.batch_size):
-            raise ValueError(f"select: rows must be in [0, {self.batch_size}), got "
-                             f"{rows.min()}..{rows.max()}")
-        if n > self.capacity:
-            raise ValueError(f"select: {n} rows exceed the {self.capacity} allocated")
         t = self.length
         for bufs in (self._self_k, self._self_v):
             for a in bufs:
@@ -149,13 +157,8 @@ class DecoderCache:
     def select(self, rows):
         """Keep rows ``rows`` (indices into the current batch, in their new
         order; repeats allowed up to the allocated capacity)."""
-        rows = np.asarray(rows, dtype=np.intp).reshape(-1)
+        rows = _checked_rows(rows, self.batch_size, self.capacity)
         n = rows.size
-        if n and (rows.min() < 0 or rows.max() >= self.batch_size):
-            raise ValueError(f"select: rows must be in [0, {self.batch_size}), got "
-                             f"{rows.min()}..{rows.max()}")
-        if n > self.capacity:
-            raise ValueError(f"select: {n} rows exceed the {self.capacity} allocated")
         t = self.length
         moved = np.flatnonzero(rows != np.arange(n))  # rows that stay put are not copied
         if moved.size:

@@ -48,7 +48,7 @@ CASES = [
                   intermediate_size=30, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-5),
      True),
     ("bert", dict(hidden_size=70, num_attention_heads=1, num_hidden_layers=1,
-                  intermediate_size=90, hidden_act="gelu", layer_norm_eps=1e-12), False),
+                  intermediate_size=90, hidden_act="silu", layer_norm_eps=1e-12), False),
     ("roberta", dict(hidden_size=30, num_attention_heads=6, num_hidden_layers=2,
                      intermediate_size=40, hidden_act="gelu", layer_norm_eps=1e-5,
                      type_vocab_size=1, pad_token_id=1), True),

@@ -312,7 +312,7 @@ def test_bad_checkpoints(tmp_path, models):
     for name, change, match in [
             ("type", dict(model_type="gpt_neo"), "gpt2"),
             ("heads", dict(n_head=5), "n_head"),
-            ("act", dict(activation_function="swish"), "activation_function"),
+            ("act", dict(activation_function="quick_gelu"), "activation_function"),
             ("cross", dict(add_cross_attention=True), "add_cross_attention"),
             ("size", dict(n_embd=30, n_head=3), "shape")]:
         d = tmp_path / name
