@@ -196,38 +196,7 @@ PT_ALWAYS_INLINE void bukernel_body(const int M_, int64_t np, const a_elem *rest
     }
 
     /* the store, with the fp32 GEMM's epilogue */
-    pt_vf bias_v[BNV];
-    if (last)
-        for (int v = 0; v < BNV; v++) {
-            int64_t n = nr - v * PT_VL;
-            n = n < 0 ? 0 : n > PT_VL ? PT_VL : n;
-            bias_v[v] = !bias || n == 0 ? pt_vzero()
-                        : n == PT_VL ? pt_vload(bias + v * PT_VL)
-                        : pt_vload_tail(bias + v * PT_VL, (size_t)n, 0.0f);
-        }
-    for (int r = 0; r < M_; r++) {
-        float *c = C + r * ldc;
-        for (int v = 0; v < BNV; v++) {
-            int64_t n = nr - v * PT_VL;
-            if (n <= 0) break;
-            pt_vf x = acc[r][v];
-            if (n >= PT_VL) {
-                if (!first) x = pt_vadd(pt_vload(c + v * PT_VL), x);
-                if (last) {
-                    if (bias) x = pt_vadd(x, bias_v[v]);
-                    x = apply_act(x, act);
-                }
-                pt_vstore(c + v * PT_VL, x);
-            } else {
-                if (!first) x = pt_vadd(pt_vload_tail(c + v * PT_VL, (size_t)n, 0.0f), x);
-                if (last) {
-                    if (bias) x = pt_vadd(x, bias_v[v]);
-                    x = apply_act(x, act);
-                }
-                pt_vstore_tail(c + v * PT_VL, x, (size_t)n);
-            }
-        }
-    }
+    PT_STORE_TILE(acc, M_, BNV, BNV, C, ldc, nr, first, last, bias, act);
 }
 
 /* One out-of-line entry; m selects an instance with that many live rows

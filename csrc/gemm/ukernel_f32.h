@@ -41,6 +41,48 @@ PT_ALWAYS_INLINE pt_vf apply_act(pt_vf x, int act) {
     }
 }
 
+/* The store of an M_ x NVEC-vector tile of accumulators acc[r][v] into C
+ * (rows ldc apart, nr live columns): added to C unless `first`, and on the
+ * `last` K block with the bias and the activation fused.  CAP, a constant at
+ * least NVEC, sizes the bias vectors.  One definition for the fp32 and bf16
+ * micro-kernels, expanded in each with its own compile-time sizes. */
+#define PT_STORE_TILE(acc, M_, NVEC, CAP, C, ldc, nr, first, last, bias, act)           \
+    do {                                                                             \
+        pt_vf bias_v_[CAP];                                                          \
+        if (last)                                                                    \
+            for (int v = 0; v < (NVEC); v++) {                                       \
+                int64_t n = (nr) - v * PT_VL;                                        \
+                n = n < 0 ? 0 : n > PT_VL ? PT_VL : n;                               \
+                bias_v_[v] = !(bias) || n == 0 ? pt_vzero()                          \
+                             : n == PT_VL ? pt_vload((bias) + v * PT_VL)             \
+                             : pt_vload_tail((bias) + v * PT_VL, (size_t)n, 0.0f);   \
+            }                                                                        \
+        for (int r = 0; r < (M_); r++) {                                             \
+            float *c_ = (C) + r * (ldc);                                             \
+            for (int v = 0; v < (NVEC); v++) {                                       \
+                int64_t n = (nr) - v * PT_VL;                                        \
+                if (n <= 0) break;                                                   \
+                pt_vf x = (acc)[r][v];                                               \
+                if (n >= PT_VL) {                                                    \
+                    if (!(first)) x = pt_vadd(pt_vload(c_ + v * PT_VL), x);          \
+                    if (last) {                                                      \
+                        if (bias) x = pt_vadd(x, bias_v_[v]);                        \
+                        x = apply_act(x, (act));                                     \
+                    }                                                                \
+                    pt_vstore(c_ + v * PT_VL, x);                                    \
+                } else {                                                             \
+                    if (!(first))                                                    \
+                        x = pt_vadd(pt_vload_tail(c_ + v * PT_VL, (size_t)n, 0.0f), x); \
+                    if (last) {                                                      \
+                        if (bias) x = pt_vadd(x, bias_v_[v]);                        \
+                        x = apply_act(x, (act));                                     \
+                    }                                                                \
+                    pt_vstore_tail(c_ + v * PT_VL, x, (size_t)n);                    \
+                }                                                                    \
+            }                                                                        \
+        }                                                                            \
+    } while (0)
+
 PT_ALWAYS_INLINE void ukernel_body(const int M_, const int NP_, int64_t kc, const float *restrict a,
                             const float *restrict b, int64_t ldbk, int64_t pstride,
                             float *restrict C, int64_t ldc, int64_t nr, int first, int last,
@@ -71,38 +113,7 @@ PT_ALWAYS_INLINE void ukernel_body(const int M_, const int NP_, int64_t kc, cons
     }
 
     /* the store, with the epilogue fused */
-    pt_vf bias_v[WIDE_V];
-    if (last)
-        for (int v = 0; v < NP_ * NV; v++) {
-            int64_t n = nr - v * PT_VL;
-            n = n < 0 ? 0 : n > PT_VL ? PT_VL : n;
-            bias_v[v] = !bias || n == 0 ? pt_vzero()
-                        : n == PT_VL ? pt_vload(bias + v * PT_VL)
-                        : pt_vload_tail(bias + v * PT_VL, (size_t)n, 0.0f);
-        }
-    for (int r = 0; r < M_; r++) {
-        float *c = C + r * ldc;
-        for (int v = 0; v < NP_ * NV; v++) {
-            int64_t n = nr - v * PT_VL;
-            if (n <= 0) break;
-            pt_vf x = acc[r][v];
-            if (n >= PT_VL) {
-                if (!first) x = pt_vadd(pt_vload(c + v * PT_VL), x);
-                if (last) {
-                    if (bias) x = pt_vadd(x, bias_v[v]);
-                    x = apply_act(x, act);
-                }
-                pt_vstore(c + v * PT_VL, x);
-            } else {
-                if (!first) x = pt_vadd(pt_vload_tail(c + v * PT_VL, (size_t)n, 0.0f), x);
-                if (last) {
-                    if (bias) x = pt_vadd(x, bias_v[v]);
-                    x = apply_act(x, act);
-                }
-                pt_vstore_tail(c + v * PT_VL, x, (size_t)n);
-            }
-        }
-    }
+    PT_STORE_TILE(acc, M_, NP_ * NV, WIDE_V, C, ldc, nr, first, last, bias, act);
 }
 
 /* The loops call a tile through these two dispatchers, kept out of line: a
