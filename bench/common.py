@@ -33,3 +33,22 @@ def model_bench_args(doc, quick_help, json_name, extra=None):
     if extra is not None:
         extra(ap)
     return ap.parse_args()
+
+
+def print_peer_table(title, rows, names, notes=()):
+    """The table of a generation benchmark: a row per (what, batch, threads)
+    with each engine's tokens/s (row[name + '_tok_s']) and our ratios against
+    transformers and, where it ran, CTranslate2; then the notes."""
+    print()
+    head = f"{title:11s} {'batch':>5s} {'thr':>3s} " + \
+        " ".join(f"{n + ' tok/s':>20s}" for n in names) + "  ours/transformers  ours/CT2"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        cells = " ".join(f"{r[n + '_tok_s']:20.1f}" for n in names)
+        ratios = f"{r['pytransformer_tok_s'] / r['transformers_tok_s']:17.2f}x"
+        if "CTranslate2" in names:
+            ratios += f" {r['pytransformer_tok_s'] / r['CTranslate2_tok_s']:9.2f}x"
+        print(f"{r['what']:11s} {r['batch']:5d} {r['threads']:3d} {cells}  {ratios}")
+    for n in notes:
+        print(n)

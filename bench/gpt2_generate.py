@@ -48,7 +48,7 @@ def run(threads_list, repeats, quick=False):
 
     import pytransformer
     from pytransformer.benchmarks import timings
-    from common import set_threads
+    from common import print_peer_table, set_threads
 
     path, theirs, vocab = gpt2_directory()
     ours = pytransformer.from_pretrained(path)
@@ -105,18 +105,6 @@ def run(threads_list, repeats, quick=False):
             line = ", ".join(f"{n} {row[f'{n}_tok_s']:.1f}" for n in samples)
             print(f"  gpt2 {what:6s} B={B} threads={threads}: tok/s {line}; same tokens as "
                   f"transformers: {same}", flush=True)
-    print()
     names = ["pytransformer", "transformers"] + (["CTranslate2"] if ctranslate2 else [])
-    head = f"{'GPT-2 124M':10s} {'batch':>5s} {'thr':>3s} " + \
-        " ".join(f"{n + ' tok/s':>20s}" for n in names) + "  ours/transformers  ours/CT2"
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        cells = " ".join(f"{r[n + '_tok_s']:20.1f}" for n in names)
-        ratios = f"{r['pytransformer_tok_s'] / r['transformers_tok_s']:17.2f}x"
-        if ctranslate2:
-            ratios += f" {r['pytransformer_tok_s'] / r['CTranslate2_tok_s']:9.2f}x"
-        print(f"{r['what']:10s} {r['batch']:5d} {r['threads']:3d} {cells}  {ratios}")
-    for n in notes:
-        print(n)
+    print_peer_table("GPT-2 124M", rows, names, notes)
     return rows
