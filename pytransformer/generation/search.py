@@ -191,7 +191,7 @@ def _decode_rows(model, batch, max_new_tokens, stop_ids, choose, with_scores=Tru
         if streamer is not None:
             streamer(live.copy(), nxt.copy())
         if stops.size:
-            going = ~np.isin(nxt, stops)
+            going = nxt != stops[0] if stops.size == 1 else ~np.isin(nxt, stops)
             if not going.all():
                 live, nxt = live[going], nxt[going]
                 if live.size == 0:
