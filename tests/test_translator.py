@@ -63,6 +63,18 @@ def test_beam_as_transformers(checkpoint, translator, k, lp, n):
     assert all(isinstance(hyps, list) and len(hyps) == n for hyps in got)
 
 
+
+def test_pad_written_in_the_text_is_a_token(checkpoint, translator):
+    """"<pad>" written in a source is the pad id, attended as transformers'
+    attention mask says (1 at every token the tokenizer gave): padding is what
+    the batch added, never what the text holds."""
+    texts = ["the <pad> cat sat", "<pad> the mat", "on the house <pad>", "<pad>",
+             "the cat sat on the mat under the house ."]
+    for k in (1, 3):
+        ref, _ = hf_translate(checkpoint, texts, k, 10)
+        assert translator.translate(texts, beam_size=k, max_new_tokens=10) == ref
+        assert [translator.translate(t, beam_size=k, max_new_tokens=10) for t in texts] == ref
+
 def test_batching_does_not_change_results(translator):
     every = translator.translate(TEXTS, beam_size=3, max_new_tokens=8, return_scores=True)
     small = translator.translate(TEXTS, beam_size=3, max_new_tokens=8, return_scores=True,

@@ -15,6 +15,11 @@ The decoding protocol -- all this package knows of a model.  An
 encoder-decoder model (``decoder_only`` absent or False)::
 
     state = model.start_decoding(src, max_len)   # check src, encode once, allocate caches
+        # padding: the source positions that hold pad_id; a model with
+        # ``source_attention_mask = True`` (Marian) also takes
+        # start_decoding(src, max_len, attention_mask=m), m (B, S) 1 at tokens
+        # and 0 at padding, as transformers' encoders (a pad id written in the
+        # text is then a token like any other)
     logits = model.decode_step(tokens, state)    # (N,) ids -> (N, V) logits
     state.select(rows)                           # keep / reorder / repeat rows
     model.tgt_vocab_size, model.max_len, model.pad_id   # V, the longest output, padding

@@ -40,9 +40,10 @@ class _Batch:
         if src.ndim == 1:
             src = src[None]
         self.src, self.mask = src, attention_mask
-        if not self.decoder_only and attention_mask is not None:
-            raise ValueError("attention_mask: an encoder-decoder model finds the source's "
-                             "padding from pad_id; attention_mask is for decoder-only models")
+        if not self.decoder_only and attention_mask is not None and \
+                not getattr(model, "source_attention_mask", False):
+            raise ValueError(f"attention_mask: {type(model).__name__} finds the source's "
+                             f"padding from pad_id; pass the sources without a mask")
         self.bos_id = self.filler = None  # set once checked
 
     def __len__(self):
@@ -64,9 +65,18 @@ class _Batch:
                 state.select(rows)
                 logits = logits[rows]
             return state, logits
-        state = model.start_decoding(self.src[rows] if repeat > 1 else self.src, max_new_tokens)
+        if self.mask is None:
+            state = model.start_decoding(self.src[rows] if repeat > 1 else self.src,
+                                         max_new_tokens)
+            keep = self.src != model.pad_id
+        else:
+            mask = np.asarray(self.mask)
+            state = model.start_decoding(self.src[rows] if repeat > 1 else self.src,
+                                         max_new_tokens,
+                                         attention_mask=mask[rows] if repeat > 1 else mask)
+            keep = mask != 0
         self.prefixes = [[self.bos_id] for _ in range(B)]
-        self.keys = [r[r != model.pad_id].tolist() for r in self.src]
+        self.keys = [r[k].tolist() for r, k in zip(self.src, keep)]
         return state, model.decode_step(np.full(B * repeat, self.bos_id, np.int64), state)
 
 

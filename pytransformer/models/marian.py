@@ -296,16 +296,25 @@ class MarianMTModel(Module):
         return Seq2SeqLMOutput(logits=self.lm_head(h), encoder_last_hidden_state=memory)
 
     # -- autoregressive decoding --
-    def start_decoding(self, src, max_len):
-        """Encode ``src`` (B, S) once (padding: the pad id) and allocate the
-        decoder's KV cache for ``max_len`` target positions."""
+    #: start_decoding takes the source's attention mask (the decoding protocol)
+    source_attention_mask = True
+
+    def start_decoding(self, src, max_len, attention_mask=None):
+        """Encode ``src`` (B, S) once and allocate the decoder's KV cache for
+        ``max_len`` target positions.  Padding: where ``attention_mask`` (B,
+        S) is 0, or without one, where src holds the pad id."""
         src = self._ids(src, "input_ids", self.src_vocab_size)
         max_len = check_int(max_len, "max_len", 1, self.max_len)
-        pad = src == self.pad_id
+        if attention_mask is None:
+            pad, what = src == self.pad_id, f"all pad_token_id={self.pad_id}"
+        else:
+            pad = self._padding(attention_mask, src.shape, "attention_mask")
+            pad, what = (np.zeros(src.shape, bool) if pad is None else pad), \
+                "attention_mask all 0"
         empty = np.flatnonzero(pad.all(axis=1))
         if empty.size:
-            raise ValueError(f"input_ids: row {int(empty[0])} is empty (all pad_token_id="
-                             f"{self.pad_id}) in a batch of shape {src.shape}")
+            raise ValueError(f"input_ids: row {int(empty[0])} is empty ({what}) in a batch "
+                             f"of shape {src.shape}")
         pad = pad if pad.any() else None
         memory = self.encoder(self._embed(self.encoder_embed, src), src_key_padding_mask=pad)
         return self.decoder.init_cache(memory, pad, max_len)
@@ -345,9 +354,7 @@ class MarianMTModel(Module):
         src = check_token_ids(input_ids, "input_ids", self.src_vocab_size)
         if src.ndim == 1:
             src = src[None]
-        pad = self._padding(attention_mask, src.shape, "attention_mask")
-        if pad is not None:
-            src = np.where(pad, self.pad_id, src)
+        self._padding(attention_mask, src.shape, "attention_mask")   # checked here
         if max_new_tokens is None:
             max_new_tokens = min(g["max_length"] - 1, self.max_len)
         if min_new_tokens is None:
@@ -367,7 +374,7 @@ class MarianMTModel(Module):
             top_p=top_p, seed=seed, return_scores=return_scores,
             repetition_penalty=default(repetition_penalty, "repetition_penalty"),
             no_repeat_ngram_size=default(no_repeat_ngram_size, "no_repeat_ngram_size"),
-            min_new_tokens=min_new_tokens,
+            min_new_tokens=min_new_tokens, attention_mask=attention_mask,
             bad_words_ids=g["bad_words_ids"] if bad_words_ids is DEFAULT else bad_words_ids,
             forced_eos_token_id=g["forced_eos_token_id"] if forced_eos_token_id is DEFAULT
             else forced_eos_token_id, streamer=streamer)

@@ -220,6 +220,16 @@ def test_eos_none_decodes_exactly_max_new_tokens():
         assert out.shape == (2, 7), method
 
 
+
+def test_attention_mask_for_a_model_that_reads_padding_from_pad_id():
+    """generate's attention_mask reaches only models whose start_decoding
+    takes one (Marian); Seq2SeqTransformer says to pass the sources alone."""
+    from pytransformer.generation import generate
+    model = make_model(0)
+    src = make_src(np.random.default_rng(1), [5, 3])
+    with pytest.raises(ValueError, match="attention_mask: Seq2SeqTransformer finds"):
+        generate(model, src, 4, bos_id=BOS, eos_id=None, attention_mask=np.ones(src.shape))
+
 def test_rows_end_on_their_own_and_are_padded():
     model = make_model(0)
     src = make_src(np.random.default_rng(2), [5, 3, 7, 2, 6])
