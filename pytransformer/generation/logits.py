@@ -77,7 +77,10 @@ class LogitsProcessors:
     4. ``min_new_tokens``: the stop ids are banned until that many new tokens
        have been produced;
     5. ``forced_eos_token_id`` (an id or a list): at the last step allowed
-       (step max_new_tokens - 1) only these ids may follow.
+       (step max_new_tokens - 1) only these ids may follow;
+    6. ``renormalize_logits``: last, a log-softmax of what the others left
+       (transformers' LogitNormalization), so beam search's scores are
+       log-probabilities over the tokens still allowed.
 
     "Banned" is a score of -inf.  A row's history is what transformers calls
     its ``input_ids``: for a decoder-only model the prompt (its padding left
@@ -89,8 +92,9 @@ class LogitsProcessors:
 
     def __init__(self, V, stop_ids, max_new_tokens, repetition_penalty=1.0,
                  no_repeat_ngram_size=0, bad_words_ids=None, min_new_tokens=0,
-                 forced_eos_token_id=None):
+                 forced_eos_token_id=None, renormalize_logits=False):
         self.V = V
+        self.renormalize = bool(renormalize_logits)
         self.stop_ids = list(stop_ids)
         self.max_new_tokens = max_new_tokens
         rp = 1.0 if repetition_penalty is None else repetition_penalty
@@ -127,7 +131,8 @@ class LogitsProcessors:
     @property
     def active(self):
         return (self.repetition_penalty != 1.0 or self.ngram > 0 or self.any_banned or
-                bool(self.sequences) or self.min_new_tokens > 0 or bool(self.forced))
+                bool(self.sequences) or self.min_new_tokens > 0 or bool(self.forced) or
+                self.renormalize)
 
     @property
     def needs_history(self):
@@ -168,4 +173,6 @@ class LogitsProcessors:
         if self.forced and step == self.max_new_tokens - 1:
             s[:] = inf
             s[:, self.forced] = 0
+        if self.renormalize:
+            s = log_softmax(s).astype(s.dtype, copy=False)
         return s

@@ -84,7 +84,8 @@ def generate(model, src, max_new_tokens, bos_id=None, eos_id=None, pad_id=None,
              method="greedy", beam_size=4, length_penalty=1.0, num_return_sequences=1,
              temperature=1.0, top_k=None, top_p=1.0, seed=None, return_scores=False, *,
              attention_mask=None, repetition_penalty=1.0, no_repeat_ngram_size=0,
-             min_new_tokens=0, bad_words_ids=None, forced_eos_token_id=None, streamer=None):
+             min_new_tokens=0, bad_words_ids=None, forced_eos_token_id=None,
+             renormalize_logits=False, streamer=None):
     """Decode new tokens for a batch of sources (encoder-decoder) or prompts
     (decoder-only); see :meth:`pytransformer.models.Seq2SeqTransformer.generate`
     and :mod:`pytransformer.generation` for the arguments.
@@ -109,7 +110,7 @@ def generate(model, src, max_new_tokens, bos_id=None, eos_id=None, pad_id=None,
     num_return_sequences = check_int(num_return_sequences, "num_return_sequences", 1)
     procs = LogitsProcessors(V, stop_ids, max_new_tokens, repetition_penalty,
                              no_repeat_ngram_size, bad_words_ids, min_new_tokens,
-                             forced_eos_token_id)
+                             forced_eos_token_id, renormalize_logits)
     _check_rows(len(batch), 1, "batch", V)
     if method == "greedy":
         if num_return_sequences != 1:
@@ -193,7 +194,8 @@ def _decode_rows(model, batch, max_new_tokens, stop_ids, choose, with_scores=Tru
                   step)
         nxt = np.asarray(choose(live, z), dtype=np.int64)
         if with_scores:  # a log-softmax over the vocabulary: only when asked for
-            scores[live] += log_softmax(logits)[np.arange(live.size), nxt]
+            scores[live] += log_softmax(z if procs.renormalize else logits)[
+                np.arange(live.size), nxt]
         for r, t in zip(live.tolist(), nxt.tolist()):
             out[r].append(t)
             if history is not None:

@@ -49,7 +49,8 @@ MODEL_TYPES = ("marian",)
 # says: transformers' GenerationConfig defaults.
 _GENERATION_DEFAULTS = dict(max_length=20, min_length=0, num_beams=1, length_penalty=1.0,
                             repetition_penalty=1.0, no_repeat_ngram_size=0,
-                            bad_words_ids=None, forced_eos_token_id=None)
+                            bad_words_ids=None, forced_eos_token_id=None,
+                            renormalize_logits=False)
 
 
 class _CheckpointDefault:
@@ -194,7 +195,8 @@ class MarianMTModel(Module):
     def set_generation_config(self, generation_config):
         """Take generate's defaults (max_length, min_length, num_beams,
         length_penalty, repetition_penalty, no_repeat_ngram_size,
-        bad_words_ids, forced_eos_token_id) from a generation_config.json's (or
+        bad_words_ids, forced_eos_token_id, renormalize_logits) from a
+        generation_config.json's (or
         config.json's) dict; what it leaves out (or sets to null) keeps its
         value.  OPUS-MT's bad_words_ids [[pad]] is what keeps the pad token
         from ever being generated."""
@@ -213,6 +215,9 @@ class MarianMTModel(Module):
             if isinstance(g[k], bool) or not isinstance(g[k], (int, float)):
                 raise ValueError(f"{k}: a number is needed, got {g[k]!r}")
             g[k] = float(g[k])
+        if not isinstance(g["renormalize_logits"], bool):
+            raise ValueError(f"renormalize_logits: true or false is needed, got "
+                             f"{g['renormalize_logits']!r}")
         f = g["forced_eos_token_id"]
         g["forced_eos_token_id"] = check_token_id(f[0] if isinstance(f, list) and len(f) == 1
                                                   else f, "forced_eos_token_id", V, optional=True)
@@ -335,7 +340,7 @@ class MarianMTModel(Module):
                  temperature=1.0, top_k=None, top_p=1.0, seed=None, return_scores=False, *,
                  attention_mask=None, repetition_penalty=None, no_repeat_ngram_size=None,
                  min_new_tokens=None, bad_words_ids=DEFAULT, forced_eos_token_id=DEFAULT,
-                 streamer=None):
+                 renormalize_logits=None, streamer=None):
         """Translate the sources ``input_ids`` (B, S): the arguments and
         result of :meth:`pytransformer.models.Seq2SeqTransformer.generate`
         (new tokens only, after the start token), with the checkpoint's
@@ -346,8 +351,10 @@ class MarianMTModel(Module):
         start token), method 'beam' with beam_size = num_beams when that is
         above 1, else 'greedy'; length_penalty, repetition_penalty,
         no_repeat_ngram_size, bad_words_ids (OPUS-MT: [[pad]], so pad is never
-        generated) and forced_eos_token_id (eos at the last step allowed) as
-        the checkpoint sets them -- pass None to switch the last two off.
+        generated), forced_eos_token_id (eos at the last step allowed) and
+        renormalize_logits (a log-softmax after the processors: beam scores
+        over the allowed tokens) as the checkpoint sets them -- pass None to
+        switch bad_words_ids and forced_eos_token_id off.
         attention_mask (B, S) marks padding as in :meth:`forward`."""
         from ..generation import generate
         c, g = self.config, self.generation_config
@@ -377,7 +384,9 @@ class MarianMTModel(Module):
             min_new_tokens=min_new_tokens, attention_mask=attention_mask,
             bad_words_ids=g["bad_words_ids"] if bad_words_ids is DEFAULT else bad_words_ids,
             forced_eos_token_id=g["forced_eos_token_id"] if forced_eos_token_id is DEFAULT
-            else forced_eos_token_id, streamer=streamer)
+            else forced_eos_token_id,
+            renormalize_logits=default(renormalize_logits, "renormalize_logits"),
+            streamer=streamer)
 
     # -- checkpoints --
     def hf_tensor_map(self):

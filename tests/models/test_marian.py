@@ -229,6 +229,30 @@ def test_generation_defaults_from_generation_config(tmp_path):
     assert rows(got, eos, pad) == rows(ref, eos, pad)
 
 
+
+def test_renormalize_logits_from_generation_config(tmp_path):
+    """OPUS-MT's generation_config.json sets renormalize_logits: beam search
+    renormalises its log-probabilities after the processors (bad_words_ids
+    [[pad]] here), which moves the sequence scores; ours follow transformers'
+    with it on and without it."""
+    hf = make_marian(str(tmp_path), seed=6, generation=dict(renormalize_logits=True))
+    ours = pytransformer.from_pretrained(str(tmp_path))
+    assert ours.generation_config["renormalize_logits"] is True
+    rng = np.random.default_rng(6)
+    ids, mask = random_sources(rng, 3, ours.src_vocab_size, ours.pad_id)
+    eos, pad = ours.config.eos_token_id, ours.pad_id
+    results = {}
+    for renorm in (True, False):
+        ref, ref_scores = hf_generate(hf, ids, mask, num_beams=3, early_stopping=True,
+                                      max_new_tokens=8, renormalize_logits=renorm)
+        got, scores = ours.generate(ids, attention_mask=mask, max_new_tokens=8, beam_size=3,
+                                    method="beam", return_scores=True,
+                                    renormalize_logits=None if renorm else False)
+        np.testing.assert_allclose(scores, ref_scores, rtol=1e-4, atol=1e-5)
+        assert rows(got, eos, pad) == rows(ref, eos, pad)
+        results[renorm] = scores
+    assert not np.allclose(results[True], results[False], rtol=1e-4, atol=1e-5)
+
 def test_positions_saved_in_the_file_are_accepted(tmp_path):
     """Older checkpoints carry the sinusoidal tables (and every tied copy of
     the embeddings): read, not complained about."""
