@@ -302,14 +302,29 @@ class MultiheadAttention(Module):
         memory = ops.as_float32(memory, "memory")
         return self.project_key_value(memory, memory)
 
-    def step_cross_attention(self, x, mem_k, mem_v, memory_keep=None):
+    def step_cross_attention(self, x, mem_k, mem_v, memory_keep=None, memory_rows=None):
         """Attention of one new position per sequence (x (N, E)) over the
-        encoder output's keys and values (N, h, S, d_k); memory_keep
-        (N, 1, 1, S) bool is False at padded source positions (None: no
-        padding).  Returns (N, E)."""
+        encoder output's keys and values (N0, h, S, d_k), C-contiguous:
+        sequence r attends to row ``memory_rows[r]`` ((N,) int64; None: row
+        r itself, N0 = N).  memory_keep (N, 1, 1, S) bool is False at padded
+        source positions (None: no padding).  Returns (N, E)."""
         (q,) = self._project_one(x, "q")
-        keep = None if memory_keep is None else memory_keep.reshape(x.shape[0], -1)
-        return self.out_proj.step(self._attend_one(q, mem_k, mem_v, keep))
+        if memory_rows is None:
+            keep = None if memory_keep is None else memory_keep.reshape(x.shape[0], -1)
+            return self.out_proj.step(self._attend_one(q, mem_k, mem_v, keep))
+        N, h, d = q.shape
+        N0, _, S, _ = mem_k.shape
+        # batch r * h + j of the kernel: head j of sequence r, over row
+        # memory_rows[r] of the keys and values, read where it lies
+        kv = (np.asarray(memory_rows, np.int64)[:, None] * h + np.arange(h)).reshape(-1)
+        mask = strides = shape = None
+        if memory_keep is not None:   # (N, 1, 1, S) -> batches (N, h), one query
+            mask, strides, shape = memory_keep, (S, 0, 0, 1), (N, h)
+        o = _kernels.attention(np.ascontiguousarray(q).reshape(N * h, 1, d),
+                               mem_k.reshape(N0 * h, S, d), mem_v.reshape(N0 * h, S, d),
+                               None, kv, kv, 1.0 / np.sqrt(d), mask=mask,
+                               mask_strides=strides, batch_shape=shape)
+        return self.out_proj.step(o.reshape(N, h * d))
 
     def _check_inputs(self, query, key, value, key_padding_mask):
         q = ops.as_float32(query, "query")

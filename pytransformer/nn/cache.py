@@ -29,7 +29,9 @@ class KVCache:
     - ``layer(i)`` gives decoder layer i's ``(self_k, self_v, cross_k,
       cross_v)``: self-attention keys and values (N, h, max_len, d_k), filled
       for positions < ``length``, and the encoder output projected by the
-      layer's W^K, W^V (N, h, S, d_k);
+      layer's W^K, W^V (N0, h, S, d_k), one row per sequence the cache was
+      made with: row r reads row ``memory_rows[r]`` (rows that select
+      repeats or reorders share their source's, never copied);
     - ``self_keep``: (N, max_len) bool, False at padded target positions;
       ``target_padded``: whether any such position was decoded (if not, the
       self-attention needs no mask);
@@ -51,14 +53,19 @@ class KVCache:
         self.target_padded = False
         self._cross_k = [k for k, _ in cross]
         self._cross_v = [v for _, v in cross]
+        self._memory_rows = np.arange(n, dtype=np.int64)
         self._keep = memory_keep
 
     # Views of the rows in use: buffers are only ever shrunk in place.
     def layer(self, i):
         """Decoder layer i's (self_k, self_v, cross_k, cross_v) for the rows in use."""
         n = self.batch_size
-        return (self._self_k[i][:n], self._self_v[i][:n], self._cross_k[i][:n],
-                self._cross_v[i][:n])
+        return self._self_k[i][:n], self._self_v[i][:n], self._cross_k[i], self._cross_v[i]
+
+    @property
+    def memory_rows(self):
+        """(N,) int64: the row of cross_k / cross_v each row in use reads."""
+        return self._memory_rows[:self.batch_size]
 
     @property
     def self_keep(self):
@@ -79,9 +86,7 @@ class KVCache:
                 a[:n, :, :t] = a[rows, :, :t]
         self._self_keep[:n, :t] = self._self_keep[rows, :t]
         self.target_padded = not self._self_keep[:n, :t].all()
-        for bufs in (self._cross_k, self._cross_v):
-            for a in bufs:
-                a[:n] = a[rows]
+        self._memory_rows[:n] = self._memory_rows[rows]
         if self._keep is not None:
             self._keep[:n] = self._keep[rows]
         self.batch_size = n

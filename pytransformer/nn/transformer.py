@@ -134,9 +134,9 @@ class TransformerDecoderLayer(_TransformerLayer):
         mkeep = cache.memory_keep
         x = self.add_norm(x, lambda h: self.self_attn.step_self_attention(h, k, v, pos, keep),
                           self.norm1.step)
-        x = self.add_norm(x, lambda h: self.multihead_attn.step_cross_attention(h, mk, mv,
-                                                                                mkeep),
-                          self.norm2.step)
+        rows = cache.memory_rows
+        x = self.add_norm(x, lambda h: self.multihead_attn.step_cross_attention(
+            h, mk, mv, mkeep, rows), self.norm2.step)
         return self.add_norm(x, self._ff_step, self.norm3.step)
 
     def _mha_block(self, x, mem, attn_mask, key_padding_mask, is_causal=False):
