@@ -15,6 +15,8 @@ The decoding protocol -- all this package knows of a model.  An
 encoder-decoder model (``decoder_only`` absent or False)::
 
     state = model.start_decoding(src, max_len)   # check src, encode once, allocate caches
+        # start_decoding(src, max_len, capacity=C): room for C >= B rows,
+        # which beam search and several samples per source fill by select
         # padding: the source positions that hold pad_id; a model with
         # ``source_attention_mask = True`` (Marian) also takes
         # start_decoding(src, max_len, attention_mask=m), m (B, S) 1 at tokens

@@ -65,16 +65,17 @@ class _Batch:
                 state.select(rows)
                 logits = logits[rows]
             return state, logits
+        # each source encoded once; its rows repeated in the cache
+        kw = {} if repeat == 1 else dict(capacity=B * repeat)
         if self.mask is None:
-            state = model.start_decoding(self.src[rows] if repeat > 1 else self.src,
-                                         max_new_tokens)
+            state = model.start_decoding(self.src, max_new_tokens, **kw)
             keep = self.src != model.pad_id
         else:
             mask = np.asarray(self.mask)
-            state = model.start_decoding(self.src[rows] if repeat > 1 else self.src,
-                                         max_new_tokens,
-                                         attention_mask=mask[rows] if repeat > 1 else mask)
+            state = model.start_decoding(self.src, max_new_tokens, attention_mask=mask, **kw)
             keep = mask != 0
+        if repeat > 1:
+            state.select(rows)
         self.prefixes = [[self.bos_id] for _ in range(B)]
         self.keys = [r[k].tolist() for r, k in zip(self.src, keep)]
         return state, model.decode_step(np.full(B * repeat, self.bos_id, np.int64), state)

@@ -304,10 +304,11 @@ class MarianMTModel(Module):
     #: start_decoding takes the source's attention mask (the decoding protocol)
     source_attention_mask = True
 
-    def start_decoding(self, src, max_len, attention_mask=None):
+    def start_decoding(self, src, max_len, attention_mask=None, capacity=None):
         """Encode ``src`` (B, S) once and allocate the decoder's KV cache for
-        ``max_len`` target positions.  Padding: where ``attention_mask`` (B,
-        S) is 0, or without one, where src holds the pad id."""
+        ``max_len`` target positions and ``capacity`` rows (default B).
+        Padding: where ``attention_mask`` (B, S) is 0, or without one, where
+        src holds the pad id."""
         src = self._ids(src, "input_ids", self.src_vocab_size)
         max_len = check_int(max_len, "max_len", 1, self.max_len)
         if attention_mask is None:
@@ -322,7 +323,7 @@ class MarianMTModel(Module):
                              f"of shape {src.shape}")
         pad = pad if pad.any() else None
         memory = self.encoder(self._embed(self.encoder_embed, src), src_key_padding_mask=pad)
-        return self.decoder.init_cache(memory, pad, max_len)
+        return self.decoder.init_cache(memory, pad, max_len, capacity)
 
     def decode_step(self, tokens, state):
         """Logits (N, decoder_vocab_size) of the next token after ``tokens``

@@ -273,9 +273,11 @@ class Seq2SeqTransformer(nn.Module):
 
     # -- autoregressive decoding (section 3: "consuming the previously
     #    generated symbols as additional input when generating the next") --
-    def start_decoding(self, src, max_len):
+    def start_decoding(self, src, max_len, capacity=None):
         """Encode ``src`` (B, S) once and allocate the decoder's KV cache for
-        ``max_len`` target positions: the state :meth:`decode_step` advances."""
+        ``max_len`` target positions and ``capacity`` rows (default B; beam
+        search repeats rows by select): the state :meth:`decode_step`
+        advances."""
         src = self._check_ids(src, "src", self.src_vocab_size)
         max_len = check_int(max_len, "max_len", 1, self.max_len)
         empty = np.flatnonzero((src == self.pad_id).all(axis=1))
@@ -283,7 +285,8 @@ class Seq2SeqTransformer(nn.Module):
             raise ValueError(f"src: row {int(empty[0])} is empty (all pad_id={self.pad_id}) "
                              f"in a batch of shape {src.shape}")
         memory = self._encode(src)
-        return self.transformer.decoder.init_cache(memory, src == self.pad_id, max_len)
+        return self.transformer.decoder.init_cache(memory, src == self.pad_id, max_len,
+                                                   capacity)
 
     def decode_step(self, tokens, state):
         """Logits (N, tgt_vocab) of the next token after ``tokens`` (N,), the

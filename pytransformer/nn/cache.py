@@ -42,19 +42,30 @@ class KVCache:
     search reorders hypotheses, and a sequence that has ended leaves the batch.
     """
 
-    def __init__(self, batch_size, max_len, heads, cross, memory_keep=None):
-        self.batch_size = self.capacity = int(batch_size)
+    def __init__(self, batch_size, max_len, heads, cross, memory_keep=None, capacity=None):
+        """batch_size sequences (the rows of cross and memory_keep); the
+        target buffers are allocated once for ``capacity`` rows (default
+        batch_size: beam search asks for more and repeats rows by select)."""
+        self.batch_size = int(batch_size)
+        self.capacity = self.batch_size if capacity is None else int(capacity)
+        if self.capacity < self.batch_size:
+            raise ValueError(f"capacity={capacity}: fewer rows than the batch's "
+                             f"{self.batch_size}")
         self.max_len = int(max_len)
         self.length = 0
-        n = self.batch_size
+        n = self.capacity
         self._self_k = [np.zeros((n, h, self.max_len, d), np.float32) for h, d in heads]
         self._self_v = [np.zeros((n, h, self.max_len, d), np.float32) for h, d in heads]
         self._self_keep = np.ones((n, self.max_len), dtype=bool)
         self.target_padded = False
         self._cross_k = [k for k, _ in cross]
         self._cross_v = [v for _, v in cross]
-        self._memory_rows = np.arange(n, dtype=np.int64)
-        self._keep = memory_keep
+        self._memory_rows = np.zeros(n, dtype=np.int64)
+        self._memory_rows[:self.batch_size] = np.arange(self.batch_size)
+        self._keep = None
+        if memory_keep is not None:
+            self._keep = np.ones((n,) + memory_keep.shape[1:], dtype=bool)
+            self._keep[:self.batch_size] = memory_keep
 
     # Views of the rows in use: buffers are only ever shrunk in place.
     def layer(self, i):

@@ -225,12 +225,12 @@ class TransformerDecoder(Module):
         return (x, weights) if need_weights else x
 
     # -- incremental decoding --
-    def init_cache(self, memory, memory_key_padding_mask=None, max_len=1):
+    def init_cache(self, memory, memory_key_padding_mask=None, max_len=1, capacity=None):
         """A :class:`KVCache` for decoding up to ``max_len`` target positions
         against ``memory`` (laid out as this decoder's inputs: (N, S, E) when
         batch_first, else (S, N, E)); memory_key_padding_mask (N, S), True at
-        padded source positions.  The cross-attention keys and values are
-        computed here, once."""
+        padded source positions; room for ``capacity`` rows (default N).  The
+        cross-attention keys and values are computed here, once per source."""
         memory = ops.as_float32(memory, "memory")
         first = self.layers[0] if len(self.layers) else None
         if memory.ndim != 3:
@@ -247,7 +247,7 @@ class TransformerDecoder(Module):
                 keep = np.ascontiguousarray(~kpm).reshape(N, 1, 1, S)
         cross = [layer.multihead_attn.memory_keys_values(memory) for layer in self.layers]
         heads = [(layer.self_attn.num_heads, layer.self_attn.head_dim) for layer in self.layers]
-        return KVCache(N, int(max_len), heads, cross, keep)
+        return KVCache(N, int(max_len), heads, cross, keep, capacity)
 
     def forward_step(self, x, cache, tgt_key_padding_mask=None):
         """One new target position per sequence: x (N, E), the embedded tokens
