@@ -92,9 +92,12 @@ class KVCache:
         rows = _checked_rows(rows, self.batch_size, self.capacity)
         n = rows.size
         t = self.length
-        for bufs in (self._self_k, self._self_v):
-            for a in bufs:
-                a[:n, :, :t] = a[rows, :, :t]
+        moved = np.flatnonzero(rows != np.arange(n))  # rows that stay put are not copied
+        if moved.size and t:
+            src = rows[moved]
+            for bufs in (self._self_k, self._self_v):
+                for a in bufs:
+                    a[moved, :, :t] = a[src, :, :t]   # (the right side is a copy)
         self._self_keep[:n, :t] = self._self_keep[rows, :t]
         self.target_padded = not self._self_keep[:n, :t].all()
         self._memory_rows[:n] = self._memory_rows[rows]
