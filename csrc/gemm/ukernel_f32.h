@@ -83,6 +83,8 @@ PT_ALWAYS_INLINE pt_vf apply_act(pt_vf x, int act) {
         }                                                                            \
     } while (0)
 
+#define PT_PF_K 32   /* rows of B prefetched ahead in the k loop */
+
 PT_ALWAYS_INLINE void ukernel_body(const int M_, const int NP_, int64_t kc, const float *restrict a,
                             const float *restrict b, int64_t ldbk, int64_t pstride,
                             float *restrict C, int64_t ldc, int64_t nr, int first, int last,
@@ -103,6 +105,17 @@ PT_ALWAYS_INLINE void ukernel_body(const int M_, const int NP_, int64_t kc, cons
 #endif
     for (int64_t k = 0; k < kc; k++) {
         pt_vf bv[WIDE_V];
+#if PT_ISA != PT_ISA_SCALAR
+        /* One panel at a time, B streams from memory when few rows share it
+         * (small batches, beam search): fetch it PT_PF_K rows ahead, across
+         * the page boundaries the hardware prefetcher stops at.  (The wide
+         * instances read several panels at once and need no help.)  A
+         * prefetch never faults, past the panel's end included; the
+         * arithmetic is unchanged. */
+        if (NP_ == 1)
+            for (int o = 0; o < NR; o += 16)
+                _mm_prefetch((const char *)(b + (k + PT_PF_K) * ldbk + o), _MM_HINT_T0);
+#endif
         for (int p = 0; p < NP_; p++)
             for (int v = 0; v < NV; v++)
                 bv[p * NV + v] = pt_vload(b + p * pstride + k * ldbk + v * PT_VL);
