@@ -175,7 +175,7 @@ def gemm_row(name, M, N, K, nt, repeats, rng, torch, blas_ok, packed_too=False):
     for k in fns:
         row[k + "_gflops"] = flops / t[k] * 1e-9
         row[k + "_gflops_best"] = flops / t[k + "_best"] * 1e-9
-    if packed_too and M == 1:
+    if packed_too and M <= 32:   # decoding sizes: the cost is streaming the weight
         row["pt_packed_weight_gbs"] = 4.0 * N * K / t["pt_packed"] * 1e-9
     row["peak_gflops"] = t["_peak"]
     row["pt_frac_peak"] = row["pt_gflops"] / t["_peak"] if t["_peak"] else float("nan")
@@ -407,6 +407,9 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=None, help="samples per measurement")
     p.add_argument("--out", default=os.path.join(HERE, "results"), help="output directory")
     p.add_argument("--isa", default=None, help="force a kernel path (default: the best)")
+    p.add_argument("--decoding-only", action="store_true",
+                   help="only the vocabulary-projection rows (K 512, N 32000, M 1-32): "
+                        "a 65 MB weight streamed from memory by a few rows")
     p.add_argument("--bf16-only", action="store_true",
                    help="only the bf16 GEMM row (1024^3, one thread)")
     args = p.parse_args(argv)
@@ -430,6 +433,11 @@ def main(argv=None):
                ("rms_norm", (8 * 512, 576)), ("rms_norm", (1, 576)), ("rms_norm", (4096, 2048)),
                ("rope", (8, 512, 9, 64)), ("rope", (1, 1, 9, 64)),
                ("silu_and_mul", (8 * 512, 2 * 1536)), ("silu_and_mul", (1, 2 * 1536))]
+    # a decoding step's vocabulary projection: 1-32 rows (batch x beams) over a
+    # weight too large for any cache
+    vocab = [(M, 512, 32000) for M in ([1, 8] if args.quick else [1, 4, 8, 12, 32])]
+    if args.decoding_only:
+        squares, Ms, rowwise = [], [], []
     if args.quick:
         rowwise = rowwise[:2] + rowwise[3:5] + rowwise[6:7] + rowwise[9:10] + rowwise[11:12]
 
@@ -471,6 +479,10 @@ def main(argv=None):
                 log(f"sgemm layer M={M} N={N} K={K}, {nt} thread(s)")
                 res["gemm"].append(gemm_row("layer", M, N, K, nt, repeats, rng, torch,
                                             blas_ok, packed_too=True))
+        for M, K, N in vocab:
+            log(f"sgemm vocab M={M} N={N} K={K}, {nt} thread(s)")
+            res["gemm"].append(gemm_row("vocab", M, N, K, nt, repeats, rng, torch,
+                                        blas_ok, packed_too=True))
         for op, shape in rowwise:
             log(f"{op} {shape}, {nt} thread(s)")
             res["rowwise"].append(rowwise_row(op, shape, nt, repeats, rng, torch))
