@@ -67,13 +67,10 @@ class _Batch:
             return state, logits
         # each source encoded once; its rows repeated in the cache
         kw = {} if repeat == 1 else dict(capacity=B * repeat)
-        if self.mask is None:
-            state = model.start_decoding(self.src, max_new_tokens, **kw)
-            keep = self.src != model.pad_id
-        else:
-            mask = np.asarray(self.mask)
-            state = model.start_decoding(self.src, max_new_tokens, attention_mask=mask, **kw)
-            keep = mask != 0
+        if self.mask is not None:
+            kw["attention_mask"] = self.mask
+        state = model.start_decoding(self.src, max_new_tokens, **kw)
+        keep = self.src != model.pad_id if self.mask is None else np.asarray(self.mask) != 0
         if repeat > 1:
             state.select(rows)
         self.prefixes = [[self.bos_id] for _ in range(B)]

@@ -362,7 +362,6 @@ class MarianMTModel(Module):
         src = check_token_ids(input_ids, "input_ids", self.src_vocab_size)
         if src.ndim == 1:
             src = src[None]
-        self._padding(attention_mask, src.shape, "attention_mask")   # checked here
         if max_new_tokens is None:
             max_new_tokens = min(g["max_length"] - 1, self.max_len)
         if min_new_tokens is None:

@@ -309,14 +309,13 @@ class MultiheadAttention(Module):
         r itself, N0 = N).  memory_keep (N, 1, 1, S) bool is False at padded
         source positions (None: no padding).  Returns (N, E)."""
         (q,) = self._project_one(x, "q")
-        if memory_rows is None:
-            keep = None if memory_keep is None else memory_keep.reshape(x.shape[0], -1)
-            return self.out_proj.step(self._attend_one(q, mem_k, mem_v, keep))
         N, h, d = q.shape
         N0, _, S, _ = mem_k.shape
+        rows = np.arange(N, dtype=np.int64) if memory_rows is None else \
+            np.asarray(memory_rows, np.int64)
         # batch r * h + j of the kernel: head j of sequence r, over row
-        # memory_rows[r] of the keys and values, read where it lies
-        kv = (np.asarray(memory_rows, np.int64)[:, None] * h + np.arange(h)).reshape(-1)
+        # rows[r] of the keys and values, read where it lies
+        kv = (rows[:, None] * h + np.arange(h)).reshape(-1)
         mask = strides = shape = None
         if memory_keep is not None:   # (N, 1, 1, S) -> batches (N, h), one query
             mask, strides, shape = memory_keep, (S, 0, 0, 1), (N, h)

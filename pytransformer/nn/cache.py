@@ -17,6 +17,17 @@ def _checked_rows(rows, batch_size, capacity):
     return rows
 
 
+def _move_rows(buffers, rows, t):
+    """buffers[:][i, :, :t] = buffers[:][rows[i], :, :t] for i < len(rows),
+    copying only the rows that move (the right side is read before it is
+    written)."""
+    moved = np.flatnonzero(rows != np.arange(rows.size))
+    if moved.size and t:
+        src = rows[moved]
+        for a in buffers:
+            a[moved, :, :t] = a[src, :, :t]
+
+
 class KVCache:
     """What a decoder keeps between steps of incremental decoding.
 
@@ -92,12 +103,7 @@ class KVCache:
         rows = _checked_rows(rows, self.batch_size, self.capacity)
         n = rows.size
         t = self.length
-        moved = np.flatnonzero(rows != np.arange(n))  # rows that stay put are not copied
-        if moved.size and t:
-            src = rows[moved]
-            for bufs in (self._self_k, self._self_v):
-                for a in bufs:
-                    a[moved, :, :t] = a[src, :, :t]   # (the right side is a copy)
+        _move_rows(self._self_k + self._self_v, rows, t)
         self._self_keep[:n, :t] = self._self_keep[rows, :t]
         self.target_padded = not self._self_keep[:n, :t].all()
         self._memory_rows[:n] = self._memory_rows[rows]
@@ -179,12 +185,7 @@ class DecoderCache:
         rows = _checked_rows(rows, self.batch_size, self.capacity)
         n = rows.size
         t = self.length
-        moved = np.flatnonzero(rows != np.arange(n))  # rows that stay put are not copied
-        if moved.size:
-            src = rows[moved]
-            for bufs in (self._k, self._v):
-                for a in bufs:
-                    a[moved, :, :t] = a[src, :, :t]   # (the right side is a copy)
+        _move_rows(self._k + self._v, rows, t)
         self._lengths[:n] = self._lengths[rows]
         self.batch_size = n
         return self
