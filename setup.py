@@ -49,7 +49,12 @@ RUNTIME_SOURCES = ["csrc/runtime/cpu.c", "csrc/runtime/mem.c"]
 # whole path has (cpu.c hands it out only where CPUID reports AVX512_BF16)
 BF16_DOT_SOURCES = ["csrc/gemm/gemm_bf16_dot.c", "csrc/runtime/peak_bf16.c"]
 BF16_DOT_FLAGS = ["-mavx512bf16"]
-KERNEL_SOURCES = [p for p in _csrc("*.c") if p not in RUNTIME_SOURCES + BF16_DOT_SOURCES]
+# compiled once, on the avx512 path with the AMX flags: TDPBF16PS tiles
+# (cpu.c hands them out only where CPUID says AMX-BF16 and Linux grants them)
+AMX_SOURCES = ["csrc/gemm/gemm_bf16_amx.c", "csrc/runtime/peak_amx.c"]
+AMX_FLAGS = ["-mamx-tile", "-mamx-bf16"]
+KERNEL_SOURCES = [p for p in _csrc("*.c")
+                  if p not in RUNTIME_SOURCES + BF16_DOT_SOURCES + AMX_SOURCES]
 ALL_CSRC = _csrc("*.[ch]") + _csrc("*.def")
 
 
@@ -142,6 +147,18 @@ class BuildExt(build_ext):
                 return False
         return True
 
+    def _compiles_amx(self):
+        """Whether the compiler knows -mamx-tile -mamx-bf16 (GCC 11+, clang 12+)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "amx.c")
+            with open(src, "w") as f:
+                f.write("#include <immintrin.h>\nvoid f(void){_tile_dpbf16ps(0, 1, 2);}\n")
+            try:
+                self.compiler.compile([src], output_dir=tmp, extra_postargs=AMX_FLAGS)
+            except Exception:
+                return False
+        return True
+
     def build_extension(self, ext):
         omp = ["-fopenmp"] if _compiler_has_openmp(self.compiler) else []
         self.openmp = bool(omp)
@@ -164,12 +181,23 @@ class BuildExt(build_ext):
                 extra_postargs=CFLAGS + dict((n, f) for n, _, f in ISA_PATHS)["avx512"] +
                 BF16_DOT_FLAGS + omp,
             )
+        amx = X86 and self._compiles_amx()
+        if amx:
+            objects += self.compiler.compile(
+                AMX_SOURCES,
+                output_dir=os.path.join(self.build_temp, "isa_avx512_amx"),
+                macros=[("PT_ISA", "2")],
+                include_dirs=["csrc"],
+                extra_postargs=CFLAGS + dict((n, f) for n, _, f in ISA_PATHS)["avx512"] +
+                AMX_FLAGS + omp,
+            )
         ext.extra_objects = objects
         ext.extra_compile_args = CFLAGS + omp
         ext.extra_link_args = omp
         ext.define_macros = [("PT_HAVE_X86", "1" if X86 else "0"),
                              ("PT_HAVE_OPENMP", "1" if omp else "0"),
                              ("PT_HAVE_BF16_DOT", "1" if bf16_dot else "0"),
+                             ("PT_HAVE_AMX", "1" if amx else "0"),
                              ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
         super().build_extension(ext)
 

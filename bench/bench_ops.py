@@ -198,12 +198,15 @@ def bf16_row(n, nt, repeats, rng, torch):
     fns = {"pt_f32": lambda: ops.linear(a, p32), "pt_bf16": lambda: ops.linear(a, p16),
            "torch_bf16": lambda: torch.matmul(ta16, tw16.T)}
     dot = "avx512_bf16" in _kernels.available_bf16_paths()
-    peaks = {"fma": [], "dot": []}
+    amx = _kernels.get_bf16_path() == "amx_bf16"
+    peaks = {"fma": [], "dot": [], "amx": []}
 
     def sample():
         peaks["fma"].append(_kernels.fma_peak_gflops(nt, 2_500_000))
         if dot:
             peaks["dot"].append(_kernels.bf16_dot_peak_gflops(nt, 1_250_000))
+        if amx:
+            peaks["amx"].append(_kernels.amx_bf16_peak_gflops(nt, 200_000))
 
     samples = timings(fns, repeats, warmup=1, min_time=0.02, before_round=sample)
     flops = 2.0 * n ** 3
@@ -212,12 +215,14 @@ def bf16_row(n, nt, repeats, rng, torch):
            "bf16_kernel": _kernels.get_bf16_path(),
            "fma_peak_gflops": float(np.median(peaks["fma"])),
            "dot_peak_gflops": float(np.median(peaks["dot"])) if dot else None,
+           "amx_peak_gflops": float(np.median(peaks["amx"])) if amx else None,
            "pt_bf16_err": max_err(ops.linear(a, p16), ref),
            "torch_bf16_err": max_err(torch.matmul(ta16, tw16.T).float(), ref)}
     for k, v in samples.items():
         row[k + "_gflops"] = flops / float(np.median(v)) * 1e-9
     row["pt_f32_frac_peak"] = row["pt_f32_gflops"] / row["fma_peak_gflops"]
-    bf16_peak = row["dot_peak_gflops"] or row["fma_peak_gflops"]
+    # the peak of the instruction our bf16 kernel runs
+    bf16_peak = row["amx_peak_gflops"] or row["dot_peak_gflops"] or row["fma_peak_gflops"]
     row["pt_bf16_frac_peak"] = row["pt_bf16_gflops"] / bf16_peak
     row["torch_bf16_frac_peak"] = row["torch_bf16_gflops"] / bf16_peak
     row["bf16_vs_f32"] = row["pt_bf16_gflops"] / row["pt_f32_gflops"]
@@ -226,10 +231,12 @@ def bf16_row(n, nt, repeats, rng, torch):
 
 
 def print_bf16(r):
-    peak = "VDPBF16PS" if r["dot_peak_gflops"] else "FMA"
+    peak = ("TDPBF16PS" if r["amx_peak_gflops"] else "VDPBF16PS" if r["dot_peak_gflops"]
+            else "FMA")
     print(f"## bf16 GEMM {r['M']}^3, {r['threads']} thread (kernel {r['bf16_kernel']}; "
           f"peaks sampled between rounds: FMA {r['fma_peak_gflops']:.0f}"
           + (f", VDPBF16PS {r['dot_peak_gflops']:.0f}" if r["dot_peak_gflops"] else "")
+          + (f", TDPBF16PS {r['amx_peak_gflops']:.0f}" if r["amx_peak_gflops"] else "")
           + " GFLOP/s)")
     print(f"{'candidate':<24}{'GFLOP/s':>9}{'of peak':>9}  peak")
     print(f"{'pytransformer float32':<24}{r['pt_f32_gflops']:>9.1f}"

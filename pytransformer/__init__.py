@@ -54,11 +54,12 @@ def cpu_info():
     'avx512'), ``available`` (the paths this CPU and build can run),
     ``threads``, ``openmp``, ``features`` (the CPU features the bf16 and
     int8 paths use: avx512_bf16, avx512_vnni, amx_tile, amx_bf16, amx_int8,
-    amx_os_enabled -- from CPUID and XCR0; no kernel uses AMX yet) and
+    amx_os_enabled from CPUID and XCR0; amx_granted: Linux gave this process
+    the tile data) and
     ``compute_paths`` (the kernel each compute type runs, e.g.
-    ``{"float32": "avx512", "bfloat16": "avx512_bf16"}``; a bfloat16 path
+    ``{"float32": "avx512", "bfloat16": "amx_bf16"}``; a bfloat16 path
     named after a kernel path is that path's bf16 -> fp32 conversion kernel).
-    ``PYTRANSFORMER_ISA`` forces a path, ``PYTRANSFORMER_BF16=avx512_bf16 |
+    ``PYTRANSFORMER_ISA`` forces a path, ``PYTRANSFORMER_BF16=amx_bf16 | avx512_bf16 |
     convert`` the bf16 kernel; forcing one the CPU lacks is a RuntimeError.
     """
     return {

@@ -109,3 +109,5 @@ cdef extern from "runtime/cpu.h":
                                        int64_t M, const pt_packed_bf16 *B, const float *bias,
                                        int act, int nthreads) noexcept nogil
     pt_bgemm_packed_fn pt_bgemm_packed_dot()
+    pt_bgemm_packed_fn pt_bgemm_packed_amx_fn()
+    int pt_cpu_amx_granted()

@@ -2,10 +2,13 @@
 # packed once as bf16 pairs, activations rounded to bf16 in the GEMM, fp32
 # accumulation.  Included by _kernels.pyx.
 #
-# Which kernel multiplies: on the avx512 path, VDPBF16PS where the CPU has
-# AVX512_BF16 (cpu.c's pt_bgemm_packed_dot), else the path's own conversion
-# kernel (bf16 -> fp32 by a shift, fp32 FMA).  PYTRANSFORMER_BF16=avx512_bf16
-# | convert forces one (set_bf16_path for tests).
+# Which kernel multiplies, on the avx512 path: AMX tiles (TDPBF16PS) where
+# the CPU has AMX-BF16 and Linux grants the tile state (cpu.c's
+# pt_bgemm_packed_amx_fn), else VDPBF16PS where the CPU has AVX512_BF16
+# (pt_bgemm_packed_dot), else the path's own conversion kernel (bf16 -> fp32
+# by a shift, fp32 FMA); on the other paths their conversion kernel.
+# PYTRANSFORMER_BF16=amx_bf16 | avx512_bf16 | convert forces one
+# (set_bf16_path for tests).
 
 cdef extern from *:
     """
@@ -15,68 +18,94 @@ cdef extern from *:
     #else
     static double pt_bf16_peak(int n, int64_t iters) { (void)n; (void)iters; return 0.0; }
     #endif
+    #if PT_HAVE_AMX
+    static double pt_amx_peak(int n, int64_t iters) { return pt_amx_bf16_peak_gflops(n, iters); }
+    #else
+    static double pt_amx_peak(int n, int64_t iters) { (void)n; (void)iters; return 0.0; }
+    #endif
     """
     double pt_bf16_peak(int n, int64_t iters) nogil
+    double pt_amx_peak(int n, int64_t iters) nogil
 
 cdef pt_bgemm_packed_fn _BF16_DOT = pt_bgemm_packed_dot()
-cdef bint _bf16_dot_wanted = True
+cdef pt_bgemm_packed_fn _BF16_AMX = pt_bgemm_packed_amx_fn()
 
+BF16_AMX = "amx_bf16"
 BF16_DOT = "avx512_bf16"
 BF16_CONVERT = "convert"
+# the kernel asked for on the avx512 path: the best this CPU has unless set
+# (0: the conversion kernel, 1: VDPBF16PS, 2: AMX)
+cdef int _bf16_wanted = 2 if _BF16_AMX != NULL else 1 if _BF16_DOT != NULL else 0
+_BF16_NAMES = (BF16_CONVERT, BF16_DOT, BF16_AMX)
 
 
 def cpu_features():
     """The CPU features the bf16 and int8 paths use or will use, from CPUID
-    (and XCR0: whether the OS saves the zmm and AMX tile state)."""
+    (and XCR0: whether the OS saves the zmm and AMX tile state;
+    amx_granted: whether Linux gave this process the tile data)."""
     return {"avx512_bf16": bool(pt_cpu_has(PT_FEAT_AVX512_BF16)),
             "avx512_vnni": bool(pt_cpu_has(PT_FEAT_AVX512_VNNI)),
             "amx_tile": bool(pt_cpu_has(PT_FEAT_AMX_TILE)),
             "amx_bf16": bool(pt_cpu_has(PT_FEAT_AMX_BF16)),
             "amx_int8": bool(pt_cpu_has(PT_FEAT_AMX_INT8)),
-            "amx_os_enabled": bool(pt_cpu_has(PT_FEAT_AMX_OS))}
+            "amx_os_enabled": bool(pt_cpu_has(PT_FEAT_AMX_OS)),
+            "amx_granted": bool(pt_cpu_amx_granted())}
 
 
 def available_bf16_paths():
-    """'convert' (every path), and 'avx512_bf16' where this build and CPU have it."""
-    return [BF16_CONVERT] + ([BF16_DOT] if _BF16_DOT != NULL else [])
+    """'convert' (every path), 'avx512_bf16' and 'amx_bf16' where this build
+    and CPU have them."""
+    return ([BF16_CONVERT] + ([BF16_DOT] if _BF16_DOT != NULL else []) +
+            ([BF16_AMX] if _BF16_AMX != NULL else []))
 
 
 def set_bf16_path(name):
-    """'avx512_bf16': the bf16 GEMM on VDPBF16PS whenever the kernel path is
-    avx512 (a RuntimeError where the CPU or build lacks it); 'convert': the
-    conversion kernel of every path."""
-    global _bf16_dot_wanted
-    if name not in (BF16_DOT, BF16_CONVERT):
-        raise ValueError(f"unknown bf16 path {name!r}; expected {BF16_DOT!r} or "
-                         f"{BF16_CONVERT!r}")
-    if name == BF16_DOT and _BF16_DOT == NULL:
-        raise RuntimeError(f"bf16 path {BF16_DOT!r} needs AVX512_BF16 (VDPBF16PS), which this "
-                           f"CPU or build lacks; available: {available_bf16_paths()}")
-    _bf16_dot_wanted = name == BF16_DOT
+    """The bf16 kernel of the avx512 kernel path: 'amx_bf16' (AMX tiles),
+    'avx512_bf16' (VDPBF16PS) -- a RuntimeError where the CPU, the OS or the
+    build lacks it -- or 'convert' (the conversion kernel, as every path)."""
+    global _bf16_wanted
+    if name not in (BF16_AMX, BF16_DOT, BF16_CONVERT):
+        raise ValueError(f"unknown bf16 path {name!r}; expected {BF16_AMX!r}, {BF16_DOT!r} "
+                         f"or {BF16_CONVERT!r}")
+    if name not in available_bf16_paths():
+        need = ("AMX-BF16 tiles, granted by the OS" if name == BF16_AMX
+                else "AVX512_BF16 (VDPBF16PS)")
+        raise RuntimeError(f"bf16 path {name!r} needs {need}, which this CPU, OS or build "
+                           f"lacks; available: {available_bf16_paths()}")
+    _bf16_wanted = _BF16_NAMES.index(name)
 
 
 def get_bf16_setting():
-    """The bf16 kernel asked for: 'avx512_bf16' (used whenever the kernel
-    path is avx512) or 'convert' -- what set_bf16_path was last given."""
-    return BF16_DOT if _bf16_dot_wanted and _BF16_DOT != NULL else BF16_CONVERT
+    """The bf16 kernel asked for on the avx512 path: 'amx_bf16',
+    'avx512_bf16' or 'convert' -- the best available unless set_bf16_path
+    (or PYTRANSFORMER_BF16) chose another."""
+    return _BF16_NAMES[_bf16_wanted]
 
 
-cdef inline bint _bf16_dot_on(const pt_kernel_table *kt) noexcept:
-    return _bf16_dot_wanted and _BF16_DOT != NULL and kt.isa == PT_ISA_AVX512
+cdef inline pt_bgemm_packed_fn _bf16_fn(const pt_kernel_table *kt) noexcept:
+    if kt.isa == PT_ISA_AVX512:
+        if _bf16_wanted == 2:
+            return _BF16_AMX
+        if _bf16_wanted == 1:
+            return _BF16_DOT
+    return kt.bgemm_packed
 
 
 def get_bf16_path():
-    """The kernel the bfloat16 GEMM runs now: 'avx512_bf16', or the kernel
-    path whose conversion kernel it is ('avx512', 'avx2', 'scalar')."""
-    return BF16_DOT if _bf16_dot_on(KT) else KT.name.decode()
+    """The kernel the bfloat16 GEMM runs now: 'amx_bf16', 'avx512_bf16', or
+    the kernel path whose conversion kernel it is ('avx512', 'avx2',
+    'scalar')."""
+    if KT.isa == PT_ISA_AVX512 and _bf16_wanted != 0:
+        return _BF16_NAMES[_bf16_wanted]
+    return KT.name.decode()
 
 
 def _init_bf16():
     forced = os.environ.get("PYTRANSFORMER_BF16", "").strip().lower()
     if forced:
         set_bf16_path(forced)
-        if forced == BF16_DOT and KT.isa != PT_ISA_AVX512:
-            raise RuntimeError(f"PYTRANSFORMER_BF16={BF16_DOT} needs the avx512 kernel path, "
+        if forced != BF16_CONVERT and KT.isa != PT_ISA_AVX512:
+            raise RuntimeError(f"PYTRANSFORMER_BF16={forced} needs the avx512 kernel path, "
                                f"not {get_isa()!r}")
 
 _init_bf16()
@@ -104,8 +133,8 @@ cdef class PackedMatrixBF16:
     a torch-layout Linear weight w (out_features, in_features); ``matmul``
     rounds its input to bf16 and accumulates in float32.  The same interface
     and thread-safety as PackedMatrix: panels immutable once packed, one set
-    per kernel layout (the avx512 set serves VDPBF16PS and the conversion
-    kernel alike), packed under the GIL on first use, freed with the matrix.
+    per kernel layout (the avx512 set serves AMX, VDPBF16PS and the
+    conversion kernel alike), packed under the GIL on first use, freed with the matrix.
     """
     cdef pt_packed_bf16 *packs[PT_PACK_SLOTS]
     cdef readonly object source
@@ -164,7 +193,7 @@ cdef class PackedMatrixBF16:
         # one read of the path (and of the bf16 kernel): a switch by another
         # thread mid-call changes nothing here
         cdef const pt_kernel_table *kt = KT
-        cdef pt_bgemm_packed_fn fn = _BF16_DOT if _bf16_dot_on(kt) else kt.bgemm_packed
+        cdef pt_bgemm_packed_fn fn = _bf16_fn(kt)
         cdef const pt_packed_bf16 *pb = self._packed(kt)
         cdef int iact = ACT[act]
         cdef int64_t M = a.shape[0]
@@ -193,4 +222,15 @@ def bf16_dot_peak_gflops(int nthreads=1, int64_t iters=20000000):
     cdef double g
     with nogil:
         g = pt_bf16_peak(nthreads, iters)
+    return g
+
+
+def amx_bf16_peak_gflops(int nthreads=1, int64_t iters=2000000):
+    """Measured TDPBF16PS peak (GFLOP/s: 16384 flops per instruction) of
+    `nthreads` threads; a ValueError where the CPU, OS or build lacks AMX."""
+    if _BF16_AMX == NULL:
+        raise ValueError("amx_bf16_peak_gflops: this CPU, OS or build has no AMX-BF16")
+    cdef double g
+    with nogil:
+        g = pt_amx_peak(nthreads, iters)
     return g

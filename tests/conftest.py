@@ -136,7 +136,8 @@ BF16_PATHS = _kernels.available_bf16_paths()
 @pytest.fixture(params=BF16_PATHS)
 def bf16_path(request):
     """Run a test on every bf16 kernel this CPU has: 'convert' (each path's
-    conversion kernel) and 'avx512_bf16' (VDPBF16PS) where present."""
+    conversion kernel), 'avx512_bf16' (VDPBF16PS) and 'amx_bf16' (AMX tiles)
+    where present."""
     before = _kernels.get_bf16_setting()
     _kernels.set_bf16_path(request.param)
     yield request.param

@@ -68,8 +68,9 @@ void pt_sgemm_ref(float *C, int64_t ldc, const float *A, int64_t lda, int trans_
 /* Rounding is to nearest even on the bits, as torch's .to(torch.bfloat16)   */
 /* (NaN stays NaN, subnormals are kept, overflow goes to inf).               */
 /*                                                                          */
-/* Packed layout (the VNNI pair layout VDPBF16PS reads): K is padded to an   */
-/* even Kp; ceil(N/nr) panels of nr columns (32 on AVX-512, 16 on AVX2, 4    */
+/* Packed layout (the VNNI pair layout VDPBF16PS and AMX read): K is padded */
+/* to Kp, a multiple of 32 on avx512 (whole AMX tiles), of 2 elsewhere;      */
+/* ceil(N/nr) panels of nr columns (32 on AVX-512, 16 on AVX2, 4    */
 /* scalar); panel p holds Kp/2 rows of nr 32-bit pairs at data + p*Kp*nr,   */
 /* pair (kk, j) = {bf16 B(2kk, j) in the low half, bf16 B(2kk+1, j) high},  */
 /* zero padded past N and past K.                                            */
@@ -86,17 +87,21 @@ void pt_sgemm_ref(float *C, int64_t ldc, const float *A, int64_t lda, int trans_
 /* conversion kernels add the same exact products in the same order (odd k, */
 /* then even, one rounding each), and on Zen 5 all paths were measured to   */
 /* give the same bits; nothing relies on it: each path is held to the bound. */
+/* pt_bgemm_packed_amx (gemm_bf16_amx.c) multiplies 16 x 16 x 32 tiles with  */
+/* TDPBF16PS on the same avx512 panels (cpu.c: pt_bgemm_packed_amx_fn()).    */
 /*                                                                          */
 /* Determinism, on every path: the sum over k runs in K blocks fixed by K    */
 /* alone (whole pairs), each block one chain per element (pair by pair,     */
 /* the odd k before the even one, as VDPBF16PS does), added to C in order;   */
-/* threads split M or N, never K, so a row's bits do not depend on M, on the */
-/* thread count or on which tile it falls in.                               */
+/* on AMX one chain of TDPBF16PS over all of K, 32 k per step (its tiles     */
+/* store and reload exactly, so its blocks change nothing).  Threads split   */
+/* M or N, never K, so a row's bits do not depend on M, on the thread count  */
+/* or on which tile it falls in.                                            */
 /* ------------------------------------------------------------------------ */
 typedef struct {
     int isa;          /* PT_ISA_* whose layout `data` holds (panel width nr) */
     int64_t K, N;     /* logical op(B) shape */
-    int64_t Kp;       /* K rounded up to even */
+    int64_t Kp;       /* K rounded up to 32 (avx512) or to even */
     int64_t nr;       /* panel width */
     size_t size;      /* bytes of data */
     uint32_t *data;   /* ceil(N/nr) panels of Kp/2 x nr bf16 pairs, 64-byte aligned */
@@ -114,6 +119,11 @@ PT_DECLARE_VARIANTS(int, pt_bgemm_packed,
 int pt_bgemm_packed_avx512bf16(float *C, int64_t ldc, const float *A, int64_t lda, int64_t M,
                                const pt_packed_bf16 *B, const float *bias, int act,
                                int nthreads);
+/* The same on AMX tiles (gemm_bf16_amx.c, built once with -mamx-bf16): the
+ * avx512 table's packing, handed out by cpu.c's pt_bgemm_packed_amx() only
+ * where the CPU has AMX-BF16 and the OS granted the tile state. */
+int pt_bgemm_packed_amx(float *C, int64_t ldc, const float *A, int64_t lda, int64_t M,
+                        const pt_packed_bf16 *B, const float *bias, int act, int nthreads);
 void pt_packed_bf16_free(pt_packed_bf16 *p);
 
 /* bf16(x) as its 16 bits: round to nearest even, NaN kept quiet. */

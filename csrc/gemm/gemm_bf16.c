@@ -7,6 +7,14 @@
 #include "gemm/gemm_bf16_loops.h"
 #include "rowwise/activation.h"
 
+/* K is padded to whole pairs; on avx512 to whole AMX tiles (32 k: 16 pair
+ * rows), so that gemm_bf16_amx.c reads the same panels. */
+#if PT_ISA == PT_ISA_AVX512
+#define BKP 32
+#else
+#define BKP 2
+#endif
+
 /* One panel of nr columns of op(B) from column j0, all Kp/2 pair rows;
  * columns past nr and k past K are zero. */
 static void bpack_b_panel(uint32_t *dst, const float *B, int64_t ldb, int trans_b, int64_t K,
@@ -15,7 +23,7 @@ static void bpack_b_panel(uint32_t *dst, const float *B, int64_t ldb, int trans_
     for (int64_t j = 0; j < nr; j++)
         for (int64_t kk = 0; kk < pairs; kk++) {
             int64_t k = 2 * kk;
-            float lo = trans_b ? B[(j0 + j) * ldb + k] : B[k * ldb + j0 + j];
+            float lo = k >= K ? 0.0f : trans_b ? B[(j0 + j) * ldb + k] : B[k * ldb + j0 + j];
             float hi = k + 1 >= K ? 0.0f : trans_b ? B[(j0 + j) * ldb + k + 1]
                                                    : B[(k + 1) * ldb + j0 + j];
             dst[kk * BNR + j] = (uint32_t)bf16_bits(lo) | (uint32_t)bf16_bits(hi) << 16;
@@ -31,7 +39,7 @@ pt_packed_bf16 *PT_FN(pt_bgemm_pack_b)(const float *B, int64_t ldb, int trans_b,
     p->isa = PT_ISA;
     p->K = K;
     p->N = N;
-    p->Kp = (K + 1) / 2 * 2;
+    p->Kp = (K + BKP - 1) / BKP * BKP;
     p->nr = BNR;
     p->size = sizeof(uint32_t) * (size_t)(np * BNR) * (size_t)(p->Kp / 2);
     p->data = (uint32_t *)pt_weights_alloc(p->size);

@@ -65,29 +65,6 @@ static inline int64_t bk_block_start(int64_t pairs, int64_t nb, int64_t b) {
     return b * base + (b < extra ? b : extra);
 }
 
-#if PT_BF16_DOT
-/* 16 pairs from floats x[0 .. n) (n <= 32; past n: zero) rounded to bf16 as
- * bf16_bits does: nearest even on the bits, NaN kept quiet, subnormals kept. */
-static inline __m512i bf16_pairs16(const float *x, int64_t n) {
-    int nl = n <= 0 ? 0 : n >= 16 ? 16 : (int)n, nh = n <= 16 ? 0 : n >= 32 ? 16 : (int)n - 16;
-    __m512i v[2] = {_mm512_castps_si512(_mm512_maskz_loadu_ps((__mmask16)((1u << nl) - 1u), x)),
-                    _mm512_castps_si512(_mm512_maskz_loadu_ps((__mmask16)((1u << nh) - 1u),
-                                                              x + 16))};
-    for (int h = 0; h < 2; h++) {
-        __m512i u = v[h];
-        __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-        __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
-        __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
-                                                _mm512_set1_epi32(0x7f800000));
-        v[h] = _mm512_mask_or_epi32(r, nan, u, _mm512_set1_epi32(0x400000));
-    }
-    /* the high halves of v[0] then of v[1], in order: pairs (x[2j], x[2j+1]) */
-    const __m512i odd = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37,
-                                         35, 33, 31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9,
-                                         7, 5, 3, 1);
-    return _mm512_permutex2var_epi16(v[0], odd, v[1]);
-}
-#endif
 
 /* Rows [i0, i0+mc) of A, pairs [p0, p0+np) (k from 2*p0), rounded to bf16,
  * as micro-panels of BMR rows; rows past mc and k past K are zero. */
@@ -110,7 +87,7 @@ static void bpack_a_block(a_elem *dst, const float *A, int64_t lda, int64_t K, i
 #else
             for (int64_t kk = 0; kk < np; kk++) {
                 int64_t k = k0 + 2 * kk;
-                d[(2 * kk) * BMR + r] = bf16_round(src[k]);
+                d[(2 * kk) * BMR + r] = k < K ? bf16_round(src[k]) : 0.0f;   /* Kp pads K */
                 d[(2 * kk + 1) * BMR + r] = k + 1 < K ? bf16_round(src[k + 1]) : 0.0f;
             }
 #endif

@@ -1,5 +1,6 @@
 /* cpu.c -- run-time choice of the kernel path.  __builtin_cpu_supports checks
  * both the CPUID bits and that the OS saves the wider registers (XGETBV). */
+#define _GNU_SOURCE                 /* syscall() */
 #include "runtime/cpu.h"
 
 #ifndef PT_HAVE_X86
@@ -9,8 +10,18 @@
 #ifndef PT_HAVE_BF16_DOT
 #define PT_HAVE_BF16_DOT 0
 #endif
+/* 1 when gemm_bf16_amx.c and peak_amx.c are built (x86 with -mamx-bf16) */
+#ifndef PT_HAVE_AMX
+#define PT_HAVE_AMX 0
+#endif
 #if PT_HAVE_X86 && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
+#endif
+#if PT_HAVE_X86 && PT_HAVE_AMX && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#define PT_ARCH_REQ_XCOMP_PERM 0x1023   /* linux/arch/x86/include/uapi/asm/prctl.h */
+#define PT_XFEATURE_XTILEDATA 18
 #endif
 
 /* Every entry of kernels.def must have the type its header declares. */
@@ -119,6 +130,28 @@ pt_bgemm_packed_fn pt_bgemm_packed_dot(void) {
 #if PT_HAVE_X86 && PT_HAVE_BF16_DOT
     if (pt_cpu_supports(PT_ISA_AVX512) && pt_cpu_has(PT_FEAT_AVX512_BF16))
         return pt_bgemm_packed_avx512bf16;
+#endif
+    return NULL;
+}
+
+int pt_cpu_amx_granted(void) {
+#if PT_HAVE_X86 && PT_HAVE_AMX && defined(__linux__)
+    static int granted = -1;    /* a benign race: the request is idempotent */
+    if (granted < 0) {
+        int ok = pt_cpu_has(PT_FEAT_AMX_OS) && pt_cpu_has(PT_FEAT_AMX_TILE) &&
+                 syscall(SYS_arch_prctl, PT_ARCH_REQ_XCOMP_PERM, PT_XFEATURE_XTILEDATA) == 0;
+        granted = ok;
+    }
+    return granted;
+#else
+    return 0;
+#endif
+}
+
+pt_bgemm_packed_fn pt_bgemm_packed_amx_fn(void) {
+#if PT_HAVE_X86 && PT_HAVE_AMX
+    if (pt_cpu_supports(PT_ISA_AVX512) && pt_cpu_has(PT_FEAT_AMX_BF16) && pt_cpu_amx_granted())
+        return pt_bgemm_packed_amx;
 #endif
     return NULL;
 }

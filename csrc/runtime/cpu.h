@@ -54,4 +54,13 @@ typedef int (*pt_bgemm_packed_fn)(float *C, int64_t ldc, const float *A, int64_t
                                   int nthreads);
 pt_bgemm_packed_fn pt_bgemm_packed_dot(void);
 
+/* 1 when Linux has granted this process the AMX tile data (arch_prctl
+ * ARCH_REQ_XCOMP_PERM, asked once, on the first call), 0 where the CPU, the
+ * OS or the build lacks AMX or the request was refused. */
+int pt_cpu_amx_granted(void);
+/* The bf16 GEMM on AMX tiles (gemm_bf16_amx.c) when this build has it, the
+ * CPU has AMX-BF16 and pt_cpu_amx_granted(), else NULL.  It
+ * takes operands packed by the avx512 table's bgemm_pack_b. */
+pt_bgemm_packed_fn pt_bgemm_packed_amx_fn(void);
+
 #endif

@@ -16,4 +16,9 @@ PT_DECLARE_VARIANTS(double, pt_fma_peak_gflops, (int nthreads, int64_t iters))
  * it only where pt_cpu_has(PT_FEAT_AVX512_BF16). */
 double pt_bf16_dot_peak_gflops(int nthreads, int64_t iters);
 
+/* The same for TDPBF16PS (16384 flops per instruction: a 16 x 16 tile of
+ * 32 products each, multiply-add), in runtime/peak_amx.c, built only with
+ * -mamx-bf16: call it only where pt_bgemm_packed_amx() is not NULL. */
+double pt_amx_bf16_peak_gflops(int nthreads, int64_t iters);
+
 #endif

@@ -22,12 +22,13 @@ isa_flags=(""  "-mavx2 -mfma -mf16c"
            "-mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx2 -mfma -mf16c")
 once=(runtime/cpu.c runtime/mem.c)
 dot=(gemm/gemm_bf16_dot.c runtime/peak_bf16.c)   # once, avx512 + -mavx512bf16
+amx=(gemm/gemm_bf16_amx.c runtime/peak_amx.c)     # once, avx512 + -mamx-tile -mamx-bf16
 objs=()
 while IFS= read -r rel; do
     name="${rel%.c}"
     name="${name//\//_}"                       # gemm/pack.c -> gemm_pack
     if [[ " ${once[*]} " == *" $rel "* ]]; then
-        "$CC" "${flags[@]}" -DPT_HAVE_X86=1 -DPT_HAVE_BF16_DOT=1 -c "$root/csrc/$rel" \
+        "$CC" "${flags[@]}" -DPT_HAVE_X86=1 -DPT_HAVE_BF16_DOT=1 -DPT_HAVE_AMX=1 -c "$root/csrc/$rel" \
             -o "$out/$name.o"
         objs+=("$out/$name.o")
         continue
@@ -35,6 +36,13 @@ while IFS= read -r rel; do
     if [[ " ${dot[*]} " == *" $rel "* ]]; then
         # shellcheck disable=SC2086
         "$CC" "${flags[@]}" ${isa_flags[2]} -mavx512bf16 -DPT_ISA=2 -c "$root/csrc/$rel" \
+            -o "$out/$name.o"
+        objs+=("$out/$name.o")
+        continue
+    fi
+    if [[ " ${amx[*]} " == *" $rel "* ]]; then
+        # shellcheck disable=SC2086
+        "$CC" "${flags[@]}" ${isa_flags[2]} -mamx-tile -mamx-bf16 -DPT_ISA=2 -c "$root/csrc/$rel" \
             -o "$out/$name.o"
         objs+=("$out/$name.o")
         continue

@@ -23,6 +23,11 @@ static int bpaths(bpath *out) {
     if (pt_bgemm_packed_dot())
         out[n++] = (bpath){"avx512_bf16", pt_kernels_for(PT_ISA_AVX512)->bgemm_pack_b,
                            pt_bgemm_packed_dot()};
+    if (pt_bgemm_packed_amx_fn())
+        out[n++] = (bpath){"amx_bf16", pt_kernels_for(PT_ISA_AVX512)->bgemm_pack_b,
+                           pt_bgemm_packed_amx_fn()};
+    else
+        printf("(amx_bf16 not tested: the CPU, the OS or the build lacks AMX-BF16)\n");
     return n;
 }
 

@@ -89,10 +89,15 @@ def test_rows_are_batch_invariant(isa, bf16_path, rng):
 
 
 def test_every_bf16_kernel_of_this_machine_is_exercised():
-    """The fixtures reach VDPBF16PS where CPUID reports AVX512_BF16."""
+    """The fixtures reach VDPBF16PS where CPUID reports AVX512_BF16, and AMX
+    tiles where CPUID reports AMX-BF16 and the OS saves the tile state (Linux
+    then grants it on request)."""
     feats = _kernels.cpu_features()
-    assert ("avx512_bf16" in _kernels.available_bf16_paths()) == \
-        (feats["avx512_bf16"] and "avx512" in _kernels.available_isas())
+    avx512 = "avx512" in _kernels.available_isas()
+    assert ("avx512_bf16" in _kernels.available_bf16_paths()) == (feats["avx512_bf16"] and avx512)
+    amx = feats["amx_bf16"] and feats["amx_os_enabled"] and avx512
+    assert feats["amx_granted"] == (feats["amx_tile"] and feats["amx_os_enabled"])
+    assert ("amx_bf16" in _kernels.available_bf16_paths()) == (amx and feats["amx_granted"])
 
 
 def test_compute_type_checks(rng):
@@ -108,6 +113,10 @@ def test_compute_type_checks(rng):
         ops.linear(np.ones((2, 5), np.float32), pw)
     with pytest.raises(ValueError, match="unknown bf16 path"):
         _kernels.set_bf16_path("amx")
+    for name in ("avx512_bf16", "amx_bf16"):
+        if name not in _kernels.available_bf16_paths():
+            with pytest.raises(RuntimeError, match="lacks"):
+                _kernels.set_bf16_path(name)
 
 
 def test_forcing_a_bf16_kernel_the_path_lacks_is_an_error():
@@ -139,14 +148,13 @@ def test_cpu_info_reports_the_bf16_kernel_and_features():
     import pytransformer
     info = pytransformer.cpu_info()
     assert set(info["features"]) == {"avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16",
-                                     "amx_int8", "amx_os_enabled"}
+                                     "amx_int8", "amx_os_enabled", "amx_granted"}
     assert info["compute_paths"]["float32"] == info["isa"]
-    expected = "avx512_bf16" if info["isa"] == "avx512" and \
-        _kernels.get_bf16_setting() == "avx512_bf16" else info["isa"]
-    # by default (no PYTRANSFORMER_BF16) VDPBF16PS is asked for wherever it exists
+    setting = _kernels.get_bf16_setting()
+    expected = setting if info["isa"] == "avx512" and setting != "convert" else info["isa"]
+    # by default (no PYTRANSFORMER_BF16) the best kernel there is: AMX, then VDPBF16PS
     if not os.environ.get("PYTRANSFORMER_BF16"):
-        assert _kernels.get_bf16_setting() == ("avx512_bf16" if info["features"]["avx512_bf16"]
-                                               and "avx512" in info["available"] else "convert")
+        assert setting == _kernels.available_bf16_paths()[-1]
     assert info["compute_paths"]["bfloat16"] == expected
     before = _kernels.get_bf16_setting()
     try:

@@ -1,0 +1,70 @@
+/* peak_amx.c -- a calibration loop of independent TDPBF16PS on four
+ * accumulator tiles: the ceiling of gemm_bf16_amx.c's instruction on this
+ * core.  Built once with -mamx-tile -mamx-bf16 (setup.py), called only where
+ * pt_bgemm_packed_amx() (cpu.c) is not NULL: the OS has granted the tiles. */
+#define _POSIX_C_SOURCE 200809L
+#include <immintrin.h>
+#include <string.h>
+#include <time.h>
+#include "runtime/peak.h"
+
+#if !defined(__AMX_BF16__) || !defined(__AMX_TILE__)
+#error "peak_amx.c is built with -mamx-tile -mamx-bf16 only"
+#endif
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static float tile_loop(int64_t iters) {
+    struct {
+        uint8_t palette, start_row, reserved[14];
+        uint16_t colsb[16];
+        uint8_t rows[16];
+    } cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    _tile_loadconfig(&cfg);
+    /* bf16 pairs of 2^-10 each: products stay far from overflow and subnormals */
+    static const uint32_t src[256] __attribute__((aligned(64))) = {[0 ... 255] = 0x3a803a80u};
+    float out[256] __attribute__((aligned(64)));
+    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+    _tile_loadd(4, src, 64); _tile_loadd(5, src, 64);
+    _tile_loadd(6, src, 64); _tile_loadd(7, src, 64);
+    for (int64_t i = 0; i < iters; i++) {
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, out, 64);
+    float s = out[0];
+    _tile_stored(3, out, 64);
+    s += out[255];
+    _tile_release();
+    return s;
+}
+
+double pt_amx_bf16_peak_gflops(int nthreads, int64_t iters) {
+    if (nthreads < 1) nthreads = 1;
+    if (iters < 1) iters = 1;
+    volatile float sink = 0.0f;
+    tile_loop(iters / 16 + 1);
+    double t0 = now_seconds();
+#pragma omp parallel num_threads(nthreads)
+    {
+        float s = tile_loop(iters);
+#pragma omp atomic
+        sink += s;
+    }
+    double dt = now_seconds() - t0;
+    (void)sink;
+    /* 4 instructions x 16 x 16 outputs x 32 products x (multiply + add) */
+    return 4.0 * 16384.0 * (double)iters * (double)nthreads / dt * 1e-9;
+}
