@@ -211,7 +211,8 @@ extensions = cythonize(
         depends=ALL_CSRC + ["pytransformer/_kernels.pxd", KERNEL_TABLE_PXI,
                             "pytransformer/_kernels_gemm.pxi",
                             "pytransformer/_kernels_decoder.pxi",
-                            "pytransformer/_kernels_bf16.pxi"],
+                            "pytransformer/_kernels_bf16.pxi",
+                            "pytransformer/_kernels_quant.pxi"],
     )],
     compiler_directives={
         "language_level": 3,

@@ -121,6 +121,8 @@ cdef int _raise_status(int status, str what) except -1:
         raise MemoryError(f"{what}: out of memory for the kernel's working buffers")
     if status == PT_ERR_PATH:
         raise RuntimeError(f"{what}: operand packed for another kernel path")
+    if status == PT_ERR_ARG:
+        raise ValueError(f"{what}: the kernel refused its arguments")
     raise RuntimeError(f"{what}: kernel failed with status {status}")
 
 
@@ -410,6 +412,7 @@ include "_kernels_decoder.pxi"
 # ------------------------------------------------------ bfloat16 compute --
 
 include "_kernels_bf16.pxi"
+include "_kernels_quant.pxi"
 
 
 # ------------------------------------------------------------- calibration --

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include "attention/attention.h"
 #include "gemm/gemm.h"
+#include "gemm/gemm_q.h"
 #include "rowwise/activation.h"
 #include "rowwise/layernorm.h"
 #include "rowwise/rmsnorm.h"

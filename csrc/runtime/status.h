@@ -8,6 +8,7 @@ enum {
     PT_OK = 0,
     PT_ERR_NOMEM = -1,  /* a working buffer could not be allocated */
     PT_ERR_PATH = -2,   /* an operand packed for another kernel path */
+    PT_ERR_ARG = -3,    /* an argument the kernel's header rules out */
 };
 
 #endif

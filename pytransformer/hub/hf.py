@@ -232,7 +232,7 @@ def is_gguf(path):
         return f.read(4) == b"GGUF"
 
 
-def from_pretrained(path, compute_type="float32"):
+def from_pretrained(path, compute_type=None):
     """The pytransformer model of a Hugging Face model directory or a GGUF file.
 
     path: a directory with config.json and model.safetensors (or sharded
@@ -243,25 +243,33 @@ def from_pretrained(path, compute_type="float32"):
     (:class:`pytransformer.models.gpt2.GPT2LMHeadModel`), llama
     (:class:`pytransformer.models.llama.LlamaForCausalLM`); another
     model_type is a ValueError listing these.  Or a ``.gguf`` file: its
-    ``general.architecture`` (llama: LlamaForCausalLM, its weights
-    dequantized to float32; another is a ValueError listing the supported
-    ones; an open :class:`~.gguf.GGUFFile` is taken too).  ``forward`` takes
+    ``general.architecture`` (llama: LlamaForCausalLM; another is a
+    ValueError listing the supported ones; an open :class:`~.gguf.GGUFFile`
+    is taken too).  ``forward`` takes
     and returns what the transformers class does (``input_ids``,
     ``attention_mask``, ... -> ``last_hidden_state``, ``pooler_output``;
     Marian, GPT-2 and Llama: the logits), as numpy.  A model that generates
     takes generate's defaults (max_length, num_beams, ...) from
     generation_config.json when the directory has one.
 
-    compute_type: "float32", or "bfloat16" (the model converted with
-    ``.to("bfloat16")``: GEMM weights and inputs in bf16, float32 elsewhere);
-    "int8" is not implemented yet (a ValueError), anything else a ValueError.
-    Nothing is fetched from a model hub: the directory must be local.
+    compute_type: None (the checkpoint's own: float32 for safetensors; for
+    a GGUF file each Linear multiplies from the file's Q8_0 / Q4_0 / Q4_1
+    blocks by the weight-only kernels of csrc/gemm/gemm_q.h, and float32
+    where its tensors are of another type), "float32" (every weight
+    dequantized to float32), or "bfloat16" (the model converted with
+    ``.to("bfloat16")``: GEMM weights and inputs in bf16, float32
+    elsewhere); "int8" is not implemented yet (a ValueError), anything else
+    a ValueError.  Nothing is fetched from a model hub: the directory must
+    be local.
     """
-    check_compute_type(compute_type)
+    if compute_type is not None:
+        check_compute_type(compute_type)
     from .gguf import GGUFFile
     if isinstance(path, GGUFFile) or is_gguf(path):
         from .gguf_llama import llama_from_gguf
-        return llama_from_gguf(path).to(compute_type)
+        model = llama_from_gguf(path, blocks=compute_type is None)
+        return model if compute_type is None else model.to(compute_type)
+    compute_type = compute_type or "float32"
     config = read_config(path)
     path = os.fspath(path)
     families = _families()

@@ -18,12 +18,16 @@ class Linear(Module):
     """y = x W^T + b, as torch.nn.Linear; W is held packed for the GEMM, in
     the module's ``compute_type`` ("float32", or "bfloat16" after
     ``.to("bfloat16")``: W and x rounded to bf16 in the product, float32
-    accumulation, bias and activation)."""
+    accumulation, bias and activation).  After :meth:`load_blocks` W is
+    multiplied from a GGUF file's own blocks and ``compute_type`` is their
+    ggml type ('Q8_0', 'Q4_0', 'Q4_1'); ``.to("float32")`` and
+    ``.to("bfloat16")`` switch to the (dequantized) ``weight`` as usual."""
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None, *,
                  rng=None):
         super().__init__()
         self._packs = {}
+        self._blocks = None     # (QuantizedMatrix, the weight array it stands for)
         self.compute_type = "float32"
         self.in_features = check_int(in_features, "in_features", 0)
         self.out_features = check_int(out_features, "out_features", 0)
@@ -36,7 +40,30 @@ class Linear(Module):
         self._parameters_changed()
 
     def _parameters_changed(self):
-        self._packs = {"weight": ops.pack_weight(self.weight, self.compute_type)}
+        blocks = self._blocks
+        if blocks is not None and blocks[1] is not self.weight:
+            self._blocks = blocks = None            # a new weight: the blocks are stale
+            if self.compute_type in _kernels.QUANTIZED_TYPES:
+                self.compute_type = "float32"
+        if blocks is not None and self.compute_type == blocks[0].qtype:
+            self._packs = {"weight": blocks[0]}
+        else:
+            self._packs = {"weight": ops.pack_weight(self.weight, self.compute_type)}
+
+    def load_blocks(self, blocks, qtype):
+        """Multiply from ``blocks``, the weight in a GGUF file's own ggml
+        blocks: a (out_features, bytes per row) uint8 array of ``qtype``
+        ('Q8_0', 'Q4_0' or 'Q4_1'), read in place -- ``weight`` must already
+        hold their dequantized values, which ``.to("float32")`` goes back to.
+        ValueError when the shape does not fit the layer."""
+        q = _kernels.QuantizedMatrix(blocks, qtype, self.in_features)
+        if q.N != self.out_features:
+            raise ValueError(f"Linear.load_blocks: {q.N} rows of blocks for "
+                             f"out_features={self.out_features}")
+        self._blocks = (q, self.weight)
+        self.compute_type = qtype
+        self._parameters_changed()
+        return self
 
     def forward(self, input, activation=None):
         """``activation`` ('relu', 'gelu', a pytransformer extension) is fused

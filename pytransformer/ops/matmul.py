@@ -7,12 +7,13 @@ import math
 import numpy as np
 
 from .. import _kernels
-from .._kernels import PackedMatrix, PackedMatrixBF16
+from .._kernels import PackedMatrix, PackedMatrixBF16, QuantizedMatrix
 from .checks import as_float32, check_compute_type, floating, kernel_ready
 
-__all__ = ["matmul", "linear", "pack_weight", "PackedMatrix", "PackedMatrixBF16", "batch_index"]
+__all__ = ["matmul", "linear", "pack_weight", "PackedMatrix", "PackedMatrixBF16",
+           "QuantizedMatrix", "batch_index"]
 
-_PACKED = (PackedMatrix, PackedMatrixBF16)
+_PACKED = (PackedMatrix, PackedMatrixBF16, QuantizedMatrix)
 
 ACTIVATIONS = (None, "relu", "gelu", "gelu_tanh", "silu")
 
@@ -103,8 +104,8 @@ def pack_weight(weight, compute_type="float32"):
 def linear(input, weight, bias=None, *, activation=None):
     """y = input @ weight.T + bias, as ``torch.nn.functional.linear``.
 
-    weight: ``(out_features, in_features)`` array, or a :func:`pack_weight`
-    result.  ``activation`` (a pytransformer extension: None, 'relu', 'gelu',
+    weight: ``(out_features, in_features)`` array, a :func:`pack_weight`
+    result, or a :class:`QuantizedMatrix` (GGUF blocks).  ``activation`` (a pytransformer extension: None, 'relu', 'gelu',
     'gelu_tanh', 'silu') is fused into the GEMM's store.
     """
     if kernel_ready(input, 2) and type(weight) in _PACKED and \

@@ -32,10 +32,13 @@ class Generator:
     checkpoint's eos ids (generation_config.json, else config.json; a GGUF
     file's ``tokenizer.ggml.eos_token_id``, which ends a chat turn for chat
     models: SmolLM2's ``<|im_end|>``), plus ``stop_token_ids``.
+    ``compute_type``: as :func:`pytransformer.from_pretrained` (None: the
+    checkpoint's own -- a GGUF file's blocks by the weight-only kernels).
     """
 
-    def __init__(self, path, compute_type="float32"):
-        check_compute_type(compute_type)
+    def __init__(self, path, compute_type=None):
+        if compute_type is not None:
+            check_compute_type(compute_type)
         self.path = os.fspath(path)
         gguf = GGUFFile(self.path) if is_gguf(self.path) else None  # opened once, read thrice
         self.model = from_pretrained(gguf or self.path, compute_type)

@@ -70,6 +70,13 @@ def cut(row, stop):
 
 
 def test_the_model(ours):
+    """By default every Linear multiplies from the file's own blocks (the
+    weight-only kernels of csrc/gemm/gemm_q.h): the 210 Q4_1 projections in
+    their 120 fused layers and the tied head from token_embd's Q8_0, so the
+    tests below hold those kernels to transformers' float32 model."""
+    kinds = [m.compute_type for _, m in ours.named_modules() if isinstance(m, pytransformer.nn.Linear)]
+    assert kinds.count("Q4_1") == 120 and kinds.count("Q8_0") == 1 and len(kinds) == 121
+    assert ours.lm_head.compute_type == "Q8_0"
     c = ours.config
     assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.num_key_value_heads,
             c.head_dim, c.vocab_size) == (30, 576, 9, 3, 64, 49152)
@@ -94,6 +101,16 @@ def test_the_files_own_rotary_layout_equals_transformers(smollm_gguf, generator,
     ids = generator.encode(TEXT)[:30]
     assert_model_close(pairs(np.array([ids])), hf_logits(smollm_transformers, [ids]),
                        what="pairs layout")
+
+
+def test_compute_type_float32_dequantizes_every_weight(smollm_gguf, generator,
+                                                       smollm_transformers):
+    model = pytransformer.from_pretrained(smollm_gguf, compute_type="float32")
+    assert {m.compute_type for _, m in model.named_modules()
+            if isinstance(m, pytransformer.nn.Linear)} == {"float32"}
+    ids = generator.encode(TEXT)[:30]
+    assert_model_close(model(np.array([ids])), hf_logits(smollm_transformers, [ids]),
+                       what="float32")
 
 
 @pytest.fixture(scope="module")
