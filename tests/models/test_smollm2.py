@@ -194,4 +194,11 @@ def test_the_generate_command_answers_paris(smollm_gguf):
                     QUESTION])
     assert r.returncode == 0, r.stderr
     assert "Paris" in r.stdout, r.stdout
-    assert "tokens/s" in r.stderr
+    assert "tokens/s" in r.stderr and "weights Q4_1, Q8_0)" in r.stderr, r.stderr
+
+
+def test_the_generate_command_takes_a_compute_type(smollm_gguf):
+    r = run_python(["-m", "pytransformer", "generate", "--model", smollm_gguf, "--chat",
+                    "--compute-type", "float32", "--max-new-tokens", "8", QUESTION])
+    assert r.returncode == 0, r.stderr
+    assert "Paris" in r.stdout and "weights float32)" in r.stderr, (r.stdout, r.stderr)

@@ -7,6 +7,8 @@ Tolerance: the weights are the dequantized ones exactly (tests/c checks the
 dequantization element by element against the twin), so what is left is
 float32 accumulation in another order: matmul_tol, as for the float32 GEMM.
 """
+import copy
+
 import numpy as np
 import pytest
 
@@ -86,6 +88,8 @@ def test_linear_load_blocks_and_back(rng):
     scale = float(np.abs(x).max() * np.abs(w).max() * 8)
     assert_close(yq, y32, matmul_tol(64, scale))
     assert np.array_equal(lin.step(x), yq)
+    twin = copy.deepcopy(lin)                       # shares the (immutable) blocks
+    assert twin.compute_type == "Q4_1" and np.array_equal(twin(x), yq)
     lin.to("float32")                               # back to the dequantized weight
     assert lin.compute_type == "float32" and np.array_equal(lin(x), y32)
     lin.to("bfloat16")
