@@ -118,12 +118,29 @@ def step_weight_bytes(model):
 
 class LlamaCpp:
     """llama.cpp on the same file (llama-cpp-python): prefill = eval of the
-    prompt, generate = that and greedy steps, one token at a time."""
+    prompt, generate = that and greedy steps, one token at a time, each
+    reading the last logits only.  Its extra weight buffers are off
+    (use_extra_bufts): llama-cpp-python 0.3.36 built here crashes in
+    ggml_backend_amx_mul_mat on this Q4_1 file on an AMX machine; llama.cpp
+    then runs its AVX-512 (VNNI) kernels, activations quantized to 8 bits."""
 
     def __init__(self, path, threads):
         import llama_cpp
-        self.llm = llama_cpp.Llama(model_path=path, n_ctx=PROMPT + NEW + 16, n_batch=PROMPT,
-                                   n_threads=threads, n_threads_batch=threads, verbose=False)
+        import llama_cpp.llama as module
+        default = module.llama_cpp.llama_model_default_params
+
+        def params():
+            p = default()
+            p.use_extra_bufts = False
+            return p
+        module.llama_cpp.llama_model_default_params = params
+        try:
+            self.llm = llama_cpp.Llama(model_path=path, n_ctx=PROMPT + NEW + 16,
+                                       n_batch=PROMPT, n_threads=threads,
+                                       n_threads_batch=threads, verbose=False)
+        finally:
+            module.llama_cpp.llama_model_default_params = default
+        self.api, self.vocab = llama_cpp, self.llm.n_vocab()
 
     def prefill(self, ids):
         self.llm.reset()
@@ -133,10 +150,11 @@ class LlamaCpp:
         self.prefill(ids)
         out = []
         for _ in range(new):
-            tok = int(np.argmax(self.llm.scores[self.llm.n_tokens - 1]))
-            out.append(tok)
+            logits = np.ctypeslib.as_array(
+                self.api.llama_get_logits_ith(self.llm._ctx.ctx, -1), shape=(self.vocab,))
+            out.append(int(np.argmax(logits)))
             if len(out) < new:
-                self.llm.eval([tok])
+                self.llm.eval([out[-1]])
         return out
 
 

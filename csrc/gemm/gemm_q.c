@@ -24,6 +24,12 @@
 #define QG 16                  /* rows of W per group: the packed layout's lanes */
 #define QGV (QG / PT_VL)       /* vectors per group */
 #define QACC 4                 /* accumulators per output */
+/* unrolled, so that each accumulator index is a constant: registers */
+#if defined(__GNUC__) && !defined(__clang__)
+#define PT_Q_UNROLL _Pragma("GCC unroll 32")
+#else
+#define PT_Q_UNROLL
+#endif
 
 #if PT_ISA == PT_ISA_AVX512
 #define QR 4                   /* rows of A per pass at most */
@@ -115,6 +121,7 @@ PT_ALWAYS_INLINE void q_groups(const int T, const int R_, const int NG, float *C
             }
             const uint8_t *qs = blk + (T == PT_Q4_1 ? 4 * QG : 2 * QG);
             if (T == PT_Q8_0) {
+                PT_Q_UNROLL
                 for (int k = 0; k < 32; k++)
                     for (int v = 0; v < QGV; v++) {
                         pt_vf w = pt_vmul(q_s8f(qs + k * QG + v * PT_VL), d[v]);
@@ -123,6 +130,7 @@ PT_ALWAYS_INLINE void q_groups(const int T, const int R_, const int NG, float *C
                                 w, pt_vset1(A[r * lda + 32 * b + k]), acc[r][g][v][k % 16 % QACC]);
                     }
             } else {
+                PT_Q_UNROLL
                 for (int j = 0; j < 16; j++)
                     for (int v = 0; v < QGV; v++) {
                         q_vi x = q_u8(qs + j * QG + v * PT_VL);
@@ -162,6 +170,36 @@ PT_ALWAYS_INLINE void q_groups(const int T, const int R_, const int NG, float *C
             }
 }
 
+/* R_ rows' accumulators (S, QACC x QG floats a row) through one dequantized
+ * block Wf: each Wf vector loaded once for the R_ rows. */
+PT_ALWAYS_INLINE void q_rows_block(const int T, const int R_, const float *a, int64_t lda,
+                                   float *S, const float *Wf) {
+    for (int v = 0; v < QGV; v++) {
+        pt_vf acc[QR][QACC];
+        for (int r = 0; r < R_; r++)
+            for (int c = 0; c < QACC; c++) acc[r][c] = pt_vload(S + r * QACC * QG + c * QG + v * PT_VL);
+        if (T == PT_Q8_0) {
+            PT_Q_UNROLL
+            for (int k = 0; k < 32; k++) {
+                pt_vf w = pt_vload(Wf + k * QG + v * PT_VL);
+                for (int r = 0; r < R_; r++)
+                    acc[r][k % 16 % QACC] = QMADD(w, pt_vset1(a[r * lda + k]), acc[r][k % 16 % QACC]);
+            }
+        } else {
+            PT_Q_UNROLL
+            for (int j = 0; j < 16; j++) {
+                pt_vf wl = pt_vload(Wf + j * QG + v * PT_VL), wh = pt_vload(Wf + (j + 16) * QG + v * PT_VL);
+                for (int r = 0; r < R_; r++) {
+                    acc[r][j % QACC] = QMADD(wl, pt_vset1(a[r * lda + j]), acc[r][j % QACC]);
+                    acc[r][j % QACC] = QMADD(wh, pt_vset1(a[r * lda + j + 16]), acc[r][j % QACC]);
+                }
+            }
+        }
+        for (int r = 0; r < R_; r++)
+            for (int c = 0; c < QACC; c++) pt_vstore(S + r * QACC * QG + c * QG + v * PT_VL, acc[r][c]);
+    }
+}
+
 /* Many rows (prefill): group by group, each block of 16 rows dequantized
  * once into Wf (32 x QG floats, as q_groups computes them) and multiplied
  * into every row, whose QACC accumulators wait in S (M x QACC x QG floats)
@@ -198,25 +236,16 @@ PT_ALWAYS_INLINE void q_group_rows(const int T, float *C, int64_t ldc, const flo
                 }
             }
         }
-        for (int64_t r = 0; r < M; r++) {
-            const float *a = A + r * lda + 32 * b;
-            float *sr = S + r * QACC * QG;
-            for (int v = 0; v < QGV; v++) {
-                pt_vf acc[QACC];
-                for (int c = 0; c < QACC; c++) acc[c] = pt_vload(sr + c * QG + v * PT_VL);
-                if (T == PT_Q8_0) {
-                    for (int k = 0; k < 32; k++)
-                        acc[k % 16 % QACC] = QMADD(pt_vload(Wf + k * QG + v * PT_VL),
-                                                   pt_vset1(a[k]), acc[k % 16 % QACC]);
-                } else {
-                    for (int j = 0; j < 16; j++) {
-                        acc[j % QACC] = QMADD(pt_vload(Wf + j * QG + v * PT_VL), pt_vset1(a[j]),
-                                              acc[j % QACC]);
-                        acc[j % QACC] = QMADD(pt_vload(Wf + (j + 16) * QG + v * PT_VL),
-                                              pt_vset1(a[j + 16]), acc[j % QACC]);
-                    }
-                }
-                for (int c = 0; c < QACC; c++) pt_vstore(sr + c * QG + v * PT_VL, acc[c]);
+        for (int64_t r = 0; r < M; r += QR) {
+            int rows = M - r < QR ? (int)(M - r) : QR;
+            switch (rows) {
+            case 1: q_rows_block(T, 1, A + r * lda + 32 * b, lda, S + r * QACC * QG, Wf); break;
+#if QR > 1
+            case 2: q_rows_block(T, 2, A + r * lda + 32 * b, lda, S + r * QACC * QG, Wf); break;
+            case 3: q_rows_block(T, 3, A + r * lda + 32 * b, lda, S + r * QACC * QG, Wf); break;
+            case 4: q_rows_block(T, 4, A + r * lda + 32 * b, lda, S + r * QACC * QG, Wf); break;
+#endif
+            default: break;
             }
         }
     }
