@@ -23,6 +23,7 @@
 
 #define QG 16                  /* rows of W per group: the packed layout's lanes */
 #define QGV (QG / PT_VL)       /* vectors per group */
+#define Q_PF 8                 /* blocks prefetched ahead: decoding streams W from memory */
 #define QACC 4                 /* accumulators per output */
 /* unrolled, so that each accumulator index is a constant: registers */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -114,6 +115,11 @@ PT_ALWAYS_INLINE void q_groups(const int T, const int R_, const int NG, float *C
     for (int64_t b = 0; b < nblk; b++) {
         for (int g = 0; g < NG; g++) {
             const uint8_t *blk = P + (g0 + g) * gbytes + b * pb;
+#if PT_ISA != PT_ISA_SCALAR
+            /* Q_PF blocks ahead (past the last group: a hint, which never faults) */
+            for (int64_t l = 0; l < pb; l += 64)
+                _mm_prefetch((const char *)blk + Q_PF * pb + l, _MM_HINT_T0);
+#endif
             pt_vf d[QGV], m[QGV];
             for (int v = 0; v < QGV; v++) {
                 d[v] = q_scales(blk + 2 * PT_VL * v);
