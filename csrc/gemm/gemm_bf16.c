@@ -64,6 +64,7 @@ static void bact_ref(float *y, int64_t n, int act) {
     case PT_ACT_RELU: pt_relu_ref(y, y, n); break;
     case PT_ACT_GELU: pt_gelu_ref(y, y, n); break;
     case PT_ACT_GELU_TANH: pt_gelu_tanh_ref(y, y, n); break;
+    case PT_ACT_SILU: pt_silu_ref(y, y, n); break;
     default: break;
     }
 }

@@ -81,7 +81,7 @@ static void test_shapes(const bpath *p) {
             for (int c = 0; c < NDIMS; c++, n++)
                 run_case(p, dims[a], dims[b], dims[c], n & 1, (n >> 1) & 1, n % 4,
                          1 + ((n / 5) & 1));
-    for (int act = 0; act < 4; act++)
+    for (int act = 0; act < 5; act++)                            /* every PT_ACT_*, SiLU too */
         run_case(p, 300, 520, 1029, 1, 1, act, 1 + (act & 1));   /* 3 K blocks, odd K */
     run_case(p, 481, 97, 600, 0, 1, PT_ACT_GELU, 2);             /* 2 A blocks */
     run_case(p, 5, 4200, 513, 1, 1, PT_ACT_RELU, 2);             /* > NC columns */
