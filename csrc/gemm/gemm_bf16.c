@@ -59,16 +59,6 @@ void pt_packed_bf16_free(pt_packed_bf16 *p) {
 uint16_t pt_bf16_from_float(float x) { return bf16_bits(x); }
 float pt_bf16_to_float(uint16_t h) { return bf16_value(h); }
 
-static void bact_ref(float *y, int64_t n, int act) {
-    switch (act) {
-    case PT_ACT_RELU: pt_relu_ref(y, y, n); break;
-    case PT_ACT_GELU: pt_gelu_ref(y, y, n); break;
-    case PT_ACT_GELU_TANH: pt_gelu_tanh_ref(y, y, n); break;
-    case PT_ACT_SILU: pt_silu_ref(y, y, n); break;
-    default: break;
-    }
-}
-
 void pt_bgemm_ref(float *C, int64_t ldc, const float *A, int64_t lda, const float *B,
                   int64_t ldb, int trans_b, int64_t M, int64_t N, int64_t K,
                   const float *bias, int act) {
@@ -81,7 +71,7 @@ void pt_bgemm_ref(float *C, int64_t ldc, const float *A, int64_t lda, const floa
             if (bias) s += bias[j];
             C[i * ldc + j] = (float)s;
         }
-        bact_ref(C + i * ldc, N, act);
+        pt_act_ref(C + i * ldc, N, act);
     }
 }
 #endif

@@ -36,9 +36,9 @@
  * TDPBF16PS reads subnormal bf16 inputs as zero and flushes subnormal
  * results, as VDPBF16PS does.
  */
-#define _GNU_SOURCE
 #include <immintrin.h>
 #include <string.h>
+#include "gemm/amx.h"
 #include "gemm/bf16.h"
 #include "gemm/gemm.h"
 #include "gemm/ukernel_f32.h"   /* apply_act: the epilogue of the fp32 GEMM */
@@ -57,24 +57,6 @@
 #define AKC 256                  /* pairs (512 k) per K block at most: 32 KiB of panel */
 #define ABLOCK (512 * 1024)      /* bytes of packed A per ic block, about */
 #define AMC_MAX 512              /* rows per ic block at most */
-
-/* The tile configuration: palette 1, every tile 16 rows x 64 bytes. */
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} amx_config;
-
-static void amx_configure(void) {
-    amx_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 8; t++) {
-        cfg.colsb[t] = 64;
-        cfg.rows[t] = 16;
-    }
-    _tile_loadconfig(&cfg);
-}
 
 /* Rows [0, mc) of A (row stride lda, K columns), rounded to bf16, as tiles:
  * group g of 16 rows, chunk q of 16 pairs at dst + (g*nq + q) tiles; rows
@@ -257,7 +239,7 @@ int pt_bgemm_packed_amx(float *C, int64_t ldc, const float *A, int64_t lda, int6
 #endif
         uint32_t *Ap = (uint32_t *)(buf + per * (size_t)t);
         float *S = (float *)(buf + per * (size_t)t + abytes), *stage = S + amc * 32;
-        amx_configure();
+        pt_amx_configure();
 #pragma omp for schedule(dynamic, 1)
         for (int64_t u = 0; u < nstrips; u++) {
             if (split_m) {

@@ -101,6 +101,40 @@ static inline pt_vf q_scales(const uint8_t *p) { return q_half(p); }
 /* Bytes of one packed block of QG rows (scales, then quants). */
 static inline int64_t q_packed_block(int qtype) { return (int64_t)QG * pt_q_block_bytes(qtype); }
 
+/* Vector v of a packed block's scales: d, and m for Q4_1 (zero otherwise). */
+PT_ALWAYS_INLINE void q_block_scales(const int T, const uint8_t *blk, int v, pt_vf *d, pt_vf *m) {
+    *d = q_scales(blk + 2 * PT_VL * v);
+    *m = T == PT_Q4_1 ? q_scales(blk + 2 * QG + 2 * PT_VL * v) : pt_vzero();
+}
+
+/* A Q4 byte's two weights, k = j (low nibble) and k = j + 16 (high), as ggml
+ * dequantizes them: (q - 8) * d exactly, or q * d + m rounded once. */
+PT_ALWAYS_INLINE void q4_weights(const int T, q_vi x, pt_vf d, pt_vf m, pt_vf *wl, pt_vf *wh) {
+    if (T == PT_Q4_0) {
+        *wl = pt_vmul(pt_vsub(q_lo(x), pt_vset1(8.0f)), d);
+        *wh = pt_vmul(pt_vsub(q_hi(x), pt_vset1(8.0f)), d);
+    } else {
+        *wl = QDEQ(q_lo(x), d, m);
+        *wh = QDEQ(q_hi(x), d, m);
+    }
+}
+
+_Static_assert(QACC == 4, "q_store sums four accumulators");
+
+/* One output vector: the QACC accumulators summed in their fixed tree, then
+ * bias and act, stored to the `live` columns of c (row n of W first). */
+PT_ALWAYS_INLINE void q_store(float *c, pt_vf a0, pt_vf a1, pt_vf a2, pt_vf a3, int64_t n,
+                              int64_t live, const float *bias, int act) {
+    pt_vf y = pt_vadd(pt_vadd(a0, a1), pt_vadd(a2, a3));
+    if (live >= PT_VL) {
+        if (bias) y = pt_vadd(y, pt_vload(bias + n));
+        pt_vstore(c, apply_act(y, act));
+    } else {
+        if (bias) y = pt_vadd(y, pt_vload_tail(bias + n, (size_t)live, 0.0f));
+        pt_vstore_tail(c, apply_act(y, act), (size_t)live);
+    }
+}
+
 /* NG consecutive groups of QG rows (from group g0) times R_ rows of A, over
  * all K; C rows ldc apart, columns from n0 = g0 * QG, nvalid of them. */
 PT_ALWAYS_INLINE void q_groups(const int T, const int R_, const int NG, float *C, int64_t ldc,
@@ -121,10 +155,7 @@ PT_ALWAYS_INLINE void q_groups(const int T, const int R_, const int NG, float *C
                 _mm_prefetch((const char *)blk + Q_PF * pb + l, _MM_HINT_T0);
 #endif
             pt_vf d[QGV], m[QGV];
-            for (int v = 0; v < QGV; v++) {
-                d[v] = q_scales(blk + 2 * PT_VL * v);
-                m[v] = T == PT_Q4_1 ? q_scales(blk + 2 * QG + 2 * PT_VL * v) : pt_vzero();
-            }
+            for (int v = 0; v < QGV; v++) q_block_scales(T, blk, v, &d[v], &m[v]);
             const uint8_t *qs = blk + (T == PT_Q4_1 ? 4 * QG : 2 * QG);
             if (T == PT_Q8_0) {
                 PT_Q_UNROLL
@@ -139,15 +170,8 @@ PT_ALWAYS_INLINE void q_groups(const int T, const int R_, const int NG, float *C
                 PT_Q_UNROLL
                 for (int j = 0; j < 16; j++)
                     for (int v = 0; v < QGV; v++) {
-                        q_vi x = q_u8(qs + j * QG + v * PT_VL);
                         pt_vf wl, wh;
-                        if (T == PT_Q4_0) {
-                            wl = pt_vmul(pt_vsub(q_lo(x), pt_vset1(8.0f)), d[v]);   /* exact */
-                            wh = pt_vmul(pt_vsub(q_hi(x), pt_vset1(8.0f)), d[v]);
-                        } else {
-                            wl = QDEQ(q_lo(x), d[v], m[v]);
-                            wh = QDEQ(q_hi(x), d[v], m[v]);
-                        }
+                        q4_weights(T, q_u8(qs + j * QG + v * PT_VL), d[v], m[v], &wl, &wh);
                         for (int r = 0; r < R_; r++) {
                             const float *a = A + r * lda + 32 * b;
                             pt_vf *s = &acc[r][g][v][j % QACC];
@@ -162,17 +186,9 @@ PT_ALWAYS_INLINE void q_groups(const int T, const int R_, const int NG, float *C
         for (int g = 0; g < NG; g++)
             for (int v = 0; v < QGV; v++) {
                 int64_t n = (g0 + g) * QG + v * PT_VL, live = nvalid - (n - g0 * QG);
-                if (live <= 0) continue;
-                pt_vf y = pt_vadd(pt_vadd(acc[r][g][v][0], acc[r][g][v][1]),
-                                  pt_vadd(acc[r][g][v][2], acc[r][g][v][3]));
-                float *c = C + r * ldc + n;
-                if (live >= PT_VL) {
-                    if (bias) y = pt_vadd(y, pt_vload(bias + n));
-                    pt_vstore(c, apply_act(y, act));
-                } else {
-                    if (bias) y = pt_vadd(y, pt_vload_tail(bias + n, (size_t)live, 0.0f));
-                    pt_vstore_tail(c, apply_act(y, act), (size_t)live);
-                }
+                if (live > 0)
+                    q_store(C + r * ldc + n, acc[r][g][v][0], acc[r][g][v][1], acc[r][g][v][2],
+                            acc[r][g][v][3], n, live, bias, act);
             }
 }
 
@@ -221,22 +237,15 @@ PT_ALWAYS_INLINE void q_group_rows(const int T, float *C, int64_t ldc, const flo
         const uint8_t *blk = P + g * nblk * pb + b * pb;
         const uint8_t *qs = blk + (T == PT_Q4_1 ? 4 * QG : 2 * QG);
         for (int v = 0; v < QGV; v++) {
-            pt_vf d = q_scales(blk + 2 * PT_VL * v);
-            pt_vf m = T == PT_Q4_1 ? q_scales(blk + 2 * QG + 2 * PT_VL * v) : pt_vzero();
+            pt_vf d, m;
+            q_block_scales(T, blk, v, &d, &m);
             if (T == PT_Q8_0) {
                 for (int k = 0; k < 32; k++)
                     pt_vstore(Wf + k * QG + v * PT_VL, pt_vmul(q_s8f(qs + k * QG + v * PT_VL), d));
             } else {
                 for (int j = 0; j < 16; j++) {
-                    q_vi x = q_u8(qs + j * QG + v * PT_VL);
                     pt_vf wl, wh;
-                    if (T == PT_Q4_0) {
-                        wl = pt_vmul(pt_vsub(q_lo(x), pt_vset1(8.0f)), d);
-                        wh = pt_vmul(pt_vsub(q_hi(x), pt_vset1(8.0f)), d);
-                    } else {
-                        wl = QDEQ(q_lo(x), d, m);
-                        wh = QDEQ(q_hi(x), d, m);
-                    }
+                    q4_weights(T, q_u8(qs + j * QG + v * PT_VL), d, m, &wl, &wh);
                     pt_vstore(Wf + j * QG + v * PT_VL, wl);
                     pt_vstore(Wf + (j + 16) * QG + v * PT_VL, wh);
                 }
@@ -258,18 +267,10 @@ PT_ALWAYS_INLINE void q_group_rows(const int T, float *C, int64_t ldc, const flo
     for (int64_t r = 0; r < M; r++)
         for (int v = 0; v < QGV; v++) {
             int64_t n = g * QG + v * PT_VL, live = nvalid - v * PT_VL;
-            if (live <= 0) continue;
             const float *sr = S + r * QACC * QG + v * PT_VL;
-            pt_vf y = pt_vadd(pt_vadd(pt_vload(sr), pt_vload(sr + QG)),
-                              pt_vadd(pt_vload(sr + 2 * QG), pt_vload(sr + 3 * QG)));
-            float *c = C + r * ldc + n;
-            if (live >= PT_VL) {
-                if (bias) y = pt_vadd(y, pt_vload(bias + n));
-                pt_vstore(c, apply_act(y, act));
-            } else {
-                if (bias) y = pt_vadd(y, pt_vload_tail(bias + n, (size_t)live, 0.0f));
-                pt_vstore_tail(c, apply_act(y, act), (size_t)live);
-            }
+            if (live > 0)
+                q_store(C + r * ldc + n, pt_vload(sr), pt_vload(sr + QG), pt_vload(sr + 2 * QG),
+                        pt_vload(sr + 3 * QG), n, live, bias, act);
         }
 }
 
@@ -413,14 +414,7 @@ int pt_qgemm_ref(float *C, int64_t ldc, const float *A, int64_t lda, int64_t M,
             if (bias) s += bias[n];
             C[i * ldc + n] = (float)s;
         }
-        float *c = C + i * ldc;
-        switch (act) {
-        case PT_ACT_RELU: pt_relu_ref(c, c, N); break;
-        case PT_ACT_GELU: pt_gelu_ref(c, c, N); break;
-        case PT_ACT_GELU_TANH: pt_gelu_tanh_ref(c, c, N); break;
-        case PT_ACT_SILU: pt_silu_ref(c, c, N); break;
-        default: break;
-        }
+        pt_act_ref(C + i * ldc, N, act);
     }
     return PT_OK;
 }

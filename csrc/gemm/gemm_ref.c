@@ -1,21 +1,10 @@
 /* gemm_ref.c -- the naive twin of pt_sgemm, trusted by the tests: a triple
- * loop with a double accumulator, the epilogue by the activation twins. */
+ * loop with a double accumulator, the epilogue by the activation twins
+ * (pt_act_ref). */
 #include "gemm/gemm.h"
 #include "rowwise/activation.h"
 
 #if PT_ISA == PT_ISA_SCALAR
-/* The activation of a finished row of C, by the activation twins: each
- * formula is written once. */
-static void act_ref(float *y, int64_t n, int act) {
-    switch (act) {
-    case PT_ACT_RELU: pt_relu_ref(y, y, n); break;
-    case PT_ACT_GELU: pt_gelu_ref(y, y, n); break;
-    case PT_ACT_GELU_TANH: pt_gelu_tanh_ref(y, y, n); break;
-    case PT_ACT_SILU: pt_silu_ref(y, y, n); break;
-    default: break;
-    }
-}
-
 void pt_sgemm_ref(float *C, int64_t ldc, const float *A, int64_t lda, int trans_a,
                   const float *B, int64_t ldb, int trans_b, int64_t M, int64_t N, int64_t K,
                   const float *bias, int act) {
@@ -28,7 +17,7 @@ void pt_sgemm_ref(float *C, int64_t ldc, const float *A, int64_t lda, int trans_
             if (bias) s += bias[j];
             C[i * ldc + j] = (float)s;
         }
-        act_ref(C + i * ldc, N, act);
+        pt_act_ref(C + i * ldc, N, act);
     }
 }
 #endif

@@ -51,4 +51,14 @@ void pt_silu_ref(float *y, const float *x, int64_t n) {
         y[i] = (float)(v / (1.0 + exp(-v)));
     }
 }
+
+void pt_act_ref(float *y, int64_t n, int act) {
+    switch (act) {
+    case PT_ACT_RELU: pt_relu_ref(y, y, n); break;
+    case PT_ACT_GELU: pt_gelu_ref(y, y, n); break;
+    case PT_ACT_GELU_TANH: pt_gelu_tanh_ref(y, y, n); break;
+    case PT_ACT_SILU: pt_silu_ref(y, y, n); break;
+    default: break;
+    }
+}
 #endif

@@ -22,5 +22,8 @@ void pt_relu_ref(float *y, const float *x, int64_t n);
 void pt_gelu_ref(float *y, const float *x, int64_t n);
 void pt_gelu_tanh_ref(float *y, const float *x, int64_t n);
 void pt_silu_ref(float *y, const float *x, int64_t n);
+/* y[0 .. n) = act(y) in place by the twin of PT_ACT_* `act` (NONE: as is):
+ * the epilogue of every GEMM twin. */
+void pt_act_ref(float *y, int64_t n, int act);
 
 #endif

@@ -3,9 +3,8 @@
  * core.  Built once with -mamx-tile -mamx-bf16 (setup.py), called only where
  * pt_bgemm_packed_amx() (cpu.c) is not NULL: the OS has granted the tiles. */
 #define _POSIX_C_SOURCE 200809L
-#include <immintrin.h>
-#include <string.h>
 #include <time.h>
+#include "gemm/amx.h"
 #include "runtime/peak.h"
 
 #if !defined(__AMX_BF16__) || !defined(__AMX_TILE__)
@@ -19,18 +18,7 @@ static double now_seconds(void) {
 }
 
 static float tile_loop(int64_t iters) {
-    struct {
-        uint8_t palette, start_row, reserved[14];
-        uint16_t colsb[16];
-        uint8_t rows[16];
-    } cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 8; t++) {
-        cfg.colsb[t] = 64;
-        cfg.rows[t] = 16;
-    }
-    _tile_loadconfig(&cfg);
+    pt_amx_configure();
     /* bf16 pairs of 2^-10 each: products stay far from overflow and subnormals */
     static const uint32_t src[256] __attribute__((aligned(64))) = {[0 ... 255] = 0x3a803a80u};
     float out[256] __attribute__((aligned(64)));
