@@ -51,10 +51,16 @@ BF16_DOT_SOURCES = ["csrc/gemm/gemm_bf16_dot.c", "csrc/runtime/peak_bf16.c"]
 BF16_DOT_FLAGS = ["-mavx512bf16"]
 # compiled once, on the avx512 path with the AMX flags: TDPBF16PS tiles
 # (cpu.c hands them out only where CPUID says AMX-BF16 and Linux grants them)
-AMX_SOURCES = ["csrc/gemm/gemm_bf16_amx.c", "csrc/runtime/peak_amx.c"]
-AMX_FLAGS = ["-mamx-tile", "-mamx-bf16"]
+# and the int8 tiles (TDPBSSD; where the CPU has AMX-INT8): built only with
+# the VNNI kernel, which they use for a few rows
+AMX_SOURCES = ["csrc/gemm/gemm_bf16_amx.c", "csrc/gemm/gemm_i8_amx.c", "csrc/runtime/peak_amx.c"]
+AMX_FLAGS = ["-mamx-tile", "-mamx-bf16", "-mamx-int8"]
+# compiled once, on the avx512 path with -mavx512vnni: the int8 GEMM on
+# VPDPBUSD (cpu.c hands it out only where CPUID reports AVX512_VNNI)
+VNNI_SOURCES = ["csrc/gemm/gemm_i8_vnni.c", "csrc/runtime/peak_vnni.c"]
+VNNI_FLAGS = ["-mavx512vnni"]
 KERNEL_SOURCES = [p for p in _csrc("*.c")
-                  if p not in RUNTIME_SOURCES + BF16_DOT_SOURCES + AMX_SOURCES]
+                  if p not in RUNTIME_SOURCES + BF16_DOT_SOURCES + AMX_SOURCES + VNNI_SOURCES]
 ALL_CSRC = _csrc("*.[ch]") + _csrc("*.def")
 
 
@@ -147,12 +153,28 @@ class BuildExt(build_ext):
                 return False
         return True
 
+    def _compiles_vnni(self):
+        """Whether the compiler knows -mavx512vnni (GCC 8+, clang 6+)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "vnni.c")
+            with open(src, "w") as f:
+                f.write("#include <immintrin.h>\n__m512i f(__m512i a)"
+                        "{return _mm512_dpbusd_epi32(a, a, a);}\n")
+            try:
+                self.compiler.compile([src], output_dir=tmp,
+                                      extra_postargs=["-mavx512f"] + VNNI_FLAGS)
+            except Exception:
+                return False
+        return True
+
     def _compiles_amx(self):
-        """Whether the compiler knows -mamx-tile -mamx-bf16 (GCC 11+, clang 12+)."""
+        """Whether the compiler knows -mamx-tile -mamx-bf16 -mamx-int8 (GCC 11+,
+        clang 12+)."""
         with tempfile.TemporaryDirectory() as tmp:
             src = os.path.join(tmp, "amx.c")
             with open(src, "w") as f:
-                f.write("#include <immintrin.h>\nvoid f(void){_tile_dpbf16ps(0, 1, 2);}\n")
+                f.write("#include <immintrin.h>\nvoid f(void){_tile_dpbf16ps(0, 1, 2);"
+                        "_tile_dpbssd(0, 1, 2);}\n")
             try:
                 self.compiler.compile([src], output_dir=tmp, extra_postargs=AMX_FLAGS)
             except Exception:
@@ -181,7 +203,17 @@ class BuildExt(build_ext):
                 extra_postargs=CFLAGS + dict((n, f) for n, _, f in ISA_PATHS)["avx512"] +
                 BF16_DOT_FLAGS + omp,
             )
-        amx = X86 and self._compiles_amx()
+        vnni = X86 and self._compiles_vnni()
+        if vnni:
+            objects += self.compiler.compile(
+                VNNI_SOURCES,
+                output_dir=os.path.join(self.build_temp, "isa_avx512_vnni"),
+                macros=[("PT_ISA", "2")],
+                include_dirs=["csrc"],
+                extra_postargs=CFLAGS + dict((n, f) for n, _, f in ISA_PATHS)["avx512"] +
+                VNNI_FLAGS + omp,
+            )
+        amx = vnni and self._compiles_amx()
         if amx:
             objects += self.compiler.compile(
                 AMX_SOURCES,
@@ -197,6 +229,7 @@ class BuildExt(build_ext):
         ext.define_macros = [("PT_HAVE_X86", "1" if X86 else "0"),
                              ("PT_HAVE_OPENMP", "1" if omp else "0"),
                              ("PT_HAVE_BF16_DOT", "1" if bf16_dot else "0"),
+                             ("PT_HAVE_VNNI", "1" if vnni else "0"),
                              ("PT_HAVE_AMX", "1" if amx else "0"),
                              ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
         super().build_extension(ext)
@@ -212,6 +245,7 @@ extensions = cythonize(
                             "pytransformer/_kernels_gemm.pxi",
                             "pytransformer/_kernels_decoder.pxi",
                             "pytransformer/_kernels_bf16.pxi",
+                            "pytransformer/_kernels_int8.pxi",
                             "pytransformer/_kernels_quant.pxi"],
     )],
     compiler_directives={

@@ -1,5 +1,5 @@
 """Sentence embeddings with all-MiniLM-L6-v2 (BERT, 6 layers, 384 wide) on CPU:
-pytransformer.SentenceEncoder beside sentence-transformers (torch float32) and
+pytransformer.SentenceEncoder (float32 and int8) beside sentence-transformers (torch float32) and
 CTranslate2's Encoder (float32 and int8, converted from the same directory),
 in the same process, at 1 and 2 threads.
 
@@ -112,6 +112,7 @@ def main():
     import torch
     from sentence_transformers import SentenceTransformer
     ours = pytransformer.SentenceEncoder(path)
+    ours8 = pytransformer.SentenceEncoder(path, compute_type="int8")
     theirs = SentenceTransformer(path, device="cpu")
     tokens = sum(len(t) for t in ours.tokenize(texts))
     notes = []
@@ -137,6 +138,7 @@ def main():
         pytransformer.set_num_threads(threads)
         torch.set_num_threads(threads)
         peers = {"pytransformer float32": lambda t: ours.encode(t, batch_size=args.batch_size),
+                 "pytransformer int8": lambda t: ours8.encode(t, batch_size=args.batch_size),
                  "sentence-transformers (torch float32)":
                      lambda t: theirs.encode(t, batch_size=args.batch_size)}
         if ctranslate2 is not None:

@@ -4,8 +4,8 @@ pytransformer.nn.Transformer beside torch.nn.Transformer with the same weights
 
 Measured: encoder tokens/s at batch x length 1x128, 8x128 and 1x512, and the
 full encoder-decoder forward (causal target mask) in tokens/s of source plus
-target; and the encoder at 8x128 on one thread in bfloat16
-(``model.to("bfloat16")``) beside torch under bf16 autocast.  Each figure is the median of several timed calls after warm-up.
+target; and the encoder at 8x128 on one thread in bfloat16 and in int8
+(``model.to(...)``) beside torch under bf16 autocast.  Each figure is the median of several timed calls after warm-up.
 Prints a table and writes bench/results/bench_model.json.
 
     python bench/bench_model.py            # the full run
@@ -67,26 +67,28 @@ def main():
                                  threads=threads, tokens=B * (S + L), pytransformer_s=t_ours,
                                  torch_s=t_torch))
         if 1 in args.threads:
-            # compute_type bfloat16 beside torch's bf16 autocast, one thread
+            # compute types bfloat16 and int8 beside torch's bf16 autocast (its
+            # fastest path on a CPU with AMX or AVX512_BF16), one thread
             set_threads(1)
             B, S = 8, 128
             x = rng.standard_normal((B, S, 512)).astype(np.float32)
             xt = torch.from_numpy(x)
-            ours.to("bfloat16")
 
             def torch_bf16():
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     return theirs.encoder(xt)
-            t_ours = median_time(lambda: ours.encoder(x), repeats, warmup)
-            t_torch = median_time(torch_bf16, repeats, warmup)
             ref = theirs.encoder(xt).numpy()
-            err_ours = float(np.abs(ours.encoder(x) - ref).max())
+            t_torch = median_time(torch_bf16, repeats, warmup)
             err_torch = float(np.abs(torch_bf16().float().numpy() - ref).max())
-            ours.to("float32")
-            rows.append(dict(what="enc-bf16", batch=B, src_len=S, tgt_len=0, threads=1,
-                             tokens=B * S, pytransformer_s=t_ours, torch_s=t_torch,
-                             bf16_kernel=pytransformer.cpu_info()["compute_paths"]["bfloat16"],
-                             max_err_vs_fp32_ours=err_ours, max_err_vs_fp32_torch=err_torch))
+            for ct, tag in (("bfloat16", "enc-bf16"), ("int8", "enc-int8")):
+                ours.to(ct)
+                t_ours = median_time(lambda: ours.encoder(x), repeats, warmup)
+                err_ours = float(np.abs(ours.encoder(x) - ref).max())
+                ours.to("float32")
+                rows.append(dict(what=tag, batch=B, src_len=S, tgt_len=0, threads=1,
+                                 tokens=B * S, pytransformer_s=t_ours, torch_s=t_torch,
+                                 kernel=pytransformer.cpu_info()["compute_paths"][ct],
+                                 max_err_vs_fp32_ours=err_ours, max_err_vs_fp32_torch=err_torch))
     for r in rows:
         r["pytransformer_tok_s"] = r["tokens"] / r["pytransformer_s"]
         r["torch_tok_s"] = r["tokens"] / r["torch_s"]
@@ -105,13 +107,14 @@ def main():
               f"{r['threads']:>3} {r['pytransformer_tok_s']:>10.0f} {r['torch_tok_s']:>11.0f} "
               f"{r['speedup_vs_torch']:>8.2f}")
     for r in rows:
-        if r["what"] == "enc-bf16":
+        if r["what"] in ("enc-bf16", "enc-int8"):
             f32 = [q for q in rows if q["what"] == "encoder" and q["batch"] == r["batch"]
                    and q["src_len"] == r["src_len"] and q["threads"] == 1]
-            print(f"enc-bf16: pytransformer bfloat16 ({r['bf16_kernel']}) vs torch bf16 "
+            ct = "bfloat16" if r["what"] == "enc-bf16" else "int8"
+            print(f"{r['what']}: pytransformer {ct} ({r['kernel']}) vs torch bf16 "
                   f"autocast; max |err| vs torch float32: ours {r['max_err_vs_fp32_ours']:.2e}, "
                   f"torch {r['max_err_vs_fp32_torch']:.2e}"
-                  + (f"; ours bf16 / ours float32 = "
+                  + (f"; ours {ct} / ours float32 = "
                      f"{r['pytransformer_tok_s'] / f32[0]['pytransformer_tok_s']:.2f}x"
                      if f32 else ""))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

@@ -18,6 +18,9 @@ What it measures (every figure a ratio taken in this same process run):
   our float32 GEMM and torch's bf16 matmul: GFLOP/s, each as a fraction of
   its instruction's peak calibrated in the same rounds (the FMA loop for
   float32, the VDPBF16PS loop for bf16 where the CPU has AVX512_BF16);
+* the int8 GEMM (compute_type="int8") at 1024^3 on one thread, beside
+  torch's int8 x int8 -> int32 matmul (torch._int_mm): GOP/s against the
+  VPDPBUSD or TDPBSSD loop's peak;
 * softmax, layer norm, RMS norm, rotary embedding and SiLU-and-multiply GB/s
   (bytes read + written) beside torch, at Transformer and SmolLM2-135M sizes
   (rope's torch peer with its cos/sin precomputed, as a model shares them
@@ -52,6 +55,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 import pytransformer  # noqa: E402
 from pytransformer import _kernels, ops  # noqa: E402
 from pytransformer.benchmarks import timings  # noqa: E402
+
+from lowp_gemm import bf16_row, int8_row, print_bf16, print_int8  # noqa: E402
 
 
 def log(*a):
@@ -186,70 +191,6 @@ def gemm_row(name, M, N, K, nt, repeats, rng, torch, blas_ok, packed_too=False):
     return row
 
 
-def bf16_row(n, nt, repeats, rng, torch):
-    """C = A . W^T at n^3: our bf16 GEMM (packed weight, the bf16 kernel in
-    use), our float32 GEMM (packed weight) and torch's bf16 matmul, each
-    against its own instruction's peak sampled between the rounds."""
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    w = rng.standard_normal((n, n), dtype=np.float32) / np.float32(np.sqrt(n))
-    ta, tw = torch.from_numpy(a), torch.from_numpy(w)
-    ta16, tw16 = ta.bfloat16(), tw.bfloat16()
-    p32, p16 = ops.pack_weight(w), ops.pack_weight(w, "bfloat16")
-    fns = {"pt_f32": lambda: ops.linear(a, p32), "pt_bf16": lambda: ops.linear(a, p16),
-           "torch_bf16": lambda: torch.matmul(ta16, tw16.T)}
-    dot = "avx512_bf16" in _kernels.available_bf16_paths()
-    amx = _kernels.get_bf16_path() == "amx_bf16"
-    peaks = {"fma": [], "dot": [], "amx": []}
-
-    def sample():
-        peaks["fma"].append(_kernels.fma_peak_gflops(nt, 2_500_000))
-        if dot:
-            peaks["dot"].append(_kernels.bf16_dot_peak_gflops(nt, 1_250_000))
-        if amx:
-            peaks["amx"].append(_kernels.amx_bf16_peak_gflops(nt, 200_000))
-
-    samples = timings(fns, repeats, warmup=1, min_time=0.02, before_round=sample)
-    flops = 2.0 * n ** 3
-    ref = (ta16.double() @ tw16.double().T).numpy()
-    row = {"name": "bf16", "M": n, "N": n, "K": n, "threads": nt,
-           "bf16_kernel": _kernels.get_bf16_path(),
-           "fma_peak_gflops": float(np.median(peaks["fma"])),
-           "dot_peak_gflops": float(np.median(peaks["dot"])) if dot else None,
-           "amx_peak_gflops": float(np.median(peaks["amx"])) if amx else None,
-           "pt_bf16_err": max_err(ops.linear(a, p16), ref),
-           "torch_bf16_err": max_err(torch.matmul(ta16, tw16.T).float(), ref)}
-    for k, v in samples.items():
-        row[k + "_gflops"] = flops / float(np.median(v)) * 1e-9
-    row["pt_f32_frac_peak"] = row["pt_f32_gflops"] / row["fma_peak_gflops"]
-    # the peak of the instruction our bf16 kernel runs
-    bf16_peak = row["amx_peak_gflops"] or row["dot_peak_gflops"] or row["fma_peak_gflops"]
-    row["pt_bf16_frac_peak"] = row["pt_bf16_gflops"] / bf16_peak
-    row["torch_bf16_frac_peak"] = row["torch_bf16_gflops"] / bf16_peak
-    row["bf16_vs_f32"] = row["pt_bf16_gflops"] / row["pt_f32_gflops"]
-    row["bf16_vs_torch_bf16"] = row["pt_bf16_gflops"] / row["torch_bf16_gflops"]
-    return row
-
-
-def print_bf16(r):
-    peak = ("TDPBF16PS" if r["amx_peak_gflops"] else "VDPBF16PS" if r["dot_peak_gflops"]
-            else "FMA")
-    print(f"## bf16 GEMM {r['M']}^3, {r['threads']} thread (kernel {r['bf16_kernel']}; "
-          f"peaks sampled between rounds: FMA {r['fma_peak_gflops']:.0f}"
-          + (f", VDPBF16PS {r['dot_peak_gflops']:.0f}" if r["dot_peak_gflops"] else "")
-          + (f", TDPBF16PS {r['amx_peak_gflops']:.0f}" if r["amx_peak_gflops"] else "")
-          + " GFLOP/s)")
-    print(f"{'candidate':<24}{'GFLOP/s':>9}{'of peak':>9}  peak")
-    print(f"{'pytransformer float32':<24}{r['pt_f32_gflops']:>9.1f}"
-          f"{100 * r['pt_f32_frac_peak']:>8.0f}%  FMA")
-    print(f"{'pytransformer bfloat16':<24}{r['pt_bf16_gflops']:>9.1f}"
-          f"{100 * r['pt_bf16_frac_peak']:>8.0f}%  {peak}")
-    print(f"{'torch bfloat16 matmul':<24}{r['torch_bf16_gflops']:>9.1f}"
-          f"{100 * r['torch_bf16_frac_peak']:>8.0f}%  {peak}")
-    print(f"# bf16 / float32 (ours) = {r['bf16_vs_f32']:.2f}x; ours / torch bf16 = "
-          f"{r['bf16_vs_torch_bf16']:.2f}x; max err vs float64 of the bf16 operands: ours "
-          f"{r['pt_bf16_err']:.1e}, torch {r['torch_bf16_err']:.1e}")
-
-
 def rope_peer(torch, x, pos, base=10000.0):
     """torch's rotary embedding on x (B, T, H, D) as transformers applies it
     (x*cos + rotate_half(x)*sin), with cos/sin computed once beforehand -- as
@@ -357,6 +298,9 @@ def print_tables(res):
     if res.get("bf16"):
         print()
         print_bf16(res["bf16"])
+    if res.get("int8"):
+        print()
+        print_int8(res["int8"])
     s = res.get("scaling")
     if s:
         print()
@@ -418,7 +362,7 @@ def main(argv=None):
                    help="only the vocabulary-projection rows (K 512, N 32000, M 1-32): "
                         "a 65 MB weight streamed from memory by a few rows")
     p.add_argument("--bf16-only", action="store_true",
-                   help="only the bf16 GEMM row (1024^3, one thread)")
+                   help="only the bf16 and int8 GEMM rows (1024^3, one thread)")
     args = p.parse_args(argv)
 
     import torch
@@ -468,8 +412,12 @@ def main(argv=None):
     pytransformer.set_num_threads(1)
     torch.set_num_threads(1)
     res["bf16"] = bf16_row(1024, 1, max(repeats, 5), rng, torch)
+    log("int8 GEMM 1024^3, 1 thread")
+    res["int8"] = int8_row(1024, 1, max(repeats, 5), rng, torch)
     if args.bf16_only:
         print_bf16(res["bf16"])
+        print()
+        print_int8(res["int8"])
         return
 
     for nt in threads:

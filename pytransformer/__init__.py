@@ -57,10 +57,12 @@ def cpu_info():
     amx_os_enabled from CPUID and XCR0; amx_granted: Linux gave this process
     the tile data) and
     ``compute_paths`` (the kernel each compute type runs, e.g.
-    ``{"float32": "avx512", "bfloat16": "amx_bf16"}``; a bfloat16 path
-    named after a kernel path is that path's bf16 -> fp32 conversion kernel).
+    ``{"float32": "avx512", "bfloat16": "amx_bf16", "int8": "amx_int8"}``;
+    a bfloat16 path named after a kernel path is that path's bf16 -> fp32
+    conversion kernel, an int8 one its plain-C kernel).
     ``PYTRANSFORMER_ISA`` forces a path, ``PYTRANSFORMER_BF16=amx_bf16 | avx512_bf16 |
-    convert`` the bf16 kernel; forcing one the CPU lacks is a RuntimeError.
+    convert`` the bf16 kernel, ``PYTRANSFORMER_INT8=amx_int8 | avx512_vnni |
+    generic`` the int8 kernel; forcing one the CPU lacks is a RuntimeError.
     """
     return {
         "isa": _kernels.get_isa(),
@@ -68,7 +70,8 @@ def cpu_info():
         "threads": _kernels.get_num_threads(),
         "openmp": _kernels.has_openmp(),
         "features": _kernels.cpu_features(),
-        "compute_paths": {"float32": _kernels.get_isa(), "bfloat16": _kernels.get_bf16_path()},
+        "compute_paths": {"float32": _kernels.get_isa(), "bfloat16": _kernels.get_bf16_path(),
+                          "int8": _kernels.get_int8_path()},
     }
 
 

@@ -409,9 +409,10 @@ def attention(q, k, v, q_index, k_index, v_index, float scale, mask=None,
 include "_kernels_decoder.pxi"
 
 
-# ------------------------------------------------------ bfloat16 compute --
+# --------------------------------------------- bfloat16 and int8 compute --
 
 include "_kernels_bf16.pxi"
+include "_kernels_int8.pxi"
 include "_kernels_quant.pxi"
 
 

@@ -83,6 +83,36 @@ def bf16_matmul_tol(a_abs_b_abs, K, scale):
     return 2.01 * BF16_UNIT * a_abs_b_abs + matmul_tol(K, scale)
 
 
+# int8 (compute_type="int8").  Each row of A and each output channel of W
+# is quantized symmetrically: scale = amax / 127, q = round(x / scale), so
+# |x - scale * q| <= scale / 2 = amax / 254 per element.  The integer sums
+# are exact; what is left is the dequantization, three float32 roundings.
+# - against torch doing the same quantization (torch.round, ties to even) and
+#   the same float32 steps, the result is the same BITS (no tolerance), with
+#   no activation or ReLU; GELU and SiLU are the paths' own within 4e-6;
+# - against the float32 oracle on the unquantized operands, for row a and
+#   channel w: |a.w - deq| <= da * sum|w| + dw * sum|a| + K da dw, with
+#   da = amax(a) / 254, dw = amax(w) / 254 (int8_matmul_tol), plus matmul_tol.
+# Whole models: the demo's greedy exact match >= INT8_DEMO_EXACT_MATCH on
+# 1,000 fresh dates, all-MiniLM-L6-v2's embeddings cosine >=
+# INT8_EMBED_COSINE to sentence-transformers' float32 ones (the precision
+# issue's bounds; per-row 8-bit activations err ~1e-2 relative per product,
+# averaging to ~1e-3 per vector over 384 .. 1536 terms).
+INT8_DEMO_EXACT_MATCH = 0.995
+INT8_EMBED_COSINE = 0.995
+
+
+def int8_matmul_tol(a, w):
+    """Elementwise bound (M, N) of the int8 GEMM of a (M, K) and w (N, K)
+    against float32 on the unquantized operands (float64 arrays)."""
+    da = np.abs(a).max(axis=1, initial=0.0)[:, None] / 254.0
+    dw = np.abs(w).max(axis=1, initial=0.0)[None, :] / 254.0
+    K = a.shape[1]
+    return (da * np.abs(w).sum(axis=1)[None, :] + dw * np.abs(a).sum(axis=1)[:, None] +
+            K * da * dw) * (1 + 1e-5) + matmul_tol(K, float((np.abs(a) @ np.abs(w).T).max(
+                initial=0.0)))
+
+
 def attention_tol(E, S, score_max, v_max):
     """Absolute tolerance for scaled dot-product attention against torch.
 
@@ -142,6 +172,20 @@ def bf16_path(request):
     _kernels.set_bf16_path(request.param)
     yield request.param
     _kernels.set_bf16_path(before)
+
+
+INT8_PATHS = _kernels.available_int8_paths()
+
+
+@pytest.fixture(params=INT8_PATHS)
+def int8_path(request):
+    """Run a test on every int8 kernel this CPU has: 'generic' (each path's
+    plain-C kernel), 'avx512_vnni' (VPDPBUSD) and 'amx_int8' (AMX tiles)
+    where present."""
+    before = _kernels.get_int8_setting()
+    _kernels.set_int8_path(request.param)
+    yield request.param
+    _kernels.set_int8_path(before)
 
 
 @pytest.fixture(params=[1, 2])

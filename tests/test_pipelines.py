@@ -117,19 +117,21 @@ def test_batch_invariance_bit_for_bit(minilm):
         pytransformer.set_num_threads(before)
 
 
-def test_minilm_bfloat16(minilm, minilm_path):
-    """compute_type="bfloat16" against sentence-transformers' float32 on the
-    same sentences: cosine >= BF16_EMBED_COSINE each (bound: conftest.py);
-    still bit for bit alone and in batches."""
-    from conftest import BF16_EMBED_COSINE
+@pytest.mark.parametrize("compute_type", ["bfloat16", "int8"])
+def test_minilm_bfloat16_and_int8(minilm, minilm_path, compute_type):
+    """compute_type="bfloat16" / "int8" against sentence-transformers' float32
+    on the same sentences: cosine >= BF16_EMBED_COSINE / INT8_EMBED_COSINE
+    each (bounds: conftest.py); still bit for bit alone and in batches."""
+    from conftest import BF16_EMBED_COSINE, INT8_EMBED_COSINE
+    bound = {"bfloat16": BF16_EMBED_COSINE, "int8": INT8_EMBED_COSINE}[compute_type]
     _, theirs = minilm
-    ours = SentenceEncoder(minilm_path, compute_type="bfloat16")
+    ours = SentenceEncoder(minilm_path, compute_type=compute_type)
     texts = sentences()
     a = ours.encode(texts)
     b = theirs.encode(texts, convert_to_numpy=True)
     cos = cosines(a, b)
     worst = int(np.argmin(cos))
-    assert cos.min() >= BF16_EMBED_COSINE, f"cosine {cos.min():.6f} for {texts[worst]!r:.80}"
+    assert cos.min() >= bound, f"cosine {cos.min():.6f} for {texts[worst]!r:.80}"
     few = texts[::9]
     alone = np.stack([ours.encode(t) for t in few])
     np.testing.assert_array_equal(ours.encode(few, batch_size=7), alone)

@@ -10,7 +10,12 @@
 #ifndef PT_HAVE_BF16_DOT
 #define PT_HAVE_BF16_DOT 0
 #endif
-/* 1 when gemm_bf16_amx.c and peak_amx.c are built (x86 with -mamx-bf16) */
+/* 1 when gemm_i8_vnni.c is built (x86 with -mavx512vnni) */
+#ifndef PT_HAVE_VNNI
+#define PT_HAVE_VNNI 0
+#endif
+/* 1 when gemm_bf16_amx.c, gemm_i8_amx.c and peak_amx.c are built (x86 with
+ * -mamx-bf16 -mamx-int8) */
 #ifndef PT_HAVE_AMX
 #define PT_HAVE_AMX 0
 #endif
@@ -152,6 +157,22 @@ pt_bgemm_packed_fn pt_bgemm_packed_amx_fn(void) {
 #if PT_HAVE_X86 && PT_HAVE_AMX
     if (pt_cpu_supports(PT_ISA_AVX512) && pt_cpu_has(PT_FEAT_AMX_BF16) && pt_cpu_amx_granted())
         return pt_bgemm_packed_amx;
+#endif
+    return NULL;
+}
+
+pt_igemm_packed_fn pt_igemm_packed_vnni_fn(void) {
+#if PT_HAVE_X86 && PT_HAVE_VNNI
+    if (pt_cpu_supports(PT_ISA_AVX512) && pt_cpu_has(PT_FEAT_AVX512_VNNI))
+        return pt_igemm_packed_vnni;
+#endif
+    return NULL;
+}
+
+pt_igemm_packed_fn pt_igemm_packed_amx_fn(void) {
+#if PT_HAVE_X86 && PT_HAVE_AMX && PT_HAVE_VNNI
+    if (pt_igemm_packed_vnni_fn() && pt_cpu_has(PT_FEAT_AMX_INT8) && pt_cpu_amx_granted())
+        return pt_igemm_packed_amx;
 #endif
     return NULL;
 }

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include "attention/attention.h"
 #include "gemm/gemm.h"
+#include "gemm/gemm_i8.h"
 #include "gemm/gemm_q.h"
 #include "rowwise/activation.h"
 #include "rowwise/layernorm.h"
@@ -63,5 +64,16 @@ int pt_cpu_amx_granted(void);
  * CPU has AMX-BF16 and pt_cpu_amx_granted(), else NULL.  It
  * takes operands packed by the avx512 table's bgemm_pack_b. */
 pt_bgemm_packed_fn pt_bgemm_packed_amx_fn(void);
+
+/* The int8 GEMM on VPDPBUSD (gemm_i8_vnni.c) when this build has it and
+ * pt_cpu_has(PT_FEAT_AVX512_VNNI), else NULL; on AMX tiles (gemm_i8_amx.c)
+ * when the build has it, the CPU has AMX-INT8 and AVX512_VNNI and
+ * pt_cpu_amx_granted(), else NULL.  Operands as pt_igemm_pack_b packs them
+ * (one layout for every path). */
+typedef int (*pt_igemm_packed_fn)(float *C, int64_t ldc, const float *A, int64_t lda, int64_t M,
+                                  const pt_packed_i8 *B, const float *bias, int act,
+                                  int nthreads);
+pt_igemm_packed_fn pt_igemm_packed_vnni_fn(void);
+pt_igemm_packed_fn pt_igemm_packed_amx_fn(void);
 
 #endif

@@ -20,5 +20,11 @@ double pt_bf16_dot_peak_gflops(int nthreads, int64_t iters);
  * 32 products each, multiply-add), in runtime/peak_amx.c, built only with
  * -mamx-bf16: call it only where pt_bgemm_packed_amx() is not NULL. */
 double pt_amx_bf16_peak_gflops(int nthreads, int64_t iters);
+/* The same with TDPBSSD (64 int8 products per output, GOP/s); only where
+ * pt_igemm_packed_amx_fn() is not NULL. */
+double pt_amx_int8_peak_gops(int nthreads, int64_t iters);
+/* VPDPBUSD on zmm (64 int8 products per instruction, GOP/s), in
+ * gemm_i8_vnni.c: only where pt_igemm_packed_vnni_fn() is not NULL. */
+double pt_vnni_peak_gops(int nthreads, int64_t iters);
 
 #endif

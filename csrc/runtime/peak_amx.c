@@ -1,14 +1,15 @@
-/* peak_amx.c -- a calibration loop of independent TDPBF16PS on four
- * accumulator tiles: the ceiling of gemm_bf16_amx.c's instruction on this
- * core.  Built once with -mamx-tile -mamx-bf16 (setup.py), called only where
- * pt_bgemm_packed_amx() (cpu.c) is not NULL: the OS has granted the tiles. */
+/* peak_amx.c -- calibration loops of independent TDPBF16PS (or TDPBSSD) on
+ * four accumulator tiles: the ceiling of gemm_bf16_amx.c's (gemm_i8_amx.c's)
+ * instruction on this core.  Built once with the AMX flags (setup.py),
+ * called only where pt_bgemm_packed_amx_fn() (pt_igemm_packed_amx_fn()) is
+ * not NULL: the OS has granted the tiles. */
 #define _POSIX_C_SOURCE 200809L
 #include <time.h>
 #include "gemm/amx.h"
 #include "runtime/peak.h"
 
-#if !defined(__AMX_BF16__) || !defined(__AMX_TILE__)
-#error "peak_amx.c is built with -mamx-tile -mamx-bf16 only"
+#if !defined(__AMX_BF16__) || !defined(__AMX_TILE__) || !defined(__AMX_INT8__)
+#error "peak_amx.c is built with -mamx-tile -mamx-bf16 -mamx-int8 only"
 #endif
 
 static double now_seconds(void) {
@@ -17,7 +18,7 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static float tile_loop(int64_t iters) {
+static float tile_loop(int64_t iters, int int8) {
     pt_amx_configure();
     /* bf16 pairs of 2^-10 each: products stay far from overflow and subnormals */
     static const uint32_t src[256] __attribute__((aligned(64))) = {[0 ... 255] = 0x3a803a80u};
@@ -25,12 +26,20 @@ static float tile_loop(int64_t iters) {
     _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
     _tile_loadd(4, src, 64); _tile_loadd(5, src, 64);
     _tile_loadd(6, src, 64); _tile_loadd(7, src, 64);
-    for (int64_t i = 0; i < iters; i++) {
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-    }
+    if (int8)   /* bytes of 0x3a: int32 sums of 58^2 x 64 per step, wrapping harmlessly */
+        for (int64_t i = 0; i < iters; i++) {
+            _tile_dpbssd(0, 4, 6);
+            _tile_dpbssd(1, 4, 7);
+            _tile_dpbssd(2, 5, 6);
+            _tile_dpbssd(3, 5, 7);
+        }
+    else
+        for (int64_t i = 0; i < iters; i++) {
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
     _tile_stored(0, out, 64);
     float s = out[0];
     _tile_stored(3, out, 64);
@@ -39,20 +48,24 @@ static float tile_loop(int64_t iters) {
     return s;
 }
 
-double pt_amx_bf16_peak_gflops(int nthreads, int64_t iters) {
+static double peak(int nthreads, int64_t iters, int int8) {
     if (nthreads < 1) nthreads = 1;
     if (iters < 1) iters = 1;
     volatile float sink = 0.0f;
-    tile_loop(iters / 16 + 1);
+    tile_loop(iters / 16 + 1, int8);
     double t0 = now_seconds();
 #pragma omp parallel num_threads(nthreads)
     {
-        float s = tile_loop(iters);
+        float s = tile_loop(iters, int8);
 #pragma omp atomic
         sink += s;
     }
     double dt = now_seconds() - t0;
     (void)sink;
-    /* 4 instructions x 16 x 16 outputs x 32 products x (multiply + add) */
-    return 4.0 * 16384.0 * (double)iters * (double)nthreads / dt * 1e-9;
+    /* 4 instructions x 16 x 16 outputs x 32 (bf16) or 64 (int8) products x
+     * (multiply + add) */
+    return 4.0 * 16384.0 * (int8 ? 2.0 : 1.0) * (double)iters * (double)nthreads / dt * 1e-9;
 }
+
+double pt_amx_bf16_peak_gflops(int nthreads, int64_t iters) { return peak(nthreads, iters, 0); }
+double pt_amx_int8_peak_gops(int nthreads, int64_t iters) { return peak(nthreads, iters, 1); }

@@ -361,9 +361,10 @@ def build_parser():
     d.add_argument("--plot", metavar="FILE.png",
                    help="write the cross-attention map of the first example (needs matplotlib)")
     d.add_argument("--model", default=task.MODEL_PATH, help=argparse.SUPPRESS)
-    d.add_argument("--compute-type", choices=("float32", "bfloat16"), default="float32",
-                   help="bfloat16: GEMM weights and inputs rounded to bf16, float32 "
-                        "accumulation and everything else (default: float32)")
+    d.add_argument("--compute-type", choices=("float32", "bfloat16", "int8"), default="float32",
+                   help="bfloat16: GEMM weights and inputs rounded to bf16; int8: GEMM "
+                        "weights int8 per output channel, inputs quantized per row, int32 "
+                        "sums; float32 for everything else (default: float32)")
     d.set_defaults(func=cmd_demo)
 
     i = sub.add_parser("info", help="version, kernel path, threads, OpenMP, build flags",
@@ -403,9 +404,10 @@ def build_parser():
     e.add_argument("--output", metavar="FILE.npy", help="write the embeddings to FILE.npy")
     e.add_argument("--similarity", action="store_true",
                    help="print the cosine similarity matrix of the texts")
-    e.add_argument("--compute-type", choices=("float32", "bfloat16"), default="float32",
-                   help="bfloat16: GEMM weights and inputs rounded to bf16, float32 "
-                        "accumulation and everything else (default: float32)")
+    e.add_argument("--compute-type", choices=("float32", "bfloat16", "int8"), default="float32",
+                   help="bfloat16: GEMM weights and inputs rounded to bf16; int8: GEMM "
+                        "weights int8 per output channel, inputs quantized per row, int32 "
+                        "sums; float32 for everything else (default: float32)")
     e.add_argument("--batch-size", type=_count(1), default=32,
                    help="texts embedded together (default 32)")
     e.add_argument("--threads", type=_threads, default=None,

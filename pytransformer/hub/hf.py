@@ -14,7 +14,7 @@ parse.
 import json
 import os
 
-from ..ops.checks import COMPUTE_TYPES, SUPPORTED_COMPUTE_TYPES  # noqa: F401
+from ..ops.checks import COMPUTE_TYPES  # noqa: F401
 from ..ops.checks import check_compute_type  # noqa: F401  (used by the pipelines)
 from .safetensors import SafetensorsFile
 
@@ -256,9 +256,9 @@ def from_pretrained(path, compute_type=None):
     a GGUF file each Linear multiplies from the file's Q8_0 / Q4_0 / Q4_1
     blocks by the weight-only kernels of csrc/gemm/gemm_q.h, and float32
     where its tensors are of another type), "float32" (every weight
-    dequantized to float32), or "bfloat16" (the model converted with
-    ``.to("bfloat16")``: GEMM weights and inputs in bf16, float32
-    elsewhere); "int8" is not implemented yet (a ValueError), anything else
+    dequantized to float32), "bfloat16" or "int8" (the model converted with
+    ``.to(compute_type)``: GEMM weights and inputs in bf16, or int8 weights
+    per output channel and inputs per row; float32 elsewhere); anything else
     a ValueError.  Nothing is fetched from a model hub: the directory must
     be local.
     """

@@ -16,9 +16,10 @@ __all__ = ["Linear", "LayerNorm", "RMSNorm", "Embedding", "gelu_tanh", "check_to
 
 class Linear(Module):
     """y = x W^T + b, as torch.nn.Linear; W is held packed for the GEMM, in
-    the module's ``compute_type`` ("float32", or "bfloat16" after
+    the module's ``compute_type`` ("float32"; "bfloat16" after
     ``.to("bfloat16")``: W and x rounded to bf16 in the product, float32
-    accumulation, bias and activation).  After :meth:`load_blocks` W is
+    accumulation, bias and activation; "int8" after ``.to("int8")``: W
+    quantized per output channel, x per row, int32 sums).  After :meth:`load_blocks` W is
     multiplied from a GGUF file's own blocks and ``compute_type`` is their
     ggml type ('Q8_0', 'Q4_0', 'Q4_1'); ``.to("float32")`` and
     ``.to("bfloat16")`` switch to the (dequantized) ``weight`` as usual."""

@@ -211,7 +211,9 @@ class Module:
         input to bf16, with float32 accumulation; attention, softmax, norms,
         embeddings and every other step stay float32.  The parameters keep
         the values they were loaded with, so ``.to("float32")`` goes back
-        exactly.  "int8" is not implemented yet (a ValueError).
+        exactly.  "int8": the same GEMM weights quantized to int8 with a
+        scale per output channel, each input row quantized per row in the
+        product, exact int32 sums, float32 dequantization; the rest float32.
         """
         compute_type = check_compute_type(compute_type)
         for _, m in self.named_modules():

@@ -16,13 +16,13 @@ shapes.  Names, argument order and semantics follow ``torch.nn.functional``.
 """
 from .attention import attention_with_weights, look_ahead_mask, scaled_dot_product_attention
 from .checks import TokenIdError, as_float32, check_int, check_token_ids
-from .matmul import PackedMatrix, PackedMatrixBF16, QuantizedMatrix, linear, matmul, pack_weight
+from .matmul import PackedMatrix, PackedMatrixBF16, PackedMatrixI8, QuantizedMatrix, linear, matmul, pack_weight
 from .rotary import rope, rope_inv_freq
 from .rowwise import gelu, layer_norm, masked_softmax, relu, rms_norm, silu_and_mul, softmax
 from .rowwise import silu
 
 __all__ = [
-    "matmul", "linear", "pack_weight", "PackedMatrix", "PackedMatrixBF16", "QuantizedMatrix",
+    "matmul", "linear", "pack_weight", "PackedMatrix", "PackedMatrixBF16", "PackedMatrixI8", "QuantizedMatrix",
     "softmax", "masked_softmax",
     "layer_norm", "rms_norm", "relu", "gelu", "silu_and_mul", "rope", "rope_inv_freq",
     "scaled_dot_product_attention", "attention_with_weights", "look_ahead_mask", "as_float32", "check_int", "check_token_ids", "TokenIdError",

@@ -16,7 +16,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["COMPUTE_TYPES", "ComputeTypeNotImplemented", "check_compute_type", "TokenIdError", "to_numpy", "floating", "as_float32", "kernel_ready", "normalize_dim",
+__all__ = ["COMPUTE_TYPES", "check_compute_type", "TokenIdError", "to_numpy", "floating", "as_float32", "kernel_ready", "normalize_dim",
            "check_int", "check_float", "check_token_ids", "check_token_id"]
 
 
@@ -126,23 +126,14 @@ def check_token_id(value, name, vocab_size, optional=False):
 
 #: The compute types of the design: float32 (the default), bfloat16 (weights
 #: and GEMM inputs rounded to bf16, float32 accumulation and everything else
-#: float32), int8 (not built yet).
+#: float32), int8 (weights int8 per output channel, GEMM inputs quantized per
+#: row, int32 sums; everything else float32).
 COMPUTE_TYPES = ("float32", "bfloat16", "int8")
-SUPPORTED_COMPUTE_TYPES = ("float32", "bfloat16")
-
-
-class ComputeTypeNotImplemented(NotImplementedError, ValueError):
-    """A compute type the design names that is not built yet: both a
-    NotImplementedError and a ValueError of the argument."""
 
 
 def check_compute_type(compute_type, name="compute_type"):
-    """compute_type as given if pytransformer runs it; 'int8' is a
-    ComputeTypeNotImplemented (a ValueError), anything else a ValueError."""
-    if isinstance(compute_type, str) and compute_type in SUPPORTED_COMPUTE_TYPES:
-        return compute_type
+    """compute_type as given if it is one of COMPUTE_TYPES, else a ValueError."""
     if isinstance(compute_type, str) and compute_type in COMPUTE_TYPES:
-        raise ComputeTypeNotImplemented(f"{name}={compute_type!r} is not implemented yet; use "
-                                        f"one of {', '.join(map(repr, SUPPORTED_COMPUTE_TYPES))}")
+        return compute_type
     raise ValueError(f"{name} must be one of {', '.join(map(repr, COMPUTE_TYPES))}, got "
                      f"{compute_type!r}")

@@ -7,13 +7,13 @@ import math
 import numpy as np
 
 from .. import _kernels
-from .._kernels import PackedMatrix, PackedMatrixBF16, QuantizedMatrix
+from .._kernels import PackedMatrix, PackedMatrixBF16, PackedMatrixI8, QuantizedMatrix
 from .checks import as_float32, check_compute_type, floating, kernel_ready
 
 __all__ = ["matmul", "linear", "pack_weight", "PackedMatrix", "PackedMatrixBF16",
-           "QuantizedMatrix", "batch_index"]
+           "PackedMatrixI8", "QuantizedMatrix", "batch_index"]
 
-_PACKED = (PackedMatrix, PackedMatrixBF16, QuantizedMatrix)
+_PACKED = (PackedMatrix, PackedMatrixBF16, PackedMatrixI8, QuantizedMatrix)
 
 ACTIVATIONS = (None, "relu", "gelu", "gelu_tanh", "silu")
 
@@ -88,8 +88,10 @@ def pack_weight(weight, compute_type="float32"):
     change at inference, so the GEMM's packing of them is paid once.
     compute_type: "float32" (a :class:`PackedMatrix`) or "bfloat16" (a
     :class:`PackedMatrixBF16`: the weight rounded to bf16, the input rounded
-    to bf16 in each product, float32 accumulation and epilogue); "int8" is
-    not implemented yet (a ValueError).
+    to bf16 in each product, float32 accumulation and epilogue) or "int8" (a
+    :class:`PackedMatrixI8`: the weight quantized to int8 with a scale per
+    output channel, each input row quantized the same way in each product,
+    exact int32 sums, float32 dequantization and epilogue).
     """
     check_compute_type(compute_type)
     w = as_float32(weight, "weight")
@@ -98,6 +100,8 @@ def pack_weight(weight, compute_type="float32"):
                          f"got shape {w.shape}")
     if compute_type == "bfloat16":
         return PackedMatrixBF16(w, True)
+    if compute_type == "int8":
+        return PackedMatrixI8(w, True)
     return PackedMatrix(w, True)
 
 

@@ -18,7 +18,8 @@ class Translator:
     KV cache.  ``Translator(path).translate(texts)`` gives what transformers'
     ``tokenizer.batch_decode(model.generate(**tokenizer(texts, padding=True)),
     skip_special_tokens=True)`` gives with the same search settings.
-    ``compute_type``: only "float32" for now.
+    ``compute_type``: "float32", "bfloat16" or "int8" (see
+    :meth:`pytransformer.nn.Module.to`).
     """
 
     def __init__(self, path, compute_type="float32"):

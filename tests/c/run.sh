@@ -22,13 +22,14 @@ isa_flags=(""  "-mavx2 -mfma -mf16c"
            "-mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx2 -mfma -mf16c")
 once=(runtime/cpu.c runtime/mem.c)
 dot=(gemm/gemm_bf16_dot.c runtime/peak_bf16.c)   # once, avx512 + -mavx512bf16
-amx=(gemm/gemm_bf16_amx.c runtime/peak_amx.c)     # once, avx512 + -mamx-tile -mamx-bf16
+amx=(gemm/gemm_bf16_amx.c gemm/gemm_i8_amx.c runtime/peak_amx.c)  # once, avx512 + AMX flags
+vnni=(gemm/gemm_i8_vnni.c runtime/peak_vnni.c)     # once, avx512 + -mavx512vnni
 objs=()
 while IFS= read -r rel; do
     name="${rel%.c}"
     name="${name//\//_}"                       # gemm/pack.c -> gemm_pack
     if [[ " ${once[*]} " == *" $rel "* ]]; then
-        "$CC" "${flags[@]}" -DPT_HAVE_X86=1 -DPT_HAVE_BF16_DOT=1 -DPT_HAVE_AMX=1 -c "$root/csrc/$rel" \
+        "$CC" "${flags[@]}" -DPT_HAVE_X86=1 -DPT_HAVE_BF16_DOT=1 -DPT_HAVE_VNNI=1 -DPT_HAVE_AMX=1 -c "$root/csrc/$rel" \
             -o "$out/$name.o"
         objs+=("$out/$name.o")
         continue
@@ -40,9 +41,16 @@ while IFS= read -r rel; do
         objs+=("$out/$name.o")
         continue
     fi
+    if [[ " ${vnni[*]} " == *" $rel "* ]]; then
+        # shellcheck disable=SC2086
+        "$CC" "${flags[@]}" ${isa_flags[2]} -mavx512vnni -DPT_ISA=2 -c "$root/csrc/$rel" \
+            -o "$out/$name.o"
+        objs+=("$out/$name.o")
+        continue
+    fi
     if [[ " ${amx[*]} " == *" $rel "* ]]; then
         # shellcheck disable=SC2086
-        "$CC" "${flags[@]}" ${isa_flags[2]} -mamx-tile -mamx-bf16 -DPT_ISA=2 -c "$root/csrc/$rel" \
+        "$CC" "${flags[@]}" ${isa_flags[2]} -mamx-tile -mamx-bf16 -mamx-int8 -DPT_ISA=2 -c "$root/csrc/$rel" \
             -o "$out/$name.o"
         objs+=("$out/$name.o")
         continue

@@ -84,16 +84,19 @@ def test_shipped_model_reaches_99_percent_without_torch():
     assert acc >= 0.99, acc
 
 
-def test_shipped_model_in_bfloat16():
-    """compute_type="bfloat16": greedy exact match >= BF16_DEMO_EXACT_MATCH on
-    1,000 fresh held-out dates (bound: conftest.py), torch not imported."""
-    from conftest import BF16_DEMO_EXACT_MATCH
+@pytest.mark.parametrize("compute_type", ["bfloat16", "int8"])
+def test_shipped_model_in_bfloat16_and_int8(compute_type):
+    """compute_type="bfloat16" / "int8": greedy exact match >=
+    BF16_DEMO_EXACT_MATCH / INT8_DEMO_EXACT_MATCH on 1,000 fresh held-out
+    dates (bounds: conftest.py), torch not imported."""
+    from conftest import BF16_DEMO_EXACT_MATCH, INT8_DEMO_EXACT_MATCH
+    bound = {"bfloat16": BF16_DEMO_EXACT_MATCH, "int8": INT8_DEMO_EXACT_MATCH}[compute_type]
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "from pytransformer.models import Seq2SeqTransformer\n"
         "from pytransformer.demo import task as t\n"
-        "m = Seq2SeqTransformer.load(t.MODEL_PATH, compute_type='bfloat16')\n"
-        "assert m.generator.compute_type == 'bfloat16'\n"
+        f"m = Seq2SeqTransformer.load(t.MODEL_PATH, compute_type={compute_type!r})\n"
+        f"assert m.generator.compute_type == {compute_type!r}\n"
         "pairs = t.sample_pairs(1000, seed=2025, split='held_out')\n"
         "out = m.generate(t.encode_batch([s for s, _ in pairs]), max_new_tokens=t.TARGET_LEN + 1,"
         " bos_id=t.BOS_ID, eos_id=t.EOS_ID, pad_id=t.PAD_ID)\n"
@@ -102,11 +105,11 @@ def test_shipped_model_in_bfloat16():
     r = _run("-c", code)
     assert r.returncode == 0, r.stderr
     acc = float(r.stdout.strip().splitlines()[-1])
-    assert acc >= BF16_DEMO_EXACT_MATCH, acc
+    assert acc >= bound, acc
     r = _run("-m", "pytransformer", "demo", "june 3rd, 1999", "--n", "0",
-             "--compute-type", "bfloat16")
+             "--compute-type", compute_type)
     assert r.returncode == 0 and "1999-06-03" in r.stdout, r.stderr
-    assert "compute type bfloat16" in r.stdout
+    assert f"compute type {compute_type}" in r.stdout
 
 
 # -------------------------------------------------------------------- cli --

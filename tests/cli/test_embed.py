@@ -43,15 +43,17 @@ def test_json_lines_equal_the_encoder(minilm_path, encoder):
     assert "Traceback" not in r.stderr
 
 
-def test_compute_type_bfloat16(minilm_path, encoder):
-    from conftest import BF16_EMBED_COSINE
+@pytest.mark.parametrize("compute_type", ["bfloat16", "int8"])
+def test_compute_type(minilm_path, encoder, compute_type):
+    from conftest import BF16_EMBED_COSINE, INT8_EMBED_COSINE
+    bound = {"bfloat16": BF16_EMBED_COSINE, "int8": INT8_EMBED_COSINE}[compute_type]
     texts = ["A man is playing a guitar.", "Two dogs run through the snow."]
-    r = embed("--model", minilm_path, "--compute-type", "bfloat16", *texts)
+    r = embed("--model", minilm_path, "--compute-type", compute_type, *texts)
     assert r.returncode == 0, r.stderr
     got = np.array([json.loads(line)["embedding"] for line in r.stdout.splitlines()])
     ref = encoder.encode(texts)
     cos = np.sum(got * ref, 1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
-    assert cos.min() >= BF16_EMBED_COSINE and not np.array_equal(got.astype(np.float32), ref)
+    assert cos.min() >= bound and not np.array_equal(got.astype(np.float32), ref)
 
 
 def test_input_file_to_npy_with_progress(tmp_path, minilm_path, encoder):

@@ -1,0 +1,158 @@
+/* gemm_i8.c -- the int8 GEMM on every path (the kernel table's
+ * igemm_packed): A quantized per row, the integer sums in plain C over the
+ * packed panels, four rows by one 32-column panel at a time.  The fast
+ * kernels are gemm_i8_vnni.c (VPDPBUSD) and gemm_i8_amx.c (TDPBSSD); all
+ * give the same int32 sums.  The scalar pass also builds the packing, the
+ * quantizer and the twin.  The contract is in gemm_i8.h. */
+#include "gemm/i8.h"
+
+#define GMR 4    /* rows per block */
+
+/* acc[r][j] = sum_k a_r[k] * b(k, j) over one panel: a, m <= GMR rows of
+ * int8 (row stride Kp); b, the panel's Kp/4 rows of 32 quads. */
+static void i8_panel_sums(const int8_t *a, int64_t Kp, int m, const int8_t *b,
+                          int32_t acc[GMR][PT_I8_NR]) {
+    memset(acc, 0, sizeof(int32_t) * GMR * PT_I8_NR);
+    for (int64_t kk = 0; kk < Kp / 4; kk++) {
+        const int8_t *bq = b + kk * 4 * PT_I8_NR;
+        for (int r = 0; r < m; r++) {
+            const int8_t *ar = a + r * Kp + 4 * kk;
+            int32_t a0 = ar[0], a1 = ar[1], a2 = ar[2], a3 = ar[3];
+            for (int j = 0; j < PT_I8_NR; j++)
+                acc[r][j] += a0 * bq[4 * j] + a1 * bq[4 * j + 1] + a2 * bq[4 * j + 2] +
+                             a3 * bq[4 * j + 3];
+        }
+    }
+}
+
+int PT_FN(pt_igemm_packed)(float *C, int64_t ldc, const float *A, int64_t lda, int64_t M,
+                           const pt_packed_i8 *B, const float *bias, int act, int nthreads) {
+    if (!B) return PT_ERR_ARG;
+    int64_t N = B->N, K = B->K, Kp = B->Kp, panels = (N + PT_I8_NR - 1) / PT_I8_NR;
+    if (M <= 0 || N <= 0) return PT_OK;
+    float *sa;
+    i8_outliers *o;
+    uint8_t *q = i8_alloc_a(M, Kp, M, &sa, &o);
+    if (!q) return PT_ERR_NOMEM;   /* before C is touched */
+    if (nthreads < 1) nthreads = 1;
+    i8_quantize_a(A, lda, M, M, K, Kp, q, sa, o, 0, nthreads);
+    int64_t units = panels * ((M + GMR - 1) / GMR);
+#pragma omp parallel for schedule(static) num_threads(nthreads) \
+    if (nthreads > 1 && (double)M * (double)N * (double)K > 262144.0)
+    for (int64_t u = 0; u < units; u++) {
+        int64_t p = u % panels, i0 = (u / panels) * GMR;
+        int m = (int)(M - i0 < GMR ? M - i0 : GMR);
+        int64_t j0 = p * PT_I8_NR, n = N - j0 < PT_I8_NR ? N - j0 : PT_I8_NR;
+        int32_t acc[GMR][PT_I8_NR];
+        const int8_t *b = B->data + p * Kp * PT_I8_NR;
+        i8_panel_sums((const int8_t *)q + i0 * Kp, Kp, m, b, acc);
+        for (int r = 0; r < m; r++)
+            i8_store_row(C + (i0 + r) * ldc + j0, acc[r], n, sa[i0 + r], B->scale + j0,
+                         o + i0 + r, b, bias ? bias + j0 : NULL, act);
+    }
+    pt_free(q);
+    return PT_OK;
+}
+
+#if PT_ISA == PT_ISA_SCALAR
+float pt_i8_quantize(const float *x, int64_t n, int8_t *q, int32_t *ok, float *ox,
+                     int32_t *nout) {
+    i8_outliers o;
+    float s = i8_quantize_row(x, n, (uint8_t *)q, n, 0, ok && ox ? &o : NULL);
+    if (ok && ox) {
+        for (int32_t t = 0; t < o.n; t++) {
+            ok[t] = o.k[t];
+            ox[t] = o.x[t];
+        }
+        if (nout) *nout = o.n;
+    }
+    return s;
+}
+
+pt_packed_i8 *pt_igemm_pack_b(const float *B, int64_t ldb, int trans_b, int64_t K, int64_t N) {
+    if (K < 0 || N < 0 || K > PT_I8_MAX_K) return NULL;
+    int64_t Kp = (K + PT_I8_KQ - 1) / PT_I8_KQ * PT_I8_KQ, panels = (N + PT_I8_NR - 1) / PT_I8_NR;
+    if (Kp == 0) Kp = PT_I8_KQ;
+    pt_packed_i8 *p = pt_alloc_zero(sizeof *p);
+    float *col = pt_alloc(sizeof(float) * (size_t)(K > 0 ? K : 1));
+    uint8_t *qrow = pt_alloc((size_t)Kp);
+    if (!p || !col || !qrow) goto fail;
+    p->K = K;
+    p->N = N;
+    p->Kp = Kp;
+    p->size = (size_t)(panels * PT_I8_NR) * (size_t)Kp;
+    p->data = (int8_t *)pt_weights_alloc(p->size);
+    p->scale = pt_alloc_zero(sizeof(float) * (size_t)(panels * PT_I8_NR + 1));
+    p->colsum = pt_alloc_zero(sizeof(int32_t) * (size_t)(panels * PT_I8_NR + 1));
+    if (!p->data || !p->scale || !p->colsum) goto fail;
+    memset(p->data, 0, p->size);
+    for (int64_t j = 0; j < N; j++) {
+        const float *w = B + j * ldb;
+        if (!trans_b) {
+            for (int64_t k = 0; k < K; k++) col[k] = B[k * ldb + j];
+            w = col;
+        }
+        p->scale[j] = i8_quantize_row(w, K, qrow, Kp, 0, NULL);
+        int8_t *dst = p->data + (j / PT_I8_NR) * Kp * PT_I8_NR + (j % PT_I8_NR) * 4;
+        int32_t sum = 0;
+        for (int64_t k = 0; k < Kp; k++) {
+            int8_t v = (int8_t)qrow[k];
+            dst[(k / 4) * 4 * PT_I8_NR + k % 4] = v;
+            sum += v;
+        }
+        p->colsum[j] = sum;
+    }
+    pt_free(col);
+    pt_free(qrow);
+    return p;
+fail:
+    pt_free(col);
+    pt_free(qrow);
+    pt_packed_i8_free(p);
+    return NULL;
+}
+
+void pt_packed_i8_free(pt_packed_i8 *p) {
+    if (!p) return;
+    if (p->data) pt_weights_free((float *)p->data, p->size);
+    pt_free(p->scale);
+    pt_free(p->colsum);
+    pt_free(p);
+}
+
+void pt_igemm_ref(float *C, int64_t ldc, const float *A, int64_t lda, const float *B,
+                  int64_t ldb, int trans_b, int64_t M, int64_t N, int64_t K,
+                  const float *bias, int act) {
+    int8_t *qa = pt_alloc((size_t)(K > 0 ? K : 1));
+    float *col = pt_alloc(sizeof(float) * (size_t)(K > 0 ? K : 1));
+    float *sw = pt_alloc(sizeof(float) * (size_t)(N > 0 ? N : 1));
+    int8_t *wq = pt_alloc((size_t)(N * K > 0 ? N * K : 1));
+    if (!qa || !col || !sw || !wq) goto done;   /* the twin: tests only */
+    for (int64_t j = 0; j < N; j++) {
+        for (int64_t k = 0; k < K; k++) col[k] = trans_b ? B[j * ldb + k] : B[k * ldb + j];
+        sw[j] = pt_i8_quantize(col, K, wq + j * K, NULL, NULL, NULL);
+    }
+    for (int64_t i = 0; i < M; i++) {
+        int32_t ok[PT_I8_OUTLIERS], no = 0;
+        float ox[PT_I8_OUTLIERS];
+        float sa = pt_i8_quantize(A + i * lda, K, qa, ok, ox, &no);
+        for (int64_t j = 0; j < N; j++) {
+            int64_t s = 0;
+            for (int64_t k = 0; k < K; k++) s += (int64_t)qa[k] * (int64_t)wq[j * K + k];
+            float x = (float)(int32_t)s * (sa * sw[j]);
+            if (no) {
+                float o = 0.0f;
+                for (int32_t t = 0; t < no; t++) o = o + ox[t] * (float)wq[j * K + ok[t]];
+                x = x + o * sw[j];
+            }
+            C[i * ldc + j] = bias ? x + bias[j] : x;
+        }
+        pt_act_ref(C + i * ldc, N, act);
+    }
+done:
+    pt_free(qa);
+    pt_free(col);
+    pt_free(sw);
+    pt_free(wq);
+}
+#endif
