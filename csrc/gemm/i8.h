@@ -21,17 +21,88 @@ typedef struct {
     float x[PT_I8_OUTLIERS];
 } i8_outliers;
 
+/* The steps of quantizing a row, each with an AVX-512 body that gives the
+ * scalar body's bits (max is exact; the squares are summed lane by lane as
+ * the scalar loop sums them; cvtps rounds to nearest even, as rintf). */
+
+/* max |x[k]| over the k with x[k]^2 <= limit; *bad = 1 if an x is inf/NaN. */
+static inline float i8_amax(const float *x, int64_t n, float limit, int *bad) {
+    float amax = 0.0f;
+    int64_t k = 0;
+    *bad = 0;
+#if PT_ISA == PT_ISA_AVX512
+    __m512 m = _mm512_setzero_ps(), lim = _mm512_set1_ps(limit), big = _mm512_set1_ps(FLT_MAX);
+    __mmask16 nonfinite = 0;
+    for (; k + 16 <= n; k += 16) {
+        __m512 v = _mm512_loadu_ps(x + k), a = _mm512_abs_ps(v);
+        nonfinite |= _mm512_cmp_ps_mask(a, big, _CMP_NLE_UQ);
+        __mmask16 keep = _mm512_cmp_ps_mask(_mm512_mul_ps(v, v), lim, _CMP_LE_OQ);
+        m = _mm512_mask_max_ps(m, keep, m, a);
+    }
+    *bad = nonfinite != 0;
+    amax = _mm512_reduce_max_ps(m);
+#endif
+    for (; k < n; k++) {
+        float a = fabsf(x[k]);
+        *bad |= !(a <= FLT_MAX);
+        if (x[k] * x[k] <= limit) amax = a > amax ? a : amax;
+    }
+    return amax;
+}
+
 /* sum of x[k]^2 in a fixed order on every path: 16 lanes of partial sums
  * (k mod 16, in order of k), then the lanes added in order. */
 static inline float i8_sumsq(const float *x, int64_t n) {
     float part[16] = {0};
     int64_t k0 = 0;
+#if PT_ISA == PT_ISA_AVX512
+    __m512 acc = _mm512_setzero_ps();
+    for (; k0 + 16 <= n; k0 += 16) {
+        __m512 v = _mm512_loadu_ps(x + k0);
+        acc = _mm512_add_ps(acc, _mm512_mul_ps(v, v));
+    }
+    _mm512_storeu_ps(part, acc);
+#else
     for (; k0 + 16 <= n; k0 += 16)
         for (int l = 0; l < 16; l++) part[l] += x[k0 + l] * x[k0 + l];
+#endif
     for (int l = 0; k0 + l < n; l++) part[l] += x[k0 + l] * x[k0 + l];
     float s = 0.0f;
     for (int l = 0; l < 16; l++) s += part[l];
     return s;
+}
+
+/* How many x[k]^2 > t. */
+static inline int64_t i8_count_above(const float *x, int64_t n, float t) {
+    int64_t c = 0, k = 0;
+#if PT_ISA == PT_ISA_AVX512
+    __m512 tv = _mm512_set1_ps(t);
+    for (; k + 16 <= n; k += 16) {
+        __m512 v = _mm512_loadu_ps(x + k);
+        c += __builtin_popcount(_mm512_cmp_ps_mask(_mm512_mul_ps(v, v), tv, _CMP_GT_OQ));
+    }
+#endif
+    for (; k < n; k++) c += x[k] * x[k] > t;
+    return c;
+}
+
+/* q[k] = clamp(rint(x[k] * inv), -127, 127) + off for k < n. */
+static inline void i8_round(const float *x, int64_t n, float inv, int off, uint8_t *q) {
+    int64_t k = 0;
+#if PT_ISA == PT_ISA_AVX512
+    __m512 iv = _mm512_set1_ps(inv);
+    __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127), o = _mm512_set1_epi32(off);
+    for (; k + 16 <= n; k += 16) {
+        __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + k), iv));
+        v = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(v, lo), hi), o);
+        _mm_storeu_si128((__m128i *)(q + k), _mm512_cvtepi32_epi8(v));
+    }
+#endif
+    for (; k < n; k++) {
+        float v = rintf(x[k] * inv);        /* |x * inv| <= 127 (1 + 2^-23): v in [-127, 127] */
+        v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+        q[k] = (uint8_t)((int)v + off);
+    }
 }
 
 /* x[0 .. n) quantized into q[0 .. np) (np >= n: zero past n) as gemm_i8.h
@@ -40,16 +111,11 @@ static inline float i8_sumsq(const float *x, int64_t n) {
  * out first (q = 0 there) and listed in *out.  Returns the scale. */
 static inline float i8_quantize_row(const float *x, int64_t n, uint8_t *q, int64_t np, int off,
                                     i8_outliers *out) {
-    float amax = 0.0f;
     int bad = 0;
     if (n < 0) n = 0;
     if (np < n) np = n;
     if (out) out->n = 0;
-    for (int64_t k = 0; k < n; k++) {
-        float a = fabsf(x[k]);
-        bad |= !(a <= FLT_MAX);
-        amax = a > amax ? a : amax;
-    }
+    float amax = i8_amax(x, n, INFINITY, &bad);
     if (bad || amax == 0.0f) {
         memset(q, off, (size_t)np);
         return bad ? NAN : 0.0f;
@@ -59,27 +125,13 @@ static inline float i8_quantize_row(const float *x, int64_t n, uint8_t *q, int64
     float limit = INFINITY;
     if (out && n > 0) {
         float t = (float)(PT_I8_OUTLIER_T * PT_I8_OUTLIER_T) * (i8_sumsq(x, n) / (float)n);
-        for (;;) {
-            int64_t c = 0;
-            for (int64_t k = 0; k < n; k++) c += x[k] * x[k] > t;
-            if (c <= PT_I8_OUTLIERS) break;
-            t *= 4.0f;
-        }
+        while (i8_count_above(x, n, t) > PT_I8_OUTLIERS) t *= 4.0f;
         if (t < amax * amax) {
             limit = t;
-            amax = 0.0f;
-            for (int64_t k = 0; k < n; k++) {
-                float a = x[k] * x[k] > t ? 0.0f : fabsf(x[k]);
-                amax = a > amax ? a : amax;
-            }
+            amax = i8_amax(x, n, t, &bad);
         }
     }
-    float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-    for (int64_t k = 0; k < n; k++) {
-        float v = rintf(x[k] * inv);        /* |x * inv| <= 127 (1 + 2^-23): v in [-127, 127] */
-        v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
-        q[k] = (uint8_t)((int)v + off);
-    }
+    i8_round(x, n, amax > 0.0f ? 127.0f / amax : 0.0f, off, q);
     if (limit < INFINITY)
         for (int64_t k = 0; k < n; k++)
             if (x[k] * x[k] > limit) {
@@ -135,22 +187,21 @@ static inline void i8_panel_column(const int8_t *b, int64_t k, float *w) {
 /* c[0 .. n) = act((float)acc[j] * (sa * sw[j]) + o[j] * sw[j] + bias[j]),
  * n <= 32, with o[j] = sum over the row's outliers, in order, of x * qw[j, k]
  * (b: the panel): each product and sum rounded once, in this order, on every
- * path. */
+ * path.  sw holds 32 readable scales (zero past N: gemm_i8.h). */
 static inline void i8_store_row(float *c, const int32_t *acc, int64_t n, float sa, const float *sw,
                                 const i8_outliers *o, const int8_t *b, const float *bias,
                                 int act) {
-    float s[PT_I8_NR] = {0}, corr[PT_I8_NR] = {0}, w[PT_I8_NR];
-    for (int64_t j = 0; j < n; j++) s[j] = sa * sw[j];
+    float corr[PT_I8_NR] = {0}, w[PT_I8_NR];
     for (int32_t t = 0; t < o->n; t++) {
         i8_panel_column(b, o->k[t], w);
         for (int j = 0; j < PT_I8_NR; j++) corr[j] = corr[j] + o->x[t] * w[j];
     }
-    if (o->n)
-        for (int64_t j = 0; j < n; j++) corr[j] = corr[j] * sw[j];
+    pt_vf sav = pt_vset1(sa);
     for (int64_t j = 0; j < PT_I8_NR; j += PT_VL) {
         if (j >= n) break;
-        pt_vf x = pt_vmul(i8_vcvt(acc + j), pt_vload(s + j));
-        if (o->n) x = pt_vadd(x, pt_vload(corr + j));
+        pt_vf swv = pt_vload(sw + j);
+        pt_vf x = pt_vmul(i8_vcvt(acc + j), pt_vmul(sav, swv));
+        if (o->n) x = pt_vadd(x, pt_vmul(pt_vload(corr + j), swv));
         if (bias) {
             if (n - j >= PT_VL) x = pt_vadd(x, pt_vload(bias + j));
             else x = pt_vadd(x, pt_vload_tail(bias + j, (size_t)(n - j), 0.0f));
