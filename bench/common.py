@@ -38,10 +38,13 @@ def model_bench_args(doc, quick_help, json_name, extra=None):
 def print_peer_table(title, rows, names, notes=()):
     """The table of a generation benchmark: a row per (what, batch, threads)
     with each engine's tokens/s (row[name + '_tok_s']) and our ratios against
-    transformers and, where it ran, CTranslate2; then the notes."""
+    transformers and, where it ran, CTranslate2 (float32 to float32, and int8
+    to int8 where both ran); then the notes."""
     print()
+    int8 = "pytransformer int8" in names and "CTranslate2 int8" in names
     head = f"{title:11s} {'batch':>5s} {'thr':>3s} " + \
-        " ".join(f"{n + ' tok/s':>20s}" for n in names) + "  ours/transformers  ours/CT2"
+        " ".join(f"{n + ' tok/s':>20s}" for n in names) + "  ours/transformers  ours/CT2" + \
+        ("  int8 ours/CT2" if int8 else "")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -49,6 +52,8 @@ def print_peer_table(title, rows, names, notes=()):
         ratios = f"{r['pytransformer_tok_s'] / r['transformers_tok_s']:17.2f}x"
         if "CTranslate2" in names:
             ratios += f" {r['pytransformer_tok_s'] / r['CTranslate2_tok_s']:9.2f}x"
+        if int8:
+            ratios += f" {r['pytransformer int8_tok_s'] / r['CTranslate2 int8_tok_s']:14.2f}x"
         print(f"{r['what']:11s} {r['batch']:5d} {r['threads']:3d} {cells}  {ratios}")
     for n in notes:
         print(n)

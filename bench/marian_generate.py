@@ -3,9 +3,10 @@
 vocabulary, swish, scaled embeddings: the shape of an OPUS-MT checkpoint;
 random weights, saved with save_pretrained) translating 32-token sources
 (+ eos) into 64 new tokens, greedy and beam 4, batch 1 and 8:
-pytransformer's generate beside transformers' generate (torch float32) and
-CTranslate2 float32 (ctranslate2.converters.TransformersConverter on the same
-directory, ctranslate2.Translator), interleaved (pytransformer.benchmarks
+pytransformer's generate (float32 and int8) beside transformers' generate
+(torch float32) and CTranslate2 float32 and int8
+(ctranslate2.converters.TransformersConverter on the same directory,
+ctranslate2.Translator), interleaved (pytransformer.benchmarks
 .timings), medians.  All three run with the checkpoint's settings (pad never
 generated) and min_new_tokens = max_new_tokens = 64, so every row is exactly
 64 new tokens; tokens/s counts batch x 64 (for beam, the returned hypothesis
@@ -69,6 +70,7 @@ def run(threads_list, repeats, quick=False):
     path, theirs, tokens = marian_directory()
     ids = {t: i for i, t in enumerate(tokens)}
     ours = pytransformer.from_pretrained(path)
+    ours8 = pytransformer.from_pretrained(path, compute_type="int8")
     new = 16 if quick else NEW
     notes = []
     try:
@@ -83,9 +85,9 @@ def run(threads_list, repeats, quick=False):
     rows = []
     for threads in threads_list:
         set_threads(threads)
-        ct2 = None if ctranslate2 is None else \
-            ctranslate2.Translator(ct2_dir, device="cpu", compute_type="float32",
-                                   inter_threads=1, intra_threads=threads)
+        ct2, ct2_8 = (None, None) if ctranslate2 is None else (
+            ctranslate2.Translator(ct2_dir, device="cpu", compute_type=ct, inter_threads=1,
+                                   intra_threads=threads) for ct in ("float32", "int8"))
         for what, B in [("greedy", 1), ("greedy", 8), ("beam4", 1), ("beam4", 8)]:
             src = src8[:B]
             K = 1 if what == "greedy" else 4
@@ -97,9 +99,14 @@ def run(threads_list, repeats, quick=False):
                    "transformers": lambda: theirs.generate(
                        ts, attention_mask=torch.ones_like(ts), max_new_tokens=new,
                        min_new_tokens=new, do_sample=False, num_beams=K,
-                       **({"early_stopping": True} if K > 1 else {}))}
+                       **({"early_stopping": True} if K > 1 else {})),
+                   "pytransformer int8": lambda: ours8.generate(
+                       src, new, method="beam" if K > 1 else "greedy", beam_size=K,
+                       min_new_tokens=new)}
             if ct2 is not None:
                 fns["CTranslate2"] = lambda: ct2.translate_batch(
+                    words, beam_size=K, max_decoding_length=new, min_decoding_length=new)
+                fns["CTranslate2 int8"] = lambda: ct2_8.translate_batch(
                     words, beam_size=K, max_decoding_length=new, min_decoding_length=new)
             with torch.inference_mode():
                 a = fns["pytransformer"]()
@@ -123,6 +130,7 @@ def run(threads_list, repeats, quick=False):
             print(f"  marian {what:6s} B={B} threads={threads}: tok/s {line}; same tokens as "
                   f"transformers: {same}" + ("" if ct2 is None else
                                              f", as CTranslate2: {same_ct2}"), flush=True)
-    names = ["pytransformer", "transformers"] + (["CTranslate2"] if ctranslate2 else [])
+    names = ["pytransformer", "transformers"] + (["CTranslate2"] if ctranslate2 else []) + \
+        ["pytransformer int8"] + (["CTranslate2 int8"] if ctranslate2 else [])
     print_peer_table("Marian base", rows, names, notes)
     return rows

@@ -1,6 +1,10 @@
 /* gemm_i8.c -- the int8 GEMM on every path (the kernel table's
- * igemm_packed): A quantized per row, the integer sums in plain C over the
- * packed panels, four rows by one 32-column panel at a time.  The fast
+ * igemm_packed): A quantized per row, the integer sums over the packed
+ * panels, four rows by one 32-column panel at a time -- in plain C on the
+ * scalar path; on avx2 and avx512 (without VNNI) by the sign trick:
+ * |a| (unsigned) times b with a's sign (signed), PMADDUBSW adding pairs
+ * (|a| |b| <= 127 * 127: two fit int16 unsaturated), PMADDWD the pairs of
+ * pairs into one int32 per column.  The fast
  * kernels are gemm_i8_vnni.c (VPDPBUSD) and gemm_i8_amx.c (TDPBSSD); all
  * give the same int32 sums.  The scalar pass also builds the packing, the
  * quantizer and the twin.  The contract is in gemm_i8.h. */
@@ -12,6 +16,53 @@
  * int8 (row stride Kp); b, the panel's Kp/4 rows of 32 quads. */
 static void i8_panel_sums(const int8_t *a, int64_t Kp, int m, const int8_t *b,
                           int32_t acc[GMR][PT_I8_NR]) {
+#if PT_ISA == PT_ISA_AVX512
+    __m512i s[GMR][2], ones = _mm512_set1_epi16(1), zero = _mm512_setzero_si512();
+    for (int r = 0; r < GMR; r++) s[r][0] = s[r][1] = zero;
+    for (int64_t kk = 0; kk < Kp / 4; kk++) {
+        __m512i b0 = _mm512_loadu_si512((const void *)(b + kk * 4 * PT_I8_NR));
+        __m512i b1 = _mm512_loadu_si512((const void *)(b + kk * 4 * PT_I8_NR + 64));
+        for (int r = 0; r < m; r++) {
+            int32_t quad;
+            memcpy(&quad, a + r * Kp + 4 * kk, 4);
+            __m512i av = _mm512_set1_epi32(quad), aa = _mm512_abs_epi8(av);
+            __mmask64 neg = _mm512_movepi8_mask(av);
+            __m512i p0 = _mm512_maddubs_epi16(aa, _mm512_mask_sub_epi8(b0, neg, zero, b0));
+            __m512i p1 = _mm512_maddubs_epi16(aa, _mm512_mask_sub_epi8(b1, neg, zero, b1));
+            s[r][0] = _mm512_add_epi32(s[r][0], _mm512_madd_epi16(p0, ones));
+            s[r][1] = _mm512_add_epi32(s[r][1], _mm512_madd_epi16(p1, ones));
+        }
+    }
+    for (int r = 0; r < GMR; r++) {
+        _mm512_storeu_si512((void *)acc[r], s[r][0]);
+        _mm512_storeu_si512((void *)(acc[r] + 16), s[r][1]);
+    }
+#elif PT_ISA == PT_ISA_AVX2
+    /* two halves of 16 columns: 4 rows x 2 ymm of sums, 2 of B */
+    __m256i ones = _mm256_set1_epi16(1);
+    for (int h = 0; h < 2; h++) {
+        __m256i s[GMR][2];
+        for (int r = 0; r < GMR; r++) s[r][0] = s[r][1] = _mm256_setzero_si256();
+        for (int64_t kk = 0; kk < Kp / 4; kk++) {
+            const int8_t *bq = b + kk * 4 * PT_I8_NR + 64 * h;
+            __m256i b0 = _mm256_loadu_si256((const __m256i *)bq);
+            __m256i b1 = _mm256_loadu_si256((const __m256i *)(bq + 32));
+            for (int r = 0; r < m; r++) {
+                int32_t quad;
+                memcpy(&quad, a + r * Kp + 4 * kk, 4);
+                __m256i av = _mm256_set1_epi32(quad), aa = _mm256_abs_epi8(av);
+                __m256i p0 = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(b0, av));
+                __m256i p1 = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(b1, av));
+                s[r][0] = _mm256_add_epi32(s[r][0], _mm256_madd_epi16(p0, ones));
+                s[r][1] = _mm256_add_epi32(s[r][1], _mm256_madd_epi16(p1, ones));
+            }
+        }
+        for (int r = 0; r < GMR; r++) {
+            _mm256_storeu_si256((__m256i *)(acc[r] + 16 * h), s[r][0]);
+            _mm256_storeu_si256((__m256i *)(acc[r] + 16 * h + 8), s[r][1]);
+        }
+    }
+#else
     memset(acc, 0, sizeof(int32_t) * GMR * PT_I8_NR);
     for (int64_t kk = 0; kk < Kp / 4; kk++) {
         const int8_t *bq = b + kk * 4 * PT_I8_NR;
@@ -23,6 +74,7 @@ static void i8_panel_sums(const int8_t *a, int64_t Kp, int m, const int8_t *b,
                              a3 * bq[4 * j + 3];
         }
     }
+#endif
 }
 
 int PT_FN(pt_igemm_packed)(float *C, int64_t ldc, const float *A, int64_t lda, int64_t M,
