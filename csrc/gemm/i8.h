@@ -132,13 +132,28 @@ static inline float i8_quantize_row(const float *x, int64_t n, uint8_t *q, int64
         }
     }
     i8_round(x, n, amax > 0.0f ? 127.0f / amax : 0.0f, off, q);
-    if (limit < INFINITY)
-        for (int64_t k = 0; k < n; k++)
+    if (limit < INFINITY) {
+        int64_t k = 0;
+#if PT_ISA == PT_ISA_AVX512
+        __m512 lim = _mm512_set1_ps(limit);
+        for (; k + 16 <= n; k += 16) {
+            __m512 v = _mm512_loadu_ps(x + k);
+            unsigned m = _mm512_cmp_ps_mask(_mm512_mul_ps(v, v), lim, _CMP_GT_OQ);
+            for (; m; m &= m - 1) {
+                int64_t kk = k + __builtin_ctz(m);
+                q[kk] = (uint8_t)off;
+                out->k[out->n] = (int32_t)kk;
+                out->x[out->n++] = x[kk];
+            }
+        }
+#endif
+        for (; k < n; k++)
             if (x[k] * x[k] > limit) {
                 q[k] = (uint8_t)off;
                 out->k[out->n] = (int32_t)k;
                 out->x[out->n++] = x[k];
             }
+    }
     memset(q + n, off, (size_t)(np - n));
     return amax / 127.0f;
 }
@@ -191,11 +206,33 @@ static inline void i8_panel_column(const int8_t *b, int64_t k, float *w) {
 static inline void i8_store_row(float *c, const int32_t *acc, int64_t n, float sa, const float *sw,
                                 const i8_outliers *o, const int8_t *b, const float *bias,
                                 int act) {
-    float corr[PT_I8_NR] = {0}, w[PT_I8_NR];
+    float corr[PT_I8_NR] = {0};
+#if PT_ISA == PT_ISA_AVX512
+    if (o->n) {
+        __m512 c0 = _mm512_setzero_ps(), c1 = _mm512_setzero_ps();
+        for (int32_t t = 0; t < o->n; t++) {
+            const int8_t *row = b + (o->k[t] / 4) * 4 * PT_I8_NR;
+            int sh = 24 - 8 * (o->k[t] % 4);   /* byte k % 4 of each column's quad */
+            __m512i v0 = _mm512_loadu_si512((const void *)row);
+            __m512i v1 = _mm512_loadu_si512((const void *)(row + 64));
+            __m512 w0 = _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_sllv_epi32(
+                            v0, _mm512_set1_epi32(sh)), 24));
+            __m512 w1 = _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_sllv_epi32(
+                            v1, _mm512_set1_epi32(sh)), 24));
+            __m512 xv = _mm512_set1_ps(o->x[t]);
+            c0 = _mm512_add_ps(c0, _mm512_mul_ps(xv, w0));
+            c1 = _mm512_add_ps(c1, _mm512_mul_ps(xv, w1));
+        }
+        _mm512_storeu_ps(corr, c0);
+        _mm512_storeu_ps(corr + 16, c1);
+    }
+#else
+    float w[PT_I8_NR];
     for (int32_t t = 0; t < o->n; t++) {
         i8_panel_column(b, o->k[t], w);
         for (int j = 0; j < PT_I8_NR; j++) corr[j] = corr[j] + o->x[t] * w[j];
     }
+#endif
     pt_vf sav = pt_vset1(sa);
     for (int64_t j = 0; j < PT_I8_NR; j += PT_VL) {
         if (j >= n) break;
