@@ -170,6 +170,11 @@ def main():
     for r in rows:
         print(f"| {r['impl']:38s} | {r['threads']:7d} | {r['sentences_per_s']:11.1f} | "
               f"{r['pytransformer_speedup']:15.2f}x |")
+    for threads in args.threads:
+        got = {r["impl"]: r["sentences_per_s"] for r in rows if r["threads"] == threads}
+        if "CTranslate2 int8" in got:
+            print(f"int8 at {threads} thread(s): pytransformer / CTranslate2 = "
+                  f"{got['pytransformer int8'] / got['CTranslate2 int8']:.2f}x")
     for note in notes:
         print(note)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
