@@ -72,6 +72,39 @@ static inline float i8_sumsq(const float *x, int64_t n) {
     return s;
 }
 
+/* i8_amax(x, n, INFINITY, bad) and, where ss is not NULL, i8_sumsq(x, n)
+ * into *ss, in one pass over x (the same bits as the two). */
+static inline float i8_amax_sumsq(const float *x, int64_t n, int *bad, float *ss) {
+#if PT_ISA == PT_ISA_AVX512
+    if (ss) {
+        __m512 m = _mm512_setzero_ps(), acc = _mm512_setzero_ps(), big = _mm512_set1_ps(FLT_MAX);
+        __mmask16 nonfinite = 0;
+        int64_t k0 = 0;
+        for (; k0 + 16 <= n; k0 += 16) {
+            __m512 v = _mm512_loadu_ps(x + k0), a = _mm512_abs_ps(v);
+            nonfinite |= _mm512_cmp_ps_mask(a, big, _CMP_NLE_UQ);
+            m = _mm512_max_ps(m, a);
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(v, v));
+        }
+        float part[16], amax = _mm512_reduce_max_ps(m);
+        _mm512_storeu_ps(part, acc);
+        *bad = nonfinite != 0;
+        for (int l = 0; k0 + l < n; l++) {
+            float v = x[k0 + l], a = fabsf(v);
+            *bad |= !(a <= FLT_MAX);
+            amax = a > amax ? a : amax;
+            part[l] += v * v;
+        }
+        float t = 0.0f;
+        for (int l = 0; l < 16; l++) t += part[l];
+        *ss = t;
+        return amax;
+    }
+#endif
+    if (ss) *ss = i8_sumsq(x, n);
+    return i8_amax(x, n, INFINITY, bad);
+}
+
 /* How many x[k]^2 > t. */
 static inline int64_t i8_count_above(const float *x, int64_t n, float t) {
     int64_t c = 0, k = 0;
@@ -115,17 +148,18 @@ static inline float i8_quantize_row(const float *x, int64_t n, uint8_t *q, int64
     if (n < 0) n = 0;
     if (np < n) np = n;
     if (out) out->n = 0;
-    float amax = i8_amax(x, n, INFINITY, &bad);
+    float ss = 0.0f;
+    float amax = i8_amax_sumsq(x, n, &bad, out ? &ss : NULL);
     if (bad || amax == 0.0f) {
         memset(q, off, (size_t)np);
         return bad ? NAN : 0.0f;
     }
     /* outliers: x^2 > t * mean(x^2), t = PT_I8_OUTLIER_T^2, quadrupled until
-     * at most PT_I8_OUTLIERS remain */
+     * at most PT_I8_OUTLIERS remain (none to count where amax^2 <= t) */
     float limit = INFINITY;
     if (out && n > 0) {
-        float t = (float)(PT_I8_OUTLIER_T * PT_I8_OUTLIER_T) * (i8_sumsq(x, n) / (float)n);
-        while (i8_count_above(x, n, t) > PT_I8_OUTLIERS) t *= 4.0f;
+        float t = (float)(PT_I8_OUTLIER_T * PT_I8_OUTLIER_T) * (ss / (float)n);
+        while (t < amax * amax && i8_count_above(x, n, t) > PT_I8_OUTLIERS) t *= 4.0f;
         if (t < amax * amax) {
             limit = t;
             amax = i8_amax(x, n, t, &bad);
@@ -199,13 +233,37 @@ static inline void i8_panel_column(const int8_t *b, int64_t k, float *w) {
     for (int j = 0; j < PT_I8_NR; j++) w[j] = (float)row[4 * j];
 }
 
+/* Whether a call stores C with non-temporal (streaming) stores: on avx512,
+ * where C's rows start on cache lines and C is larger than the caches keep
+ * (4 MiB and more: it goes to memory either way), which saves reading each
+ * line of C before it is overwritten.  The values stored are the same. */
+#define PT_I8_STREAM_BYTES (4 << 20)
+static inline int i8_stream_ok(const float *C, int64_t ldc, int64_t M, int64_t N) {
+#if PT_ISA == PT_ISA_AVX512
+    return ((uintptr_t)C & 63) == 0 && ldc % 16 == 0 &&
+           (double)M * (double)N * 4.0 >= (double)PT_I8_STREAM_BYTES;
+#else
+    (void)C; (void)ldc; (void)M; (void)N;
+    return 0;
+#endif
+}
+
+/* After the streaming stores of a call, before C is read (by any thread). */
+static inline void i8_stream_done(int nt) {
+#if PT_ISA == PT_ISA_AVX512
+    if (nt) _mm_sfence();
+#else
+    (void)nt;
+#endif
+}
+
 /* c[0 .. n) = act((float)acc[j] * (sa * sw[j]) + o[j] * sw[j] + bias[j]),
  * n <= 32, with o[j] = sum over the row's outliers, in order, of x * qw[j, k]
  * (b: the panel): each product and sum rounded once, in this order, on every
  * path.  sw holds 32 readable scales (zero past N: gemm_i8.h). */
 static inline void i8_store_row(float *c, const int32_t *acc, int64_t n, float sa, const float *sw,
                                 const i8_outliers *o, const int8_t *b, const float *bias,
-                                int act) {
+                                int act, int nt) {
     float corr[PT_I8_NR] = {0};
 #if PT_ISA == PT_ISA_AVX512
     if (o->n) {
@@ -244,9 +302,16 @@ static inline void i8_store_row(float *c, const int32_t *acc, int64_t n, float s
             else x = pt_vadd(x, pt_vload_tail(bias + j, (size_t)(n - j), 0.0f));
         }
         x = apply_act(x, act);
+#if PT_ISA == PT_ISA_AVX512
+        if (nt && n - j >= PT_VL && ((uintptr_t)(c + j) & 63) == 0) {
+            _mm512_stream_ps(c + j, x);
+            continue;
+        }
+#endif
         if (n - j >= PT_VL) pt_vstore(c + j, x);
         else pt_vstore_tail(c + j, x, (size_t)(n - j));
     }
+    (void)nt;
 }
 
 #endif
