@@ -1,7 +1,8 @@
 """Sentence embeddings with all-MiniLM-L6-v2 (BERT, 6 layers, 384 wide) on CPU:
-pytransformer.SentenceEncoder (float32 and int8) beside sentence-transformers (torch float32) and
-CTranslate2's Encoder (float32 and int8, converted from the same directory),
-in the same process, at 1 and 2 threads.
+pytransformer.SentenceEncoder (float32, bfloat16, int8) beside
+sentence-transformers (torch float32) and CTranslate2's Encoder (float32 and
+int8, converted from the same directory), in the same process, at 1 and 2
+threads.
 
 Measured: sentences/s on 1,000 seeded sentences of 5-120 words, from strings
 to pooled, normalised vectors -- tokenisation included -- in batches of 32.
@@ -112,6 +113,7 @@ def main():
     import torch
     from sentence_transformers import SentenceTransformer
     ours = pytransformer.SentenceEncoder(path)
+    ours16 = pytransformer.SentenceEncoder(path, compute_type="bfloat16")
     ours8 = pytransformer.SentenceEncoder(path, compute_type="int8")
     theirs = SentenceTransformer(path, device="cpu")
     tokens = sum(len(t) for t in ours.tokenize(texts))
@@ -138,6 +140,7 @@ def main():
         pytransformer.set_num_threads(threads)
         torch.set_num_threads(threads)
         peers = {"pytransformer float32": lambda t: ours.encode(t, batch_size=args.batch_size),
+                 "pytransformer bfloat16": lambda t: ours16.encode(t, batch_size=args.batch_size),
                  "pytransformer int8": lambda t: ours8.encode(t, batch_size=args.batch_size),
                  "sentence-transformers (torch float32)":
                      lambda t: theirs.encode(t, batch_size=args.batch_size)}

@@ -3,11 +3,11 @@
 vocabulary, swish, scaled embeddings: the shape of an OPUS-MT checkpoint;
 random weights, saved with save_pretrained) translating 32-token sources
 (+ eos) into 64 new tokens, greedy and beam 4, batch 1 and 8:
-pytransformer's generate (float32 and int8) beside transformers' generate
-(torch float32) and CTranslate2 float32 and int8
+pytransformer's generate (float32, bfloat16, int8) beside transformers'
+generate (torch float32) and CTranslate2 float32 and int8
 (ctranslate2.converters.TransformersConverter on the same directory,
 ctranslate2.Translator), interleaved (pytransformer.benchmarks
-.timings), medians.  All three run with the checkpoint's settings (pad never
+.timings), medians.  All of them run with the checkpoint's settings (pad never
 generated) and min_new_tokens = max_new_tokens = 64, so every row is exactly
 64 new tokens; tokens/s counts batch x 64 (for beam, the returned hypothesis
 of each source); the time includes encoding the sources."""
@@ -70,6 +70,7 @@ def run(threads_list, repeats, quick=False):
     path, theirs, tokens = marian_directory()
     ids = {t: i for i, t in enumerate(tokens)}
     ours = pytransformer.from_pretrained(path)
+    ours16 = pytransformer.from_pretrained(path, compute_type="bfloat16")
     ours8 = pytransformer.from_pretrained(path, compute_type="int8")
     new = 16 if quick else NEW
     notes = []
@@ -100,6 +101,9 @@ def run(threads_list, repeats, quick=False):
                        ts, attention_mask=torch.ones_like(ts), max_new_tokens=new,
                        min_new_tokens=new, do_sample=False, num_beams=K,
                        **({"early_stopping": True} if K > 1 else {})),
+                   "pytransformer bfloat16": lambda: ours16.generate(
+                       src, new, method="beam" if K > 1 else "greedy", beam_size=K,
+                       min_new_tokens=new),
                    "pytransformer int8": lambda: ours8.generate(
                        src, new, method="beam" if K > 1 else "greedy", beam_size=K,
                        min_new_tokens=new)}
@@ -131,6 +135,7 @@ def run(threads_list, repeats, quick=False):
                   f"transformers: {same}" + ("" if ct2 is None else
                                              f", as CTranslate2: {same_ct2}"), flush=True)
     names = ["pytransformer", "transformers"] + (["CTranslate2"] if ctranslate2 else []) + \
-        ["pytransformer int8"] + (["CTranslate2 int8"] if ctranslate2 else [])
+        ["pytransformer bfloat16", "pytransformer int8"] + \
+        (["CTranslate2 int8"] if ctranslate2 else [])
     print_peer_table("Marian base", rows, names, notes)
     return rows

@@ -82,12 +82,11 @@ int PT_FN(pt_igemm_packed)(float *C, int64_t ldc, const float *A, int64_t lda, i
     if (!B) return PT_ERR_ARG;
     int64_t N = B->N, K = B->K, Kp = B->Kp, panels = (N + PT_I8_NR - 1) / PT_I8_NR;
     if (M <= 0 || N <= 0) return PT_OK;
+    if (nthreads < 1) nthreads = 1;
     float *sa;
     i8_outliers *o;
-    uint8_t *q = i8_alloc_a(M, Kp, M, &sa, &o);
+    uint8_t *q = i8_quantized_a(A, lda, M, M, K, Kp, 0, nthreads, &sa, &o);
     if (!q) return PT_ERR_NOMEM;   /* before C is touched */
-    if (nthreads < 1) nthreads = 1;
-    i8_quantize_a(A, lda, M, M, K, Kp, q, sa, o, 0, nthreads);
     int64_t units = panels * ((M + GMR - 1) / GMR);
 #pragma omp parallel for schedule(static) num_threads(nthreads) \
     if (nthreads > 1 && (double)M * (double)N * (double)K > 262144.0)

@@ -77,17 +77,15 @@ int pt_igemm_packed_amx(float *C, int64_t ldc, const float *A, int64_t lda, int6
     int64_t N = B->N, K = B->K, Kp = B->Kp, panels = (N + PT_I8_NR - 1) / PT_I8_NR;
     if (N <= 0) return PT_OK;
     int64_t Mp = (M + 15) / 16 * 16, amc = amx_mc(Kp);
+    if (nthreads < 1) nthreads = 1;
     float *sa;
     i8_outliers *o;
-    uint8_t *q = i8_alloc_a(Mp, Kp, M, &sa, &o);
-    if (nthreads < 1) nthreads = 1;
     int32_t *stages = pt_alloc(sizeof(int32_t) * 1024 * (size_t)nthreads);
-    if (!q || !stages) {
-        pt_free(q);
+    uint8_t *q = stages ? i8_quantized_a(A, lda, M, Mp, K, Kp, 0, nthreads, &sa, &o) : NULL;
+    if (!q) {
         pt_free(stages);
         return PT_ERR_NOMEM;   /* before C is touched */
     }
-    i8_quantize_a(A, lda, M, Mp, K, Kp, q, sa, o, 0, nthreads);
     int64_t blocks = (M + amc - 1) / amc, units = blocks * panels;
     int nt = i8_stream_ok(C, ldc, M, N);
     if ((double)M * (double)N * (double)K < 1048576.0 || units < 2) nthreads = 1;

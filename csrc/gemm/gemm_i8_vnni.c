@@ -82,12 +82,11 @@ int pt_igemm_packed_vnni(float *C, int64_t ldc, const float *A, int64_t lda, int
     if (!B) return PT_ERR_ARG;
     int64_t N = B->N, K = B->K, Kp = B->Kp, panels = (N + PT_I8_NR - 1) / PT_I8_NR;
     if (M <= 0 || N <= 0) return PT_OK;
+    if (nthreads < 1) nthreads = 1;
     float *sa;
     i8_outliers *o;
-    uint8_t *q = i8_alloc_a(M, Kp, M, &sa, &o);
+    uint8_t *q = i8_quantized_a(A, lda, M, M, K, Kp, 128, nthreads, &sa, &o);
     if (!q) return PT_ERR_NOMEM;   /* before C is touched */
-    if (nthreads < 1) nthreads = 1;
-    i8_quantize_a(A, lda, M, M, K, Kp, q, sa, o, 128, nthreads);
     int64_t blocks = (M + VMC - 1) / VMC, units = blocks * panels;
     int nt = i8_stream_ok(C, ldc, M, N);
     if ((double)M * (double)N * (double)K < 262144.0 || units < 2) nthreads = 1;

@@ -204,15 +204,20 @@ static inline void i8_quantize_a(const float *A, int64_t lda, int64_t M, int64_t
     if (Mp > M) memset(q + M * Kp, off, (size_t)((Mp - M) * Kp));
 }
 
-/* The working buffer of a call: Mp rows of Kp bytes, then M outlier lists,
- * then M scales. */
-static inline uint8_t *i8_alloc_a(int64_t Mp, int64_t Kp, int64_t M, float **sa,
-                                  i8_outliers **o) {
+/* The first step of every int8 kernel: A quantized into a working buffer of
+ * Mp rows of Kp bytes (row stride Kp, rows past M zero; each byte plus off),
+ * then the M rows' outlier lists (*o) and scales (*sa).  NULL when out of
+ * memory (free it with pt_free). */
+static inline uint8_t *i8_quantized_a(const float *A, int64_t lda, int64_t M, int64_t Mp,
+                                      int64_t K, int64_t Kp, int off, int nthreads, float **sa,
+                                      i8_outliers **o) {
     size_t qbytes = ((size_t)(Mp * Kp) + 63) / 64 * 64;
     size_t m = (size_t)(M > 0 ? M : 1);
     uint8_t *q = (uint8_t *)pt_alloc(qbytes + (sizeof(i8_outliers) + sizeof(float)) * m);
-    *o = q ? (i8_outliers *)(q + qbytes) : NULL;
-    *sa = q ? (float *)(q + qbytes + sizeof(i8_outliers) * m) : NULL;
+    if (!q) return NULL;
+    *o = (i8_outliers *)(q + qbytes);
+    *sa = (float *)(q + qbytes + sizeof(i8_outliers) * m);
+    i8_quantize_a(A, lda, M, Mp, K, Kp, q, *sa, *o, off, nthreads);
     return q;
 }
 

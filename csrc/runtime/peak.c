@@ -6,14 +6,8 @@
  * could reach on this core at this moment (clock, sharing), measured in the
  * same run as the GEMM it judges. */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime under -std=c11 */
-#include <time.h>
 #include "runtime/peak.h"
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "runtime/peak_timer.h"
 
 #if PT_ISA == PT_ISA_SCALAR
 double PT_FN(pt_fma_peak_gflops)(int nthreads, int64_t iters) {
@@ -46,17 +40,7 @@ static float fma_loop(int64_t iters) {
 double PT_FN(pt_fma_peak_gflops)(int nthreads, int64_t iters) {
     if (nthreads < 1) nthreads = 1;
     if (iters < 1) iters = 1;
-    volatile float sink = 0.0f;
-    fma_loop(iters / 16 + 1);                     /* warm-up: wake the clocks */
-    double t0 = now_seconds();
-#pragma omp parallel num_threads(nthreads)
-    {
-        float s = fma_loop(iters);
-#pragma omp atomic
-        sink += s;
-    }
-    double dt = now_seconds() - t0;
-    (void)sink;
+    double dt = pt_time_peak_loop(fma_loop, nthreads, iters);
     return 2.0 * PT_VL * CHAINS * (double)iters * (double)nthreads / dt * 1e-9;
 }
 #endif

@@ -4,19 +4,13 @@
  * called only where pt_bgemm_packed_amx_fn() (pt_igemm_packed_amx_fn()) is
  * not NULL: the OS has granted the tiles. */
 #define _POSIX_C_SOURCE 200809L
-#include <time.h>
 #include "gemm/amx.h"
 #include "runtime/peak.h"
+#include "runtime/peak_timer.h"
 
 #if !defined(__AMX_BF16__) || !defined(__AMX_TILE__) || !defined(__AMX_INT8__)
 #error "peak_amx.c is built with -mamx-tile -mamx-bf16 -mamx-int8 only"
 #endif
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static float tile_loop(int64_t iters, int int8) {
     pt_amx_configure();
@@ -48,20 +42,13 @@ static float tile_loop(int64_t iters, int int8) {
     return s;
 }
 
+static float bf16_loop(int64_t iters) { return tile_loop(iters, 0); }
+static float int8_loop(int64_t iters) { return tile_loop(iters, 1); }
+
 static double peak(int nthreads, int64_t iters, int int8) {
     if (nthreads < 1) nthreads = 1;
     if (iters < 1) iters = 1;
-    volatile float sink = 0.0f;
-    tile_loop(iters / 16 + 1, int8);
-    double t0 = now_seconds();
-#pragma omp parallel num_threads(nthreads)
-    {
-        float s = tile_loop(iters, int8);
-#pragma omp atomic
-        sink += s;
-    }
-    double dt = now_seconds() - t0;
-    (void)sink;
+    double dt = pt_time_peak_loop(int8 ? int8_loop : bf16_loop, nthreads, iters);
     /* 4 instructions x 16 x 16 outputs x 32 (bf16) or 64 (int8) products x
      * (multiply + add) */
     return 4.0 * 16384.0 * (int8 ? 2.0 : 1.0) * (double)iters * (double)nthreads / dt * 1e-9;

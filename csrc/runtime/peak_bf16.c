@@ -3,20 +3,14 @@
  * fp32 GEMM.  Built once with -mavx512bf16 (setup.py), called only where
  * pt_cpu_has(PT_FEAT_AVX512_BF16). */
 #define _POSIX_C_SOURCE 200809L
-#include <time.h>
 #include "runtime/peak.h"
+#include "runtime/peak_timer.h"
 
 #if !defined(__AVX512BF16__)
 #error "peak_bf16.c is built with -mavx512bf16 only"
 #endif
 
 #define CHAINS 16
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static float dot_loop(int64_t iters) {
     __m512 acc[CHAINS];
@@ -36,17 +30,7 @@ static float dot_loop(int64_t iters) {
 double pt_bf16_dot_peak_gflops(int nthreads, int64_t iters) {
     if (nthreads < 1) nthreads = 1;
     if (iters < 1) iters = 1;
-    volatile float sink = 0.0f;
-    dot_loop(iters / 16 + 1);
-    double t0 = now_seconds();
-#pragma omp parallel num_threads(nthreads)
-    {
-        float s = dot_loop(iters);
-#pragma omp atomic
-        sink += s;
-    }
-    double dt = now_seconds() - t0;
-    (void)sink;
+    double dt = pt_time_peak_loop(dot_loop, nthreads, iters);
     /* 16 lanes x 2 products x (multiply + add) per instruction */
     return 64.0 * CHAINS * (double)iters * (double)nthreads / dt * 1e-9;
 }

@@ -4,8 +4,8 @@
  * not NULL. */
 #define _POSIX_C_SOURCE 200809L
 #include <immintrin.h>
-#include <time.h>
 #include "runtime/peak.h"
+#include "runtime/peak_timer.h"
 
 #if !defined(__AVX512VNNI__)
 #error "peak_vnni.c is built with -mavx512vnni only"
@@ -13,13 +13,7 @@
 
 #define CHAINS 16
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int dot_loop(int64_t iters) {
+static float dot_loop(int64_t iters) {
     __m512i acc[CHAINS];
     for (int c = 0; c < CHAINS; c++) acc[c] = _mm512_set1_epi32(c);
     __m512i x = _mm512_set1_epi32(0x01010101), y = _mm512_set1_epi32(0x01010101);
@@ -29,23 +23,13 @@ static int dot_loop(int64_t iters) {
     }
     __m512i s = acc[0];
     for (int c = 1; c < CHAINS; c++) s = _mm512_add_epi32(s, acc[c]);
-    return _mm512_reduce_add_epi32(s);
+    return (float)_mm512_reduce_add_epi32(s);
 }
 
 double pt_vnni_peak_gops(int nthreads, int64_t iters) {
     if (nthreads < 1) nthreads = 1;
     if (iters < 1) iters = 1;
-    volatile int sink = 0;
-    dot_loop(iters / 16 + 1);
-    double t0 = now_seconds();
-#pragma omp parallel num_threads(nthreads)
-    {
-        int s = dot_loop(iters);
-#pragma omp atomic
-        sink += s;
-    }
-    double dt = now_seconds() - t0;
-    (void)sink;
+    double dt = pt_time_peak_loop(dot_loop, nthreads, iters);
     /* 16 lanes x 4 products x (multiply + add) per instruction */
     return 128.0 * CHAINS * (double)iters * (double)nthreads / dt * 1e-9;
 }
