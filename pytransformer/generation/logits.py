@@ -13,10 +13,13 @@ __all__ = ["log_softmax", "filter_logits", "LogitsProcessors", "token_id_list"]
 
 
 def log_softmax(logits):
-    """log softmax over the last axis, in float64."""
-    z = np.asarray(logits, dtype=np.float64)
+    """log softmax over the last axis: float32 logits (as transformers
+    computes it) with the sum of exponentials in float64, returned as
+    float64 (the beam scores add them up)."""
+    z = np.asarray(logits, dtype=np.float32)
     z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    lse = np.log(np.exp(z).sum(axis=-1, keepdims=True, dtype=np.float64))
+    return z - lse
 
 
 def filter_logits(logits, temperature=1.0, top_k=None, top_p=1.0):
