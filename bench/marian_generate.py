@@ -10,7 +10,9 @@ ctranslate2.Translator), interleaved (pytransformer.benchmarks
 .timings), medians.  All of them run with the checkpoint's settings (pad never
 generated) and min_new_tokens = max_new_tokens = 64, so every row is exactly
 64 new tokens; tokens/s counts batch x 64 (for beam, the returned hypothesis
-of each source); the time includes encoding the sources."""
+of each source); the time includes encoding the sources.  One more row,
+"encode": 8 sources of 128 tokens and one new token, in source tokens/s --
+the encoder's work (Transformer-base at 8x128) beside CTranslate2's."""
 import json
 import os
 import tempfile
@@ -83,35 +85,38 @@ def run(threads_list, repeats, quick=False):
         notes.append(f"CTranslate2 could not run: {type(e).__name__}: {e}")
     rng = np.random.default_rng(1)
     src8 = np.concatenate([rng.integers(2, V - 1, size=(8, SRC)), np.zeros((8, 1), int)], 1)
+    src128 = np.concatenate([rng.integers(2, V - 1, size=(8, 127)), np.zeros((8, 1), int)], 1)
     rows = []
     for threads in threads_list:
         set_threads(threads)
         ct2, ct2_8 = (None, None) if ctranslate2 is None else (
             ctranslate2.Translator(ct2_dir, device="cpu", compute_type=ct, inter_threads=1,
                                    intra_threads=threads) for ct in ("float32", "int8"))
-        for what, B in [("greedy", 1), ("greedy", 8), ("beam4", 1), ("beam4", 8)]:
-            src = src8[:B]
-            K = 1 if what == "greedy" else 4
+        for what, B in [("greedy", 1), ("greedy", 8), ("beam4", 1), ("beam4", 8),
+                        ("encode", 8)]:
+            # "encode": 128-token sources and one new token, the encoder's work
+            src, n = (src128, 1) if what == "encode" else (src8[:B], new)
+            K = 4 if what == "beam4" else 1
             ts = torch.from_numpy(src)
             words = [[tokens[int(t)] for t in row] for row in src]
             fns = {"pytransformer": lambda: ours.generate(
-                       src, new, method="beam" if K > 1 else "greedy", beam_size=K,
-                       min_new_tokens=new),
+                       src, n, method="beam" if K > 1 else "greedy", beam_size=K,
+                       min_new_tokens=n),
                    "transformers": lambda: theirs.generate(
-                       ts, attention_mask=torch.ones_like(ts), max_new_tokens=new,
-                       min_new_tokens=new, do_sample=False, num_beams=K,
+                       ts, attention_mask=torch.ones_like(ts), max_new_tokens=n,
+                       min_new_tokens=n, do_sample=False, num_beams=K,
                        **({"early_stopping": True} if K > 1 else {})),
                    "pytransformer bfloat16": lambda: ours16.generate(
-                       src, new, method="beam" if K > 1 else "greedy", beam_size=K,
-                       min_new_tokens=new),
+                       src, n, method="beam" if K > 1 else "greedy", beam_size=K,
+                       min_new_tokens=n),
                    "pytransformer int8": lambda: ours8.generate(
-                       src, new, method="beam" if K > 1 else "greedy", beam_size=K,
-                       min_new_tokens=new)}
+                       src, n, method="beam" if K > 1 else "greedy", beam_size=K,
+                       min_new_tokens=n)}
             if ct2 is not None:
                 fns["CTranslate2"] = lambda: ct2.translate_batch(
-                    words, beam_size=K, max_decoding_length=new, min_decoding_length=new)
+                    words, beam_size=K, max_decoding_length=n, min_decoding_length=n)
                 fns["CTranslate2 int8"] = lambda: ct2_8.translate_batch(
-                    words, beam_size=K, max_decoding_length=new, min_decoding_length=new)
+                    words, beam_size=K, max_decoding_length=n, min_decoding_length=n)
             with torch.inference_mode():
                 a = fns["pytransformer"]()
                 b = fns["transformers"]()[:, 1:].numpy()
@@ -119,16 +124,17 @@ def run(threads_list, repeats, quick=False):
                 if ct2 is not None:
                     c = [[ids[t] for t in r.hypotheses[0]] for r in fns["CTranslate2"]()]
                     # CTranslate2 does not force eos at the last step: compare the rest
-                    same_ct2 = all(list(x[:new - 1]) == y[:new - 1] for x, y in zip(a, c))
+                    same_ct2 = all(list(x[:n - 1]) == y[:n - 1] for x, y in zip(a, c))
                 samples = timings(fns, repeats, warmup=0)
-            row = dict(model="marian-base", what=what, batch=B, src_len=SRC + 1,
-                       new_tokens=new, threads=threads, same_tokens_as_transformers=same)
+            row = dict(model="marian-base", what=what, batch=B, src_len=src.shape[1],
+                       new_tokens=n, threads=threads, same_tokens_as_transformers=same)
             if ct2 is not None:
                 row["same_tokens_as_ctranslate2"] = same_ct2
             for name, t_s in samples.items():
                 t = float(np.median(t_s))
                 row[f"{name}_s"] = t
-                row[f"{name}_tok_s"] = B * new / t
+                # tokens/s: new tokens, or for "encode" the source tokens
+                row[f"{name}_tok_s"] = B * (src.shape[1] if what == "encode" else n) / t
             rows.append(row)
             line = ", ".join(f"{n} {row[f'{n}_tok_s']:.1f}" for n in samples)
             print(f"  marian {what:6s} B={B} threads={threads}: tok/s {line}; same tokens as "
