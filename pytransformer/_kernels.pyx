@@ -149,15 +149,6 @@ cdef int64_t _rows_operand(object a, str name) except -1:
     return st[0] // 4 if n > 1 else rows * cols
 
 
-def _empty_aligned(int64_t M, int64_t N):
-    """An uninitialised C-contiguous float32 (M, N) array starting on a
-    64-byte line (the int8 and AMX bf16 GEMMs store a large product with
-    streaming stores, which need it)."""
-    buf = np.empty(M * N + 16, dtype=np.float32)
-    off = (-buf.ctypes.data % 64) // 4
-    return buf[off:off + M * N].reshape(M, N)
-
-
 cdef _check(object a, str name, Py_ssize_t size=-1):
     if not isinstance(a, np.ndarray):
         raise ValueError(f"{name}: a numpy array is needed, got {type(a).__name__}")

@@ -197,7 +197,7 @@ cdef class PackedMatrixBF16:
         cdef const pt_packed_bf16 *pb = self._packed(kt)
         cdef int iact = ACT[act]
         cdef int64_t M = a.shape[0]
-        out = _empty_aligned(M, self.N)
+        out = np.empty((M, self.N), dtype=np.float32)
         cdef int nt = _nthreads, status = PT_OK
         cdef float *pc = _fptr(out)
         cdef const float *pa = _fptr(a)

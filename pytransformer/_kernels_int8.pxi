@@ -98,6 +98,15 @@ def _init_int8():
 _init_int8()
 
 
+def _empty_aligned(int64_t M, int64_t N):
+    """An uninitialised C-contiguous float32 (M, N) array starting on a
+    64-byte line (large int8 products are stored with streaming stores,
+    which need it)."""
+    buf = np.empty(M * N + 16, dtype=np.float32)
+    off = (-buf.ctypes.data % 64) // 4
+    return buf[off:off + M * N].reshape(M, N)
+
+
 def int8_quantize(x, bint outliers=False):
     """(q, scale) of a float32 row x quantized as the int8 GEMM quantizes a
     weight's row: scale = max|x| / 127, q = rint(x * 127 / max|x|) (int8, ties

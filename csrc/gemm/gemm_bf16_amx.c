@@ -41,7 +41,6 @@
 #include "gemm/amx.h"
 #include "gemm/bf16.h"
 #include "gemm/gemm.h"
-#include "gemm/stream.h"
 #include "gemm/ukernel_f32.h"   /* apply_act: the epilogue of the fp32 GEMM */
 #include "runtime/mem.h"
 #include "runtime/status.h"
@@ -79,20 +78,10 @@ static void amx_pack_block(uint32_t *dst, const float *A, int64_t lda, int64_t m
 }
 
 /* The valid rows x cols corner of a 16 x 16 fp32 tile staged at s (row
- * stride 16 floats) to c (row stride ldc), with + bias (16 columns, or NULL)
- * and act fused (the epilogue's arithmetic); with nt, whole aligned rows by
- * streaming stores. */
-static void stage_out(const float *s, float *c, int64_t ldc, int64_t rows, int64_t cols,
-                      const float *bias, int act, int nt) {
+ * stride 16 floats) to c (row stride ldc). */
+static void stage_out(const float *s, float *c, int64_t ldc, int64_t rows, int64_t cols) {
     __mmask16 m = cols >= 16 ? 0xffff : cols <= 0 ? 0 : (__mmask16)((1u << cols) - 1u);
-    __m512 bv = bias ? _mm512_maskz_loadu_ps(m, bias) : _mm512_setzero_ps();
-    for (int r = 0; r < 16 && r < rows; r++) {
-        __m512 x = _mm512_load_ps(s + 16 * r);
-        if (bias) x = _mm512_add_ps(x, bv);
-        x = apply_act(x, act);
-        if (nt && m == 0xffff && ((uintptr_t)(c + r * ldc) & 63) == 0) _mm512_stream_ps(c + r * ldc, x);
-        else _mm512_mask_storeu_ps(c + r * ldc, m, x);
-    }
+    for (int r = 0; r < 16 && r < rows; r++) _mm512_mask_storeu_ps(c + r * ldc, m, _mm512_load_ps(s + 16 * r));
 }
 
 /* Tile T (= 2i + j) of a 32 x 32 block: rows 16i.., columns 16j.. of C
@@ -106,17 +95,13 @@ static void stage_out(const float *s, float *c, int64_t ldc, int64_t rows, int64
         if (first) _tile_zero(T);                                                        \
         else _tile_loadd(T, S_TILE(i, j), 128);                                          \
     } while (0)
-/* With nt, every last tile goes through the stage with the epilogue fused
- * and streams to C; else whole tiles are stored in place and the epilogue
- * runs after (epilogue()), on C in cache. */
 #define C_STORE(T, i, j)                                                                 \
     do {                                                                                 \
         if (!last) _tile_stored(T, S_TILE(i, j), 128);                                   \
-        else if (C_FULL(i, j) && !nt) _tile_stored(T, C_TILE(i, j), ldc * 4);            \
+        else if (C_FULL(i, j)) _tile_stored(T, C_TILE(i, j), ldc * 4);                   \
         else {                                                                           \
             _tile_stored(T, stage, 64);                                                  \
-            stage_out(stage, C_TILE(i, j), ldc, rows - 16 * (i), cols - 16 * (j),        \
-                      nt && bias ? bias + 16 * (j) : NULL, nt ? act : PT_ACT_NONE, nt);  \
+            stage_out(stage, C_TILE(i, j), ldc, rows - 16 * (i), cols - 16 * (j));       \
         }                                                                                \
     } while (0)
 
@@ -128,8 +113,7 @@ static void stage_out(const float *s, float *c, int64_t ldc, int64_t rows, int64
 PT_ALWAYS_INLINE void amx_block_body(const int G, const uint32_t *a, int64_t gstride,
                                      const uint32_t *b, int64_t nq, float *S, float *C,
                                      int64_t ldc, int64_t rows, int64_t cols, int first,
-                                     int last, float *stage, const float *bias, int act,
-                                     int nt) {
+                                     int last, float *stage) {
     C_LOAD(0, 0, 0);
     C_LOAD(1, 0, 1);
     if (G == 2) {
@@ -158,13 +142,9 @@ PT_ALWAYS_INLINE void amx_block_body(const int G, const uint32_t *a, int64_t gst
 
 static void amx_block(const uint32_t *a, int64_t gstride, const uint32_t *b, int64_t nq,
                       float *S, float *C, int64_t ldc, int64_t rows, int64_t cols, int first,
-                      int last, float *stage, const float *bias, int act, int nt) {
-    if (rows > 16)
-        amx_block_body(2, a, gstride, b, nq, S, C, ldc, rows, cols, first, last, stage, bias,
-                       act, nt);
-    else
-        amx_block_body(1, a, gstride, b, nq, S, C, ldc, rows, cols, first, last, stage, bias,
-                       act, nt);
+                      int last, float *stage) {
+    if (rows > 16) amx_block_body(2, a, gstride, b, nq, S, C, ldc, rows, cols, first, last, stage);
+    else amx_block_body(1, a, gstride, b, nq, S, C, ldc, rows, cols, first, last, stage);
 }
 
 /* The last K block's epilogue on rows x cols of C: + bias, then act. */
@@ -200,7 +180,7 @@ static int64_t amx_mc(int64_t nq) {
  * stage: this thread's A block (amx_mc rows), scratch strip and staging. */
 static void amx_rect(float *C, int64_t ldc, const float *A, int64_t lda, const pt_packed_bf16 *B,
                      int64_t m0, int64_t m1, int64_t n0, int64_t n1, const float *bias, int act,
-                     uint32_t *Ap, float *S, float *stage, int nt) {
+                     uint32_t *Ap, float *S, float *stage) {
     int64_t pairs = B->Kp / 2, nq = pairs / 16, N = B->N, K = B->K, amc = amx_mc(nq);
     int64_t nkb = (pairs + AKC - 1) / AKC;
     if (nkb < 1) nkb = 1;
@@ -218,9 +198,8 @@ static void amx_rect(float *C, int64_t ldc, const float *A, int64_t lda, const p
                     int64_t rows = mc - ir < 32 ? mc - ir : 32;
                     float *c = C + (ic + ir) * ldc + jr;
                     amx_block(Ap + ((ir / 16) * nq + q0) * TILE_U32, nq * TILE_U32, b, qn,
-                              S + ir * 32, c, ldc, rows, cols, first, last, stage, bias_j, act,
-                              nt);
-                    if (last && !nt) epilogue(c, ldc, rows, cols, bias_j, act);
+                              S + ir * 32, c, ldc, rows, cols, first, last, stage);
+                    if (last) epilogue(c, ldc, rows, cols, bias_j, act);
                 }
             }
         }
@@ -252,7 +231,6 @@ int pt_bgemm_packed_amx(float *C, int64_t ldc, const float *A, int64_t lda, int6
     int64_t spt = split_m ? (tiles + nthreads - 1) / nthreads
                           : (tiles + 4 * nthreads - 1) / (4 * nthreads);   /* tiles per strip */
     int64_t nstrips = (tiles + spt - 1) / spt;
-    int nt = pt_stream_c(C, ldc, M, N);
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
     {
         int t = 0;
@@ -266,14 +244,13 @@ int pt_bgemm_packed_amx(float *C, int64_t ldc, const float *A, int64_t lda, int6
         for (int64_t u = 0; u < nstrips; u++) {
             if (split_m) {
                 int64_t r0 = u * spt * 32, r1 = (u + 1) * spt * 32 < M ? (u + 1) * spt * 32 : M;
-                amx_rect(C, ldc, A, lda, B, r0, r1, 0, N, bias, act, Ap, S, stage, nt);
+                amx_rect(C, ldc, A, lda, B, r0, r1, 0, N, bias, act, Ap, S, stage);
             } else {
                 int64_t c0 = u * spt * PANEL;
                 int64_t c1 = (u + 1) * spt * PANEL < N ? (u + 1) * spt * PANEL : N;
-                amx_rect(C, ldc, A, lda, B, 0, M, c0, c1, bias, act, Ap, S, stage, nt);
+                amx_rect(C, ldc, A, lda, B, 0, M, c0, c1, bias, act, Ap, S, stage);
             }
         }
-        pt_stream_c_done(nt);   /* this thread's streaming stores, before the join */
         _tile_release();
     }
     pt_free(buf);

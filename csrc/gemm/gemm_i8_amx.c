@@ -87,7 +87,7 @@ int pt_igemm_packed_amx(float *C, int64_t ldc, const float *A, int64_t lda, int6
         return PT_ERR_NOMEM;   /* before C is touched */
     }
     int64_t blocks = (M + amc - 1) / amc, units = blocks * panels;
-    int nt = pt_stream_c(C, ldc, M, N);
+    int nt = i8_stream_ok(C, ldc, M, N);
     if ((double)M * (double)N * (double)K < 1048576.0 || units < 2) nthreads = 1;
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
     {
@@ -109,7 +109,7 @@ int pt_igemm_packed_amx(float *C, int64_t ldc, const float *A, int64_t lda, int6
                           nr, sa + i, o + i, B->scale + j0, bias ? bias + j0 : NULL, act, nt);
             }
         }
-        pt_stream_c_done(nt);   /* this thread's streaming stores, before the join */
+        i8_stream_done(nt);   /* this thread's streaming stores, before the join */
         _tile_release();
     }
     pt_free(q);

@@ -88,7 +88,7 @@ int pt_igemm_packed_vnni(float *C, int64_t ldc, const float *A, int64_t lda, int
     uint8_t *q = i8_quantized_a(A, lda, M, M, K, Kp, 128, nthreads, &sa, &o);
     if (!q) return PT_ERR_NOMEM;   /* before C is touched */
     int64_t blocks = (M + VMC - 1) / VMC, units = blocks * panels;
-    int nt = pt_stream_c(C, ldc, M, N);
+    int nt = i8_stream_ok(C, ldc, M, N);
     if ((double)M * (double)N * (double)K < 262144.0 || units < 2) nthreads = 1;
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
     for (int64_t u = 0; u < units; u++) {
@@ -102,7 +102,7 @@ int pt_igemm_packed_vnni(float *C, int64_t ldc, const float *A, int64_t lda, int
             vnni_tile_m(m, q + i * Kp, Kp, b, B->colsum + j0, C + i * ldc + j0, ldc, nr, sa + i,
                         o + i, B->scale + j0, bias ? bias + j0 : NULL, act, nt);
         }
-        pt_stream_c_done(nt);   /* this thread's streaming stores, before the join */
+        i8_stream_done(nt);   /* this thread's streaming stores, before the join */
     }
     pt_free(q);
     return PT_OK;

@@ -10,7 +10,6 @@
 #include <math.h>
 #include <string.h>
 #include "gemm/gemm_i8.h"
-#include "gemm/stream.h"
 #include "gemm/ukernel_f32.h"   /* apply_act: the epilogue of the fp32 GEMM */
 #include "runtime/mem.h"
 
@@ -237,6 +236,30 @@ static inline pt_vf i8_vcvt(const int32_t *x) {
 static inline void i8_panel_column(const int8_t *b, int64_t k, float *w) {
     const int8_t *row = b + (k / 4) * 4 * PT_I8_NR + k % 4;
     for (int j = 0; j < PT_I8_NR; j++) w[j] = (float)row[4 * j];
+}
+
+/* Whether a call stores C with non-temporal (streaming) stores: on avx512,
+ * where C's rows start on cache lines and C is larger than the caches keep
+ * (4 MiB and more: it goes to memory either way), which saves reading each
+ * line of C before it is overwritten.  The values stored are the same. */
+#define PT_I8_STREAM_BYTES (4 << 20)
+static inline int i8_stream_ok(const float *C, int64_t ldc, int64_t M, int64_t N) {
+#if PT_ISA == PT_ISA_AVX512
+    return ((uintptr_t)C & 63) == 0 && ldc % 16 == 0 &&
+           (double)M * (double)N * 4.0 >= (double)PT_I8_STREAM_BYTES;
+#else
+    (void)C; (void)ldc; (void)M; (void)N;
+    return 0;
+#endif
+}
+
+/* After the streaming stores of a call, before C is read (by any thread). */
+static inline void i8_stream_done(int nt) {
+#if PT_ISA == PT_ISA_AVX512
+    if (nt) _mm_sfence();
+#else
+    (void)nt;
+#endif
 }
 
 /* c[0 .. n) = act((float)acc[j] * (sa * sw[j]) + o[j] * sw[j] + bias[j]),
