@@ -98,15 +98,6 @@ def _init_int8():
 _init_int8()
 
 
-def _empty_aligned(int64_t M, int64_t N):
-    """An uninitialised C-contiguous float32 (M, N) array starting on a
-    64-byte line (large int8 products are stored with streaming stores,
-    which need it)."""
-    buf = np.empty(M * N + 16, dtype=np.float32)
-    off = (-buf.ctypes.data % 64) // 4
-    return buf[off:off + M * N].reshape(M, N)
-
-
 def int8_quantize(x, bint outliers=False):
     """(q, scale) of a float32 row x quantized as the int8 GEMM quantizes a
     weight's row: scale = max|x| / 127, q = rint(x * 127 / max|x|) (int8, ties
@@ -201,7 +192,7 @@ cdef class PackedMatrixI8:
         cdef pt_igemm_packed_fn fn = _int8_fn(KT)   # one read of the path
         cdef int iact = ACT[act]
         cdef int64_t M = a.shape[0]
-        out = _empty_aligned(M, self.N)
+        out = np.empty((M, self.N), dtype=np.float32)
         cdef int nt = _nthreads, status = PT_OK
         cdef float *pc = _fptr(out)
         cdef const float *pa = _fptr(a)

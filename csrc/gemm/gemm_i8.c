@@ -99,7 +99,7 @@ int PT_FN(pt_igemm_packed)(float *C, int64_t ldc, const float *A, int64_t lda, i
         i8_panel_sums((const int8_t *)q + i0 * Kp, Kp, m, b, acc);
         for (int r = 0; r < m; r++)
             i8_store_row(C + (i0 + r) * ldc + j0, acc[r], n, sa[i0 + r], B->scale + j0,
-                         o + i0 + r, b, bias ? bias + j0 : NULL, act, 0);
+                         o + i0 + r, b, bias ? bias + j0 : NULL, act);
     }
     pt_free(q);
     return PT_OK;

@@ -18,8 +18,11 @@
  * staging area to the dequantization and the epilogue.  Measured on one
  * Sapphire Rapids core: without the quantization of A and the float32 store
  * of C the tiles run at 50-60% of the TDPBSSD peak; those two, bound by
- * memory (float32 in and out), cost about as much again.  (Blocking K so
- * that a panel's block stays in L1 was tried and changed nothing measurable.)
+ * memory (float32 in and out), cost about as much again.  (Tried and left
+ * out: blocking K so that a panel's block stays in L1 changed nothing
+ * measurable; streaming stores of a large C sped the GEMM alone by ~25% but
+ * slowed a Transformer encoder by ~17%, whose next GEMM then read C from
+ * memory instead of the last-level cache.)
  */
 #include <immintrin.h>
 #include "gemm/amx.h"
@@ -39,7 +42,7 @@ static int64_t amx_mc(int64_t Kp) {
 /* Rows [i, i + rows) (rows <= 32) of C, columns [j0, j0 + nr) of one panel. */
 static void amx_block(const int8_t *a, int64_t Kp, const int8_t *b, int64_t rows, int32_t *stage,
                       float *C, int64_t ldc, int64_t nr, const float *sa, const i8_outliers *o,
-                      const float *sw, const float *bias, int act, int nt) {
+                      const float *sw, const float *bias, int act) {
     int two = rows > 16;
     _tile_zero(0);
     _tile_zero(1);
@@ -67,7 +70,7 @@ static void amx_block(const int8_t *a, int64_t Kp, const int8_t *b, int64_t rows
         _tile_stored(3, stage + 528, 128);
     }
     for (int64_t r = 0; r < rows; r++)
-        i8_store_row(C + r * ldc, stage + 32 * r, nr, sa[r], sw, o + r, b, bias, act, nt);
+        i8_store_row(C + r * ldc, stage + 32 * r, nr, sa[r], sw, o + r, b, bias, act);
 }
 
 int pt_igemm_packed_amx(float *C, int64_t ldc, const float *A, int64_t lda, int64_t M,
@@ -87,7 +90,6 @@ int pt_igemm_packed_amx(float *C, int64_t ldc, const float *A, int64_t lda, int6
         return PT_ERR_NOMEM;   /* before C is touched */
     }
     int64_t blocks = (M + amc - 1) / amc, units = blocks * panels;
-    int nt = i8_stream_ok(C, ldc, M, N);
     if ((double)M * (double)N * (double)K < 1048576.0 || units < 2) nthreads = 1;
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
     {
@@ -106,10 +108,9 @@ int pt_igemm_packed_amx(float *C, int64_t ldc, const float *A, int64_t lda, int6
             for (int64_t ir = 0; ir < mc; ir += 32) {
                 int64_t i = i0 + ir, rows = mc - ir < 32 ? mc - ir : 32;
                 amx_block((const int8_t *)q + i * Kp, Kp, b, rows, stage, C + i * ldc + j0, ldc,
-                          nr, sa + i, o + i, B->scale + j0, bias ? bias + j0 : NULL, act, nt);
+                          nr, sa + i, o + i, B->scale + j0, bias ? bias + j0 : NULL, act);
             }
         }
-        i8_stream_done(nt);   /* this thread's streaming stores, before the join */
         _tile_release();
     }
     pt_free(q);

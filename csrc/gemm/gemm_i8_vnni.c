@@ -29,7 +29,7 @@
 PT_ALWAYS_INLINE void vnni_tile(const int M_, const uint8_t *a, int64_t Kp, const int8_t *b,
                                 const int32_t *colsum, float *C, int64_t ldc, int64_t nr,
                                 const float *sa, const i8_outliers *o, const float *sw,
-                                const float *bias, int act, int nt) {
+                                const float *bias, int act) {
     __m512i acc[VMR][2];
     for (int r = 0; r < M_; r++) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
 #if defined(__GNUC__) && !defined(__clang__)
@@ -57,7 +57,7 @@ PT_ALWAYS_INLINE void vnni_tile(const int M_, const uint8_t *a, int64_t Kp, cons
         int32_t row[PT_I8_NR];
         _mm512_storeu_si512((void *)row, _mm512_sub_epi32(acc[r][0], off0));
         _mm512_storeu_si512((void *)(row + 16), _mm512_sub_epi32(acc[r][1], off1));
-        i8_store_row(C + r * ldc, row, nr, sa[r], sw, o + r, b, bias, act, nt);
+        i8_store_row(C + r * ldc, row, nr, sa[r], sw, o + r, b, bias, act);
     }
 }
 
@@ -65,10 +65,9 @@ static __attribute__((noinline)) void vnni_tile_m(int m, const uint8_t *a, int64
                                                   const int8_t *b, const int32_t *colsum,
                                                   float *C, int64_t ldc, int64_t nr,
                                                   const float *sa, const i8_outliers *o,
-                                                  const float *sw, const float *bias, int act,
-                                                  int nt) {
+                                                  const float *sw, const float *bias, int act) {
 #define PT_VT_CASE(R) \
-    case R: vnni_tile(R, a, Kp, b, colsum, C, ldc, nr, sa, o, sw, bias, act, nt); break;
+    case R: vnni_tile(R, a, Kp, b, colsum, C, ldc, nr, sa, o, sw, bias, act); break;
     switch (m) {
     PT_VT_CASE(1) PT_VT_CASE(2) PT_VT_CASE(3) PT_VT_CASE(4) PT_VT_CASE(5) PT_VT_CASE(6)
     PT_VT_CASE(7) PT_VT_CASE(8) PT_VT_CASE(9) PT_VT_CASE(10) PT_VT_CASE(11) PT_VT_CASE(12)
@@ -88,7 +87,6 @@ int pt_igemm_packed_vnni(float *C, int64_t ldc, const float *A, int64_t lda, int
     uint8_t *q = i8_quantized_a(A, lda, M, M, K, Kp, 128, nthreads, &sa, &o);
     if (!q) return PT_ERR_NOMEM;   /* before C is touched */
     int64_t blocks = (M + VMC - 1) / VMC, units = blocks * panels;
-    int nt = i8_stream_ok(C, ldc, M, N);
     if ((double)M * (double)N * (double)K < 262144.0 || units < 2) nthreads = 1;
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
     for (int64_t u = 0; u < units; u++) {
@@ -100,9 +98,8 @@ int pt_igemm_packed_vnni(float *C, int64_t ldc, const float *A, int64_t lda, int
             int m = (int)(mc - ir < VMR ? mc - ir : VMR);
             int64_t i = i0 + ir;
             vnni_tile_m(m, q + i * Kp, Kp, b, B->colsum + j0, C + i * ldc + j0, ldc, nr, sa + i,
-                        o + i, B->scale + j0, bias ? bias + j0 : NULL, act, nt);
+                        o + i, B->scale + j0, bias ? bias + j0 : NULL, act);
         }
-        i8_stream_done(nt);   /* this thread's streaming stores, before the join */
     }
     pt_free(q);
     return PT_OK;

@@ -238,37 +238,13 @@ static inline void i8_panel_column(const int8_t *b, int64_t k, float *w) {
     for (int j = 0; j < PT_I8_NR; j++) w[j] = (float)row[4 * j];
 }
 
-/* Whether a call stores C with non-temporal (streaming) stores: on avx512,
- * where C's rows start on cache lines and C is larger than the caches keep
- * (4 MiB and more: it goes to memory either way), which saves reading each
- * line of C before it is overwritten.  The values stored are the same. */
-#define PT_I8_STREAM_BYTES (4 << 20)
-static inline int i8_stream_ok(const float *C, int64_t ldc, int64_t M, int64_t N) {
-#if PT_ISA == PT_ISA_AVX512
-    return ((uintptr_t)C & 63) == 0 && ldc % 16 == 0 &&
-           (double)M * (double)N * 4.0 >= (double)PT_I8_STREAM_BYTES;
-#else
-    (void)C; (void)ldc; (void)M; (void)N;
-    return 0;
-#endif
-}
-
-/* After the streaming stores of a call, before C is read (by any thread). */
-static inline void i8_stream_done(int nt) {
-#if PT_ISA == PT_ISA_AVX512
-    if (nt) _mm_sfence();
-#else
-    (void)nt;
-#endif
-}
-
 /* c[0 .. n) = act((float)acc[j] * (sa * sw[j]) + o[j] * sw[j] + bias[j]),
  * n <= 32, with o[j] = sum over the row's outliers, in order, of x * qw[j, k]
  * (b: the panel): each product and sum rounded once, in this order, on every
  * path.  sw holds 32 readable scales (zero past N: gemm_i8.h). */
 static inline void i8_store_row(float *c, const int32_t *acc, int64_t n, float sa, const float *sw,
                                 const i8_outliers *o, const int8_t *b, const float *bias,
-                                int act, int nt) {
+                                int act) {
     float corr[PT_I8_NR] = {0};
 #if PT_ISA == PT_ISA_AVX512
     if (o->n) {
@@ -307,16 +283,9 @@ static inline void i8_store_row(float *c, const int32_t *acc, int64_t n, float s
             else x = pt_vadd(x, pt_vload_tail(bias + j, (size_t)(n - j), 0.0f));
         }
         x = apply_act(x, act);
-#if PT_ISA == PT_ISA_AVX512
-        if (nt && n - j >= PT_VL && ((uintptr_t)(c + j) & 63) == 0) {
-            _mm512_stream_ps(c + j, x);
-            continue;
-        }
-#endif
         if (n - j >= PT_VL) pt_vstore(c + j, x);
         else pt_vstore_tail(c + j, x, (size_t)(n - j));
     }
-    (void)nt;
 }
 
 #endif

@@ -192,24 +192,6 @@ static void test_nan_row(const ipath *p) {
     free(A); free(B); free(C); free(R);
 }
 
-/* A C of more than 4 MiB on cache lines: the kernels store it with
- * streaming stores, the same values. */
-static void test_streamed_c(const ipath *p) {
-    const int64_t M = 520, N = 2048, K = 70;
-    float *A = malloc(sizeof(float) * M * K), *B = malloc(sizeof(float) * N * K);
-    float *C = aligned_alloc(64, sizeof(float) * M * N), *R = malloc(sizeof(float) * M * N);
-    float *bias = malloc(sizeof(float) * N);
-    pt_test_fill(A, M * K, 21);
-    pt_test_fill(B, N * K, 22);
-    pt_test_fill(bias, N, 23);
-    pt_packed_i8 *pk = pt_igemm_pack_b(B, K, 1, K, N);
-    p->mul(C, N, A, K, M, pk, bias, PT_ACT_RELU, 2);
-    pt_igemm_ref(R, N, A, K, B, K, 1, M, N, K, bias, PT_ACT_RELU);
-    pt_test_check(same_bits(C, R, M * N), "%s: a streamed C differs from the twin", p->name);
-    pt_packed_i8_free(pk);
-    free(A); free(B); free(C); free(R); free(bias);
-}
-
 int main(void) {
     ipath ps[8];
     int np = ipaths(ps);
@@ -218,7 +200,6 @@ int main(void) {
         test_shapes(&ps[p]);
         test_nan_row(&ps[p]);
         test_outlier_rows(&ps[p]);
-        test_streamed_c(&ps[p]);
     }
     test_invariance(ps, np);
     float w = 1.0f;
