@@ -61,15 +61,18 @@ def memory_bandwidth(nbytes=1 << 28, repeats=5):
     return 2 * a.nbytes / t
 
 
-def step_weight_bytes(cfg):
-    """float32 bytes of the weights one decoding step reads: per decoder layer
+def step_weight_bytes(cfg, matrix_bytes=4):
+    """Bytes of the weights one decoding step reads: per decoder layer
     W^Q,K,V,O of self-attention, W^Q,O of cross-attention (its K, V of the
     memory are cached), W_1, W_2, three layer norms; the final norm and the
-    generator."""
+    generator.  Matrices at matrix_bytes per weight (4: float32; 1: int8,
+    whose scales are 4 bytes per output), everything else float32."""
     d, f, L, V = cfg["d_model"], cfg["dim_feedforward"], cfg["num_decoder_layers"], \
         cfg["tgt_vocab_size"]
-    per_layer = (4 * d * d + 4 * d) + (2 * d * d + 2 * d) + (2 * d * f + d + f) + 6 * d
-    return 4 * (L * per_layer + 2 * d + V * d + V)
+    mats = L * (6 * d * d + 2 * d * f) + V * d
+    outs = L * (6 * d + f + d) + V                     # one scale (int8) or bias per output
+    vecs = L * (4 * d + 2 * d + d + f + 6 * d) + 2 * d + V
+    return matrix_bytes * mats + 4 * vecs + (4 * outs if matrix_bytes == 1 else 0)
 
 
 # ------------------------------------------------------- the torch loop --
@@ -187,11 +190,12 @@ def main():
 
     cfg = dict(BASE, num_encoder_layers=args.layers, num_decoder_layers=args.layers)
     model = Seq2SeqTransformer(**cfg, seed=0)
+    model8 = Seq2SeqTransformer(**cfg, seed=0).to("int8")
     tm = oracle.to_torch(model)
     tdec = TorchCachedDecoder(tm, cfg)
     rng = np.random.default_rng(1)
     src8 = rng.integers(3, cfg["src_vocab_size"], size=(8, S))
-    weight_bytes = step_weight_bytes(cfg)
+    weight_bytes, weight_bytes8 = step_weight_bytes(cfg), step_weight_bytes(cfg, 1)
     bw = memory_bandwidth()
     print(f"pytransformer {pytransformer.__version__} ({pytransformer.cpu_info()['isa']}), "
           f"torch {torch.__version__}; {platform.processor() or platform.machine()}")
@@ -228,6 +232,12 @@ def main():
                     # Steps stream the weights; the encoder pass is a small share here.
                     row["pytransformer_weight_GB_s"] = weight_bytes * n_new / t_ours / 1e9
                     row["torch_weight_GB_s"] = weight_bytes * n_new / t_torch / 1e9
+                if what == "greedy" and B == 1:
+                    # the same in int8: its weights' GB/s against the same bandwidth
+                    t8 = median_time(lambda: model8.generate(src, n_new, BOS, None, PAD),
+                                     repeats, warmup)
+                    row["pytransformer_int8_tok_s"] = tokens / t8
+                    row["pytransformer_int8_weight_GB_s"] = weight_bytes8 * n_new / t8 / 1e9
                 rows.append(row)
                 print(f"  {what:6s} B={B} threads={threads}: pytransformer "
                       f"{row['pytransformer_tok_s']:8.1f} tok/s, torch {row['torch_tok_s']:8.1f}"
@@ -245,7 +255,14 @@ def main():
         print(f"{r['what']:8s} {r['batch']:5d} {r['threads']:3d} {r['pytransformer_tok_s']:20.1f} "
               f"{r['torch_tok_s']:23.1f} {r['speedup']:7.2f}x {gbs:>26s}")
     print(f"\nmemory bandwidth measured in this run: {bw / 1e9:.1f} GB/s "
-          f"(batch-1 greedy streams {weight_bytes / 1e6:.0f} MB of weights per token)")
+          f"(batch-1 greedy streams {weight_bytes / 1e6:.0f} MB of weights per token, "
+          f"{weight_bytes8 / 1e6:.0f} MB in int8)")
+    for r in rows:
+        if "pytransformer_int8_tok_s" in r:
+            print(f"int8 greedy, batch 1, {r['threads']} thread(s): "
+                  f"{r['pytransformer_int8_tok_s']:.1f} tok/s, "
+                  f"{r['pytransformer_int8_weight_GB_s']:.1f} GB/s of weights (float32: "
+                  f"{r['pytransformer_weight_GB_s']:.1f})")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(dict(config=cfg, cpu_info=pytransformer.cpu_info(),
