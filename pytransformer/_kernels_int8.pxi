@@ -5,8 +5,9 @@
 # Which kernel multiplies, on the avx512 path: AMX tiles (TDPBSSD) where the
 # CPU has AMX-INT8 and Linux grants the tile state (cpu.c's
 # pt_igemm_packed_amx_fn; fewer than 16 rows go to VPDPBUSD), else VPDPBUSD
-# where the CPU has AVX512_VNNI, else the path's plain-C kernel; on the other
-# paths their plain-C kernel.  Every kernel gives the same integer sums.
+# where the CPU has AVX512_VNNI, else the path's own kernel (PMADDUBSW on
+# avx512 and avx2, plain C on scalar); on the other paths their own kernel.
+# Every kernel gives the same integer sums.
 # PYTRANSFORMER_INT8=amx_int8 | avx512_vnni | generic forces one
 # (set_int8_path for tests).
 
@@ -34,7 +35,7 @@ INT8_AMX = "amx_int8"
 INT8_VNNI = "avx512_vnni"
 INT8_GENERIC = "generic"
 _INT8_NAMES = (INT8_GENERIC, INT8_VNNI, INT8_AMX)
-# the kernel asked for on the avx512 path (0: plain C, 1: VPDPBUSD, 2: AMX)
+# the kernel asked for on the avx512 path (0: the path's own, 1: VPDPBUSD, 2: AMX)
 cdef int _int8_wanted = 2 if _INT8_AMX != NULL else 1 if _INT8_VNNI != NULL else 0
 INT8_MAX_K = PT_I8_MAX_K
 INT8_OUTLIERS = PT_I8_OUTLIERS
@@ -50,7 +51,7 @@ def available_int8_paths():
 def set_int8_path(name):
     """The int8 kernel of the avx512 kernel path: 'amx_int8' (AMX tiles),
     'avx512_vnni' (VPDPBUSD) -- a RuntimeError where the CPU, the OS or the
-    build lacks it -- or 'generic' (the plain-C kernel every path has)."""
+    build lacks it -- or 'generic' (the kernel path's own, which every path has)."""
     global _int8_wanted
     if name not in _INT8_NAMES:
         raise ValueError(f"unknown int8 path {name!r}; expected one of "
@@ -81,7 +82,7 @@ cdef inline pt_igemm_packed_fn _int8_fn(const pt_kernel_table *kt) noexcept:
 
 def get_int8_path():
     """The kernel the int8 GEMM runs now: 'amx_int8', 'avx512_vnni', or the
-    kernel path whose plain-C kernel it is ('avx512', 'avx2', 'scalar')."""
+    kernel path whose own kernel it is ('avx512', 'avx2', 'scalar')."""
     if KT.isa == PT_ISA_AVX512 and _int8_wanted != 0:
         return _INT8_NAMES[_int8_wanted]
     return KT.name.decode()
@@ -109,7 +110,7 @@ def int8_quantize(x, bint outliers=False):
         raise ValueError(f"int8_quantize: a 1-d row is needed, got shape {x.shape}")
     q = np.empty(x.shape, dtype=np.int8)
     cdef float s
-    cdef int ok[64]
+    cdef int ok[64]       # >= PT_I8_OUTLIERS
     cdef float ox[64]
     cdef int no = 0
     cdef const float *px = _fptr(x)
@@ -172,11 +173,6 @@ cdef class PackedMatrixI8:
     @property
     def compute_type(self):
         return "int8"
-
-    def scales(self):
-        """The per-output-channel weight scales, float32 (N,)."""
-        return np.asarray(<float[:self.N]>self.pack.scale).copy() if self.N else \
-            np.zeros(0, np.float32)
 
     def matmul(self, a, bias=None, act=None, bint ref=False):
         """act(dequant(q(a) @ q(op(B))) + bias) for a of shape (M, K); ref:

@@ -33,7 +33,8 @@
  * past N.  scale[j] = sw[j]; colsum[j] = sum_k qw[j, k] (for VPDPBUSD's
  * unsigned operand: it multiplies qa + 128 and subtracts 128 * colsum).
  *
- * Paths.  pt_igemm_packed_<isa> (kernels.def, every path): plain C sums.
+ * Paths.  pt_igemm_packed_<isa> (kernels.def, every path): PMADDUBSW /
+ * PMADDWD on |a| and b with a's sign (avx2, avx512), plain C (scalar).
  * pt_igemm_packed_vnni (gemm_i8_vnni.c, -mavx512vnni): VPDPBUSD, handed out
  * by cpu.c's pt_igemm_packed_vnni_fn() where CPUID says AVX512_VNNI.
  * pt_igemm_packed_amx (gemm_i8_amx.c, -mamx-int8): TDPBSSD tiles, handed out

@@ -25,84 +25,40 @@ typedef struct {
  * scalar body's bits (max is exact; the squares are summed lane by lane as
  * the scalar loop sums them; cvtps rounds to nearest even, as rintf). */
 
-/* max |x[k]| over the k with x[k]^2 <= limit; *bad = 1 if an x is inf/NaN. */
-static inline float i8_amax(const float *x, int64_t n, float limit, int *bad) {
-    float amax = 0.0f;
-    int64_t k = 0;
+/* One pass over x: returns max |x[k]| over the k with x[k]^2 <= limit; *bad
+ * = 1 if an x is inf or NaN; where ss is not NULL, *ss = sum of x[k]^2 over
+ * all k, in a fixed order on every path: 16 lanes of partial sums (k mod 16,
+ * in order of k), then the lanes added in order. */
+static inline float i8_row_stats(const float *x, int64_t n, float limit, int *bad, float *ss) {
+    float amax = 0.0f, part[16] = {0};
+    int64_t k0 = 0;
     *bad = 0;
 #if PT_ISA == PT_ISA_AVX512
-    __m512 m = _mm512_setzero_ps(), lim = _mm512_set1_ps(limit), big = _mm512_set1_ps(FLT_MAX);
+    __m512 m = _mm512_setzero_ps(), acc = _mm512_setzero_ps();
+    __m512 lim = _mm512_set1_ps(limit), big = _mm512_set1_ps(FLT_MAX);
     __mmask16 nonfinite = 0;
-    for (; k + 16 <= n; k += 16) {
-        __m512 v = _mm512_loadu_ps(x + k), a = _mm512_abs_ps(v);
+    for (; k0 + 16 <= n; k0 += 16) {
+        __m512 v = _mm512_loadu_ps(x + k0), a = _mm512_abs_ps(v), v2 = _mm512_mul_ps(v, v);
         nonfinite |= _mm512_cmp_ps_mask(a, big, _CMP_NLE_UQ);
-        __mmask16 keep = _mm512_cmp_ps_mask(_mm512_mul_ps(v, v), lim, _CMP_LE_OQ);
-        m = _mm512_mask_max_ps(m, keep, m, a);
+        m = _mm512_mask_max_ps(m, _mm512_cmp_ps_mask(v2, lim, _CMP_LE_OQ), m, a);
+        if (ss) acc = _mm512_add_ps(acc, v2);
     }
     *bad = nonfinite != 0;
     amax = _mm512_reduce_max_ps(m);
+    _mm512_storeu_ps(part, acc);
 #endif
-    for (; k < n; k++) {
-        float a = fabsf(x[k]);
+    for (int64_t l = 0; k0 + l < n; l++) {    /* the tail, or all of x on other paths */
+        float v = x[k0 + l], a = fabsf(v);
         *bad |= !(a <= FLT_MAX);
-        if (x[k] * x[k] <= limit) amax = a > amax ? a : amax;
+        if (v * v <= limit) amax = a > amax ? a : amax;
+        part[l % 16] += v * v;
+    }
+    if (ss) {
+        float s = 0.0f;
+        for (int l = 0; l < 16; l++) s += part[l];
+        *ss = s;
     }
     return amax;
-}
-
-/* sum of x[k]^2 in a fixed order on every path: 16 lanes of partial sums
- * (k mod 16, in order of k), then the lanes added in order. */
-static inline float i8_sumsq(const float *x, int64_t n) {
-    float part[16] = {0};
-    int64_t k0 = 0;
-#if PT_ISA == PT_ISA_AVX512
-    __m512 acc = _mm512_setzero_ps();
-    for (; k0 + 16 <= n; k0 += 16) {
-        __m512 v = _mm512_loadu_ps(x + k0);
-        acc = _mm512_add_ps(acc, _mm512_mul_ps(v, v));
-    }
-    _mm512_storeu_ps(part, acc);
-#else
-    for (; k0 + 16 <= n; k0 += 16)
-        for (int l = 0; l < 16; l++) part[l] += x[k0 + l] * x[k0 + l];
-#endif
-    for (int l = 0; k0 + l < n; l++) part[l] += x[k0 + l] * x[k0 + l];
-    float s = 0.0f;
-    for (int l = 0; l < 16; l++) s += part[l];
-    return s;
-}
-
-/* i8_amax(x, n, INFINITY, bad) and, where ss is not NULL, i8_sumsq(x, n)
- * into *ss, in one pass over x (the same bits as the two). */
-static inline float i8_amax_sumsq(const float *x, int64_t n, int *bad, float *ss) {
-#if PT_ISA == PT_ISA_AVX512
-    if (ss) {
-        __m512 m = _mm512_setzero_ps(), acc = _mm512_setzero_ps(), big = _mm512_set1_ps(FLT_MAX);
-        __mmask16 nonfinite = 0;
-        int64_t k0 = 0;
-        for (; k0 + 16 <= n; k0 += 16) {
-            __m512 v = _mm512_loadu_ps(x + k0), a = _mm512_abs_ps(v);
-            nonfinite |= _mm512_cmp_ps_mask(a, big, _CMP_NLE_UQ);
-            m = _mm512_max_ps(m, a);
-            acc = _mm512_add_ps(acc, _mm512_mul_ps(v, v));
-        }
-        float part[16], amax = _mm512_reduce_max_ps(m);
-        _mm512_storeu_ps(part, acc);
-        *bad = nonfinite != 0;
-        for (int l = 0; k0 + l < n; l++) {
-            float v = x[k0 + l], a = fabsf(v);
-            *bad |= !(a <= FLT_MAX);
-            amax = a > amax ? a : amax;
-            part[l] += v * v;
-        }
-        float t = 0.0f;
-        for (int l = 0; l < 16; l++) t += part[l];
-        *ss = t;
-        return amax;
-    }
-#endif
-    if (ss) *ss = i8_sumsq(x, n);
-    return i8_amax(x, n, INFINITY, bad);
 }
 
 /* How many x[k]^2 > t. */
@@ -149,7 +105,7 @@ static inline float i8_quantize_row(const float *x, int64_t n, uint8_t *q, int64
     if (np < n) np = n;
     if (out) out->n = 0;
     float ss = 0.0f;
-    float amax = i8_amax_sumsq(x, n, &bad, out ? &ss : NULL);
+    float amax = i8_row_stats(x, n, INFINITY, &bad, out ? &ss : NULL);
     if (bad || amax == 0.0f) {
         memset(q, off, (size_t)np);
         return bad ? NAN : 0.0f;
@@ -162,7 +118,7 @@ static inline float i8_quantize_row(const float *x, int64_t n, uint8_t *q, int64
         while (t < amax * amax && i8_count_above(x, n, t) > PT_I8_OUTLIERS) t *= 4.0f;
         if (t < amax * amax) {
             limit = t;
-            amax = i8_amax(x, n, t, &bad);
+            amax = i8_row_stats(x, n, t, &bad, NULL);
         }
     }
     i8_round(x, n, amax > 0.0f ? 127.0f / amax : 0.0f, off, q);

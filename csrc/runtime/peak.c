@@ -38,9 +38,6 @@ static float fma_loop(int64_t iters) {
 }
 
 double PT_FN(pt_fma_peak_gflops)(int nthreads, int64_t iters) {
-    if (nthreads < 1) nthreads = 1;
-    if (iters < 1) iters = 1;
-    double dt = pt_time_peak_loop(fma_loop, nthreads, iters);
-    return 2.0 * PT_VL * CHAINS * (double)iters * (double)nthreads / dt * 1e-9;
+    return pt_peak_rate(fma_loop, nthreads, iters, 2.0 * PT_VL * CHAINS);
 }
 #endif

@@ -24,7 +24,7 @@ double pt_amx_bf16_peak_gflops(int nthreads, int64_t iters);
  * pt_igemm_packed_amx_fn() is not NULL. */
 double pt_amx_int8_peak_gops(int nthreads, int64_t iters);
 /* VPDPBUSD on zmm (64 int8 products per instruction, GOP/s), in
- * gemm_i8_vnni.c: only where pt_igemm_packed_vnni_fn() is not NULL. */
+ * runtime/peak_vnni.c: only where pt_igemm_packed_vnni_fn() is not NULL. */
 double pt_vnni_peak_gops(int nthreads, int64_t iters);
 
 #endif

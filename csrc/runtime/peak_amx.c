@@ -45,14 +45,11 @@ static float tile_loop(int64_t iters, int int8) {
 static float bf16_loop(int64_t iters) { return tile_loop(iters, 0); }
 static float int8_loop(int64_t iters) { return tile_loop(iters, 1); }
 
-static double peak(int nthreads, int64_t iters, int int8) {
-    if (nthreads < 1) nthreads = 1;
-    if (iters < 1) iters = 1;
-    double dt = pt_time_peak_loop(int8 ? int8_loop : bf16_loop, nthreads, iters);
-    /* 4 instructions x 16 x 16 outputs x 32 (bf16) or 64 (int8) products x
-     * (multiply + add) */
-    return 4.0 * 16384.0 * (int8 ? 2.0 : 1.0) * (double)iters * (double)nthreads / dt * 1e-9;
+/* 4 instructions x 16 x 16 outputs x 32 (bf16) or 64 (int8) products x
+ * (multiply + add) per iteration */
+double pt_amx_bf16_peak_gflops(int nthreads, int64_t iters) {
+    return pt_peak_rate(bf16_loop, nthreads, iters, 4.0 * 16384.0);
 }
-
-double pt_amx_bf16_peak_gflops(int nthreads, int64_t iters) { return peak(nthreads, iters, 0); }
-double pt_amx_int8_peak_gops(int nthreads, int64_t iters) { return peak(nthreads, iters, 1); }
+double pt_amx_int8_peak_gops(int nthreads, int64_t iters) {
+    return pt_peak_rate(int8_loop, nthreads, iters, 4.0 * 32768.0);
+}

@@ -28,9 +28,6 @@ static float dot_loop(int64_t iters) {
 }
 
 double pt_bf16_dot_peak_gflops(int nthreads, int64_t iters) {
-    if (nthreads < 1) nthreads = 1;
-    if (iters < 1) iters = 1;
-    double dt = pt_time_peak_loop(dot_loop, nthreads, iters);
     /* 16 lanes x 2 products x (multiply + add) per instruction */
-    return 64.0 * CHAINS * (double)iters * (double)nthreads / dt * 1e-9;
+    return pt_peak_rate(dot_loop, nthreads, iters, 64.0 * CHAINS);
 }

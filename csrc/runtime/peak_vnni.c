@@ -27,9 +27,6 @@ static float dot_loop(int64_t iters) {
 }
 
 double pt_vnni_peak_gops(int nthreads, int64_t iters) {
-    if (nthreads < 1) nthreads = 1;
-    if (iters < 1) iters = 1;
-    double dt = pt_time_peak_loop(dot_loop, nthreads, iters);
     /* 16 lanes x 4 products x (multiply + add) per instruction */
-    return 128.0 * CHAINS * (double)iters * (double)nthreads / dt * 1e-9;
+    return pt_peak_rate(dot_loop, nthreads, iters, 128.0 * CHAINS);
 }

@@ -24,6 +24,7 @@ import sys
 import sysconfig
 import time
 
+from ..ops.checks import COMPUTE_TYPES
 from .generate import add_generate_parser
 from .translate import add_translate_parser
 
@@ -361,10 +362,6 @@ def build_parser():
     d.add_argument("--plot", metavar="FILE.png",
                    help="write the cross-attention map of the first example (needs matplotlib)")
     d.add_argument("--model", default=task.MODEL_PATH, help=argparse.SUPPRESS)
-    d.add_argument("--compute-type", choices=("float32", "bfloat16", "int8"), default="float32",
-                   help="bfloat16: GEMM weights and inputs rounded to bf16; int8: GEMM "
-                        "weights int8 per output channel, inputs quantized per row, int32 "
-                        "sums; float32 for everything else (default: float32)")
     d.set_defaults(func=cmd_demo)
 
     i = sub.add_parser("info", help="version, kernel path, threads, OpenMP, build flags",
@@ -404,18 +401,23 @@ def build_parser():
     e.add_argument("--output", metavar="FILE.npy", help="write the embeddings to FILE.npy")
     e.add_argument("--similarity", action="store_true",
                    help="print the cosine similarity matrix of the texts")
-    e.add_argument("--compute-type", choices=("float32", "bfloat16", "int8"), default="float32",
-                   help="bfloat16: GEMM weights and inputs rounded to bf16; int8: GEMM "
-                        "weights int8 per output channel, inputs quantized per row, int32 "
-                        "sums; float32 for everything else (default: float32)")
     e.add_argument("--batch-size", type=_count(1), default=32,
                    help="texts embedded together (default 32)")
     e.add_argument("--threads", type=_threads, default=None,
                    help="kernel threads (default: as pytransformer starts)")
     e.set_defaults(func=cmd_embed)
 
-    add_translate_parser(sub, _count)
-    add_generate_parser(sub, _count)
+    for cmd, default, default_help in (
+            (d, "float32", "float32"), (e, "float32", "float32"),
+            (add_translate_parser(sub, _count), "float32", "float32"),
+            (add_generate_parser(sub, _count), None,
+             "the checkpoint's own -- float32, or a GGUF file's Q8_0/Q4_0/Q4_1 blocks by "
+             "weight-only kernels")):
+        cmd.add_argument("--compute-type", choices=COMPUTE_TYPES, default=default,
+                         help="the GEMMs' compute type: bfloat16 (weights and inputs rounded "
+                              "to bf16) or int8 (weights int8 per output channel, inputs "
+                              "quantized per row, int32 sums); float32 for everything else "
+                              f"(default: {default_help})")
     return p
 
 

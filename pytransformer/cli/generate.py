@@ -145,7 +145,5 @@ def add_generate_parser(sub, count):
                    help="apply the checkpoint's chat template to the prompt (a user message)")
     g.add_argument("--threads", type=count(1), default=None,
                    help="kernel threads (default: as pytransformer starts)")
-    g.add_argument("--compute-type", choices=("float32", "bfloat16", "int8"), default=None,
-                   help="the GEMMs' compute type (default: the checkpoint's own -- float32, "
-                        "or a GGUF file's Q8_0/Q4_0/Q4_1 blocks by weight-only kernels)")
     g.set_defaults(func=cmd_generate)
+    return g

@@ -61,9 +61,5 @@ def add_translate_parser(sub, count):
                    help="texts translated together (default 32)")
     t.add_argument("--threads", type=count(1), default=None,
                    help="kernel threads (default: as pytransformer starts)")
-    t.add_argument("--compute-type", choices=("float32", "bfloat16", "int8"), default="float32",
-                   help="the GEMMs' compute type: bfloat16 (bf16 weights and inputs) or int8 "
-                        "(int8 weights per output channel, inputs per row); float32 "
-                        "everywhere else (default: float32)")
     t.set_defaults(func=cmd_translate)
     return t
