@@ -172,6 +172,12 @@ static int gemm_core(float *C, int64_t ldc, const float *A, int64_t lda, int tra
     int64_t tiles = split_m ? mtiles : ntiles;
     int64_t per = (tiles + 4 * nthreads - 1) / (4 * nthreads);          /* tiles per strip */
     if (split_m && per * MR > MC_MAX) per = MC_MAX / MR;
+    /* a few rows from packed panels (decoding): whole groups of the panels
+     * the GEMV streams together, or a strip streams fewer at a time (slower) */
+    if (!split_m && Bo->mode == B_PACKED && M <= 3) {
+        int64_t g = M == 1 ? GEMV_NP1 : wide_panels((int)M);
+        per = (per + g - 1) / g * g;
+    }
     int64_t nstrips = (tiles + per - 1) / per;
 #pragma omp parallel num_threads(nthreads)
     {
