@@ -25,10 +25,7 @@ import platform
 import sys
 import tempfile
 
-# pytransformer, torch and CTranslate2 each bring an OpenMP runtime whose idle
-# threads spin by default; run in turn, each would hold the cores the next
-# needs.  An OMP_WAIT_POLICY already in the environment wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+import common  # noqa: F401,E402  -- first: the OpenMP wait policy (see common.py)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenise on the timed thread
 

@@ -17,8 +17,8 @@ token (every row runs 128 steps), at batch 1 and 4 (llama.cpp: batch 1):
 - decode tokens/s: batch x 127 / (the time of generate - the prefill's): the
   steps after the first token;
 - the memory-bandwidth bound of decoding, measured in the same rounds: the
-  fastest streaming read of a 512 MB float32 array (numpy's max, one slice
-  per thread) in GB/s, divided by the weight bytes a decoding step reads
+  fastest streaming read of a 512 MB float32 array (one contiguous share per
+  thread, _kernels.stream_read_gbs) in GB/s, divided by the weight bytes a decoding step reads
   (every matrix -- the blocks where a layer multiplies from them -- the tied
   embedding once as the language-model head, the norms): the step rate
   nothing reading those bytes can beat at that bandwidth; each decode as a
@@ -40,13 +40,13 @@ import json
 import os
 import platform
 import subprocess
-import time
-from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
+import common  # noqa: F401  -- first: the OpenMP wait policy (see common.py)
+import numpy as np  # noqa: E402
 
-import pytransformer
-from pytransformer.benchmarks import timings
+import pytransformer  # noqa: E402
+from pytransformer import _kernels  # noqa: E402
+from pytransformer.benchmarks import timings  # noqa: E402
 
 PROMPT, NEW = 128, 128
 TEXT = ("The Transformer follows this overall architecture using stacked self-attention and "
@@ -76,29 +76,25 @@ def cpu_model():
 
 
 class StreamingRead:
-    """Reads of ``nbytes``, streaming: numpy's max over a float32 array, one
-    contiguous slice per thread (numpy releases the GIL).  max, not sum:
-    numpy's pairwise float sum is bound by its additions (~18 GB/s on one
-    Zen 5 core), max by the memory.  ``sample()`` (once per timing round)
-    takes a few reads; ``bytes_per_s`` is the fastest read seen -- what the
-    memory delivers at best, so that the bound is an upper bound even when
-    other jobs share the machine."""
+    """Streaming reads of ``nbytes`` by ``threads`` threads, each its own
+    contiguous share (_kernels.stream_read_gbs: vector loads summed in C, as
+    the GEMVs of a step split a weight).  ``sample()`` (once per timing
+    round) takes a few reads; ``bytes_per_s`` is the fastest read seen --
+    what the memory delivers at best, so that the bound is an upper bound
+    even when other jobs share the machine."""
 
-    def __init__(self, threads, nbytes=512 << 20, reads=4):
+    def __init__(self, threads, nbytes=512 << 20, reads=2):
         self.a = np.ones(nbytes // 4, dtype=np.float32)
-        self.parts = np.array_split(self.a, threads)
-        self.pool = ThreadPoolExecutor(threads)
-        self.reads, self.best = reads, float("inf")
+        self.threads, self.reads, self.best = threads, reads, 0.0
 
     def sample(self):
         for _ in range(self.reads):
-            t0 = time.perf_counter()
-            list(self.pool.map(np.max, self.parts))
-            self.best = min(self.best, time.perf_counter() - t0)
+            self.best = max(self.best, _kernels.stream_read_gbs(self.threads, buffer=self.a,
+                                                                passes=1))
 
     @property
     def bytes_per_s(self):
-        return self.a.nbytes / self.best
+        return self.best * 1e9
 
 
 def step_weight_bytes(model):

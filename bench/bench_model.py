@@ -15,7 +15,8 @@ import json
 import os
 import platform
 
-import numpy as np
+import common  # noqa: F401  -- first: the OpenMP wait policy (see common.py)
+import numpy as np  # noqa: E402
 
 import torch  # noqa: E402
 

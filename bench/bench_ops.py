@@ -8,7 +8,8 @@ What it measures (every figure a ratio taken in this same process run):
 
 * the machine's fp32 peak, calibrated by a loop of independent AVX-512 FMAs
   (pytransformer._kernels.fma_peak_gflops) at each thread count;
-* memory bandwidth (a large numpy copy), the ceiling for decoding at batch 1;
+* memory bandwidth (a streaming read of a 256 MiB buffer by the same threads,
+  _kernels.stream_read_gbs), the ceiling for decoding at batch 1;
 * sgemm GFLOP/s for square sizes 128..2048 and for Transformer shapes
   (M in 1, 8, 128, 1024 tokens; K, N in {512, 2048}): pytransformer
   (ops.matmul, and ops.linear with a packed weight), torch.matmul, numpy
@@ -28,8 +29,8 @@ What it measures (every figure a ratio taken in this same process run):
 
 Timing: warm-up, then the median of several rounds; in each round every
 candidate runs for ~20 ms in turn, beside a short FMA peak sample, so ratios
-compare the same moments of a shared machine.  OMP_WAIT_POLICY defaults to
-passive here (see below).  A table goes to stdout, JSON and a PNG
+compare the same moments of a shared machine.  The OpenMP wait policy is
+bench/common.py's (a short spin, then sleep).  A table goes to stdout, JSON and a PNG
 plot to bench/results/ (or --out); progress goes to stderr.
 """
 import argparse
@@ -40,13 +41,7 @@ import platform
 import sys
 import time
 
-# OpenMP threads that spin between parallel regions (libgomp's default) lose
-# their core on a machine shared with other work, and every small kernel then
-# waits milliseconds for a descheduled thread.  Sleeping waiters ("passive")
-# are woken promptly.  Set before pytransformer and torch load their OpenMP
-# runtimes, so both run under the same policy; an OMP_WAIT_POLICY already in
-# the environment wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+import common  # noqa: F401,E402  -- first: the OpenMP wait policy (see common.py)
 
 import numpy as np  # noqa: E402
 
@@ -243,12 +238,13 @@ def rowwise_row(op, shape, nt, repeats, rng, torch):
             "torch_gbs": nbytes / tt * 1e-9, "pt_vs_torch": tt / tp, "pt_err": err}
 
 
-def memory_bandwidth(repeats):
-    """GB/s of a 256 MiB copy (read + write): what batch-1 decoding can reach."""
-    src = np.ones(64 << 20, dtype=np.float32)
-    dst = np.empty_like(src)
-    t = bench(lambda: np.copyto(dst, src), repeats, min_time=0.1)
-    return 2.0 * src.nbytes / t * 1e-9
+def read_bandwidth(nt, repeats):
+    """GB/s that nt threads read streaming through a 256 MiB buffer, each its
+    own contiguous share (_kernels.stream_read_gbs), the median of a few
+    samples: what batch-1 decoding, which reads every weight once, can
+    reach."""
+    buf = np.ones(64 << 20, dtype=np.float32)
+    return float(np.median([_kernels.stream_read_gbs(nt, buffer=buf) for _ in range(repeats)]))
 
 
 # ------------------------------------------------------------------ report --
@@ -259,11 +255,13 @@ def fmt(v, spec=".1f"):
 
 def print_tables(res):
     print(f"# pytransformer {res['version']}  isa={res['isa']}  cpu={res['cpu']}")
-    print(f"# numpy BLAS threads: {res['numpy_threads']}; OMP_WAIT_POLICY={res['omp_wait_policy']}")
+    print(f"# numpy BLAS threads: {res['numpy_threads']}; OMP_WAIT_POLICY={res['omp_wait_policy']}"
+          f" GOMP_SPINCOUNT={res.get('gomp_spincount')}")
     for nt, p in res["peak_gflops"].items():
         print(f"# calibrated fp32 FMA peak, {nt} thread(s): {p:.1f} GFLOP/s at start "
               f"(%peak below uses the peak sampled between each row's timings)")
-    print(f"# memory bandwidth (copy): {res['memory_gbs']:.1f} GB/s")
+    for nt, g in res["read_gbs"].items():
+        print(f"# streaming read (256 MiB), {nt} thread(s): {g:.1f} GB/s")
     if res.get("loadavg_start"):
         print(f"# load average at start / end: {res['loadavg_start'][0]:.2f} / "
               f"{res['loadavg_end'][0]:.2f} (on {os.cpu_count()} CPUs; timings on a busy "
@@ -279,7 +277,11 @@ def print_tables(res):
         shape = f"{r['name']} {r['M']}x{r['N']}x{r['K']}"
         extra = ""
         if "pt_packed_weight_gbs" in r:
-            extra = f"  (packed: {r['pt_packed_weight_gbs']:.1f} GB/s of weights)"
+            extra = f"  (packed: {r['pt_packed_weight_gbs']:.1f} GB/s of weights"
+            read = res["read_gbs"].get(str(r["threads"]))
+            if read and 4 * r["N"] * r["K"] > 32 << 20:   # beyond the caches: memory-bound
+                extra += f", {100 * r['pt_packed_weight_gbs'] / read:.0f}% of the read"
+            extra += ")"
         print(f"{shape:<22}{r['threads']:>4}{fmt(r['peak_gflops'], '.0f'):>7}{fmt(r['pt_gflops']):>9}"
               f"{fmt(100 * r['pt_frac_peak'], '.0f'):>7}{fmt(r.get('pt_packed_gflops')):>8}"
               f"{fmt(r['torch_gflops']):>8}{fmt(r.get('numpy_gflops')):>8}"
@@ -397,11 +399,13 @@ def main(argv=None):
            "torch": torch.__version__, "numpy": np.__version__,
            "numpy_threads": blas.how or "not controlled (OpenBLAS not found)",
            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+           "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
            "peak_gflops": {}, "gemm": [], "rowwise": [], "quick": args.quick,
            "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
-    log("calibrating: memory bandwidth")
-    res["memory_gbs"] = memory_bandwidth(3)
+    res["read_gbs"] = {}
     for nt in threads:
+        log(f"calibrating: streaming read, {nt} thread(s)")
+        res["read_gbs"][str(nt)] = read_bandwidth(nt, 5)
         log(f"calibrating: FMA peak, {nt} thread(s)")
         # whole-run figure (best of a few runs of ~0.1 s); each GEMM row also
         # carries its own peak, sampled between its timings

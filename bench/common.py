@@ -4,7 +4,23 @@ Timing is pytransformer.benchmarks.timings / median_time, the one helper
 
 The scripts import the installed pytransformer (``pip install ".[bench]"``,
 or ``pip install -e .`` while developing), never the source tree beside them.
+
+Every script imports this module before numpy, torch or pytransformer: it
+sets the OpenMP wait policy they all run under, which each OpenMP runtime
+reads once, when it loads.  pytransformer, torch and CTranslate2 each bring
+one, and libgomp's default lets idle threads spin for milliseconds: run in
+turn, each would hold the cores the next one needs.  Passive waiting alone
+(sleep at once) costs a futex wake-up of tens of microseconds at every
+parallel region, which on two threads made a decoding step's hundred small
+kernels slower than on one.  So idle threads spin briefly (GOMP_SPINCOUNT
+20000 pause instructions: well under a millisecond), long enough to catch
+the next kernel of a step, then sleep.  Values already in the environment
+win.
 """
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+os.environ.setdefault("GOMP_SPINCOUNT", "20000")
 
 
 def set_threads(n):

@@ -429,3 +429,22 @@ def fma_peak_gflops(int nthreads=1, int64_t iters=20000000, isa="avx512"):
     with nogil:
         g = kt.fma_peak_gflops(nthreads, iters)
     return g
+
+
+def stream_read_gbs(int nthreads=1, int64_t nbytes=1 << 28, int64_t passes=3, buffer=None):
+    """Measured streaming-read bandwidth (GB/s) of `nthreads` threads, each
+    summing its contiguous share of a float32 buffer `passes` times: the bound
+    of a decoding step that reads each weight once.  The buffer (nbytes, which
+    should be well beyond the last-level cache; or `buffer`, a C-contiguous
+    float32 array, to reuse one between samples) is read on the best path."""
+    if buffer is None:
+        if nbytes < 4:
+            raise ValueError(f"stream_read_gbs: nbytes must be at least 4, got {nbytes}")
+        buffer = np.ones(nbytes // 4, dtype=np.float32)
+    _check(buffer, "buffer")
+    cdef const float *px = _fptr(buffer)
+    cdef int64_t n = buffer.size
+    cdef double g
+    with nogil:
+        g = KT.stream_read_gbs(px, n, passes, nthreads)
+    return g

@@ -1,5 +1,6 @@
-/* peak.h -- the machine's fp32 FMA peak, measured: the yardstick GEMM
- * efficiency is reported against (bench/bench_ops.py). */
+/* peak.h -- the machine's fp32 FMA peak and its streaming-read bandwidth,
+ * measured: the yardsticks GEMM efficiency and decoding are reported
+ * against (bench/). */
 #ifndef PT_PEAK_H
 #define PT_PEAK_H
 
@@ -10,6 +11,13 @@
  * FMAs on this path's widest registers (2 flops per lane per FMA).  Only the
  * vector paths have a real loop; the scalar path returns 0. */
 PT_DECLARE_VARIANTS(double, pt_fma_peak_gflops, (int nthreads, int64_t iters))
+
+/* GB/s of `nthreads` threads each reading its contiguous share of the n
+ * floats at x, `passes` times (vector loads summed into four accumulators):
+ * the memory-bandwidth bound of a decoding step, which streams its weights
+ * once, when x is much larger than the last-level cache. */
+PT_DECLARE_VARIANTS(double, pt_stream_read_gbs, (const float *x, int64_t n, int64_t passes,
+                                                  int nthreads))
 
 /* The same for VDPBF16PS (64 flops per instruction: 16 lanes x 2 products x
  * multiply-add), in runtime/peak_bf16.c, built only with -mavx512bf16: call

@@ -207,10 +207,14 @@ def cmd_demo(args):
 def cmd_bench(args):
     if not args.no_torch and "OMP_WAIT_POLICY" not in os.environ:
         # pytransformer and torch each bring an OpenMP runtime whose idle
-        # threads spin by default; alternating short calls, each would hold
-        # the cores the other needs.  The policy is read when the runtime
-        # loads, so run the benchmark in a fresh process with it set.
-        return _run_fresh(args.argv, dict(os.environ, OMP_WAIT_POLICY="passive"))
+        # threads spin for milliseconds by default; alternating short calls,
+        # each would hold the cores the other needs.  Idle threads spin
+        # briefly (enough to catch the next kernel of a step), then sleep.
+        # The policy is read when the runtime loads, so run the benchmark in
+        # a fresh process with it set (bench/common.py sets the same).
+        return _run_fresh(args.argv, dict(os.environ, OMP_WAIT_POLICY="passive",
+                                          GOMP_SPINCOUNT=os.environ.get("GOMP_SPINCOUNT",
+                                                                        "20000")))
     from .. import benchmarks
     return benchmarks.main(quick=args.quick, threads=args.threads,
                            include_torch=not args.no_torch, json_path=args.json)
