@@ -59,7 +59,9 @@ def cpu_info():
     ``compute_paths`` (the kernel each compute type runs, e.g.
     ``{"float32": "avx512", "bfloat16": "amx_bf16", "int8": "amx_int8"}``;
     a bfloat16 path named after a kernel path is that path's bf16 -> fp32
-    conversion kernel, an int8 one that path's own int8 kernel).
+    conversion kernel, an int8 one that path's own int8 kernel) and ``caches``
+    (bytes of L1d, L2 and L3 per core, from CPUID: the float32 GEMM's cache
+    blocks follow them).
     ``PYTRANSFORMER_ISA`` forces a path, ``PYTRANSFORMER_BF16=amx_bf16 | avx512_bf16 |
     convert`` the bf16 kernel, ``PYTRANSFORMER_INT8=amx_int8 | avx512_vnni |
     generic`` the int8 kernel; forcing one the CPU lacks is a RuntimeError.
@@ -72,6 +74,7 @@ def cpu_info():
         "features": _kernels.cpu_features(),
         "compute_paths": {"float32": _kernels.get_isa(), "bfloat16": _kernels.get_bf16_path(),
                           "int8": _kernels.get_int8_path()},
+        "caches": _kernels.cache_sizes(),
     }
 
 

@@ -155,3 +155,6 @@ cdef extern from "runtime/cpu.h":
     pt_igemm_packed_fn pt_igemm_packed_vnni_fn()
     pt_igemm_packed_fn pt_igemm_packed_amx_fn()
     int pt_cpu_amx_granted()
+    int64_t pt_cpu_cache_bytes(int level)
+    void pt_gemm_set_blocking(int64_t mc, int64_t nc)
+    void pt_gemm_forced_blocking(int64_t *mc, int64_t *nc)

@@ -416,6 +416,33 @@ include "_kernels_int8.pxi"
 include "_kernels_quant.pxi"
 
 
+# ---------------------------------------------------------- cache blocking --
+
+def cache_sizes():
+    """{'L1d', 'L2', 'L3'}: each data cache's bytes as one core has it (its
+    size over the logical processors sharing it), from CPUID; 0 where the
+    CPU does not say.  The float32 GEMM's M and N blocks follow them."""
+    return {"L1d": pt_cpu_cache_bytes(1), "L2": pt_cpu_cache_bytes(2),
+            "L3": pt_cpu_cache_bytes(3)}
+
+
+def set_gemm_blocking(int64_t mc=0, int64_t nc=0):
+    """Force the float32 GEMM's cache blocks: mc rows of A per packed block,
+    nc columns of B per slab (rounded down to whole tiles; 0: from the
+    caches again).  For tests and tuning: results never depend on them (the
+    K blocks are fixed per path).  Not while a GEMM runs in another thread."""
+    if mc < 0 or nc < 0:
+        raise ValueError(f"set_gemm_blocking: sizes must be >= 0, got mc={mc} nc={nc}")
+    pt_gemm_set_blocking(mc, nc)
+
+
+def get_gemm_blocking():
+    """(mc, nc) forced by set_gemm_blocking; (0, 0) when they follow the caches."""
+    cdef int64_t mc, nc
+    pt_gemm_forced_blocking(&mc, &nc)
+    return mc, nc
+
+
 # ------------------------------------------------------------- calibration --
 
 def fma_peak_gflops(int nthreads=1, int64_t iters=20000000, isa="avx512"):

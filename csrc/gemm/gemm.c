@@ -32,13 +32,14 @@
 #include "gemm/gemv.h"
 #include "gemm/pack.h"
 #include "gemm/ukernel_f32.h"
+#include "runtime/cpu.h"
 #include "runtime/mem.h"
 #include "runtime/status.h"
 
 /* ------------------------------------------------------------------------ */
 /* The five loops, on one strip of C: rows [m0, m1), columns                */
 /* [n0, n1) (n0 a multiple of NR).  Bo: op(B), packed or read in place.      */
-/* Ap: this thread's A block buffer (MC_MAX rounded to MR, x kc_max);        */
+/* Ap: this thread's A block buffer (bl->mc rounded to MR, x kc_max);       */
 /* Bbuf: its buffer for B blocks (B's last columns when read in place;     */
 /* WIDE_NP1 panels of kc_max x NR when transposed on the fly).              */
 /* ------------------------------------------------------------------------ */
@@ -51,14 +52,38 @@ typedef struct {
                          transposed into Bbuf just before its use */
 } b_operand;
 
+/* The M and N cache blocks of this call: forced (pt_gemm_set_blocking), or
+ * from the caches the CPU reports -- the A block in under half of L2 (the
+ * B micro-panel and C tiles share it), the B slab in half of this core's
+ * share of L3 -- else the path's defaults (tiles.h).  The A block buffer
+ * always holds MC_TILES rows at least (gemv_packed keeps all of a few rows'
+ * A in it). */
+typedef struct {
+    int64_t mc, nc;   /* rows of A per block (a multiple of MR); columns per slab (of NR) */
+} blocking;
+
+static blocking cache_blocks(void) {
+    int64_t fm, fn;
+    pt_gemm_forced_blocking(&fm, &fn);
+    int64_t l2 = pt_cpu_cache_bytes(2), l3 = pt_cpu_cache_bytes(3);
+    int64_t panel = (int64_t)sizeof(float) * KC_MAX;   /* bytes of one row at full kc */
+    int64_t mc = fm > 0 ? fm : l2 > 0 ? l2 * 45 / 100 / panel : MC_MAX;
+    int64_t nc = fn > 0 ? fn : l3 > 0 ? l3 / 2 / panel : NC_MAX;
+    mc = mc / MR * MR;
+    nc = nc / NR * NR;
+    blocking b = {mc < MR ? MR : mc > MC_LIMIT ? MC_LIMIT : mc,
+                  nc < NR ? NR : nc > NC_LIMIT ? NC_LIMIT : nc};
+    return b;
+}
+
 static void gemm_rect(float *C, int64_t ldc, const float *A, int64_t lda, int trans_a,
                       const b_operand *Bo, int64_t K, int64_t N, int64_t m0, int64_t m1,
                       int64_t n0, int64_t n1, const float *bias, int act, float *Ap,
-                      float *Bbuf) {
+                      float *Bbuf, const blocking *bl) {
     int64_t rows = m1 - m0;
     if (rows <= 0 || n1 <= n0) return;
-    /* mc: near-equal row blocks no larger than MC_MAX, whole tiles */
-    int64_t nmb = (rows + MC_MAX - 1) / MC_MAX;
+    /* mc: near-equal row blocks no larger than bl->mc, whole tiles */
+    int64_t nmb = (rows + bl->mc - 1) / bl->mc;
     int64_t mc_blk = ((rows + nmb - 1) / nmb + MR - 1) / MR * MR;
     int64_t nkb = k_blocks(K);
 
@@ -67,8 +92,8 @@ static void gemm_rect(float *C, int64_t ldc, const float *A, int64_t lda, int tr
         gemv_packed(C, ldc, A, lda, trans_a, Bo->p, K, N, m0, (int)rows, n0, n1, bias, act, Ap);
         return;
     }
-    for (int64_t jc = n0; jc < n1; jc += NC_MAX) {                         /* jc */
-        int64_t nc = n1 - jc < NC_MAX ? n1 - jc : NC_MAX;
+    for (int64_t jc = n0; jc < n1; jc += bl->nc) {                         /* jc */
+        int64_t nc = n1 - jc < bl->nc ? n1 - jc : bl->nc;
         for (int64_t kb = 0; kb < nkb; kb++) {                             /* pc */
             int64_t pc = k_block_start(K, nkb, kb);
             int64_t kc = k_block_start(K, nkb, kb + 1) - pc;
@@ -155,8 +180,9 @@ static int gemm_core(float *C, int64_t ldc, const float *A, int64_t lda, int tra
     if (2.0 * (double)M * (double)N * (double)(K + 1) < 524288.0) nthreads = 1;
     int split_m = mtiles >= 4 * (int64_t)nthreads;
     int64_t kc_max = K < KC_MAX ? (K > 0 ? K : 1) : KC_MAX;
+    blocking bl = cache_blocks();
     /* per thread: the A block, then a buffer for blocks of B */
-    size_t abuf = (size_t)MC_TILES * (size_t)kc_max;
+    size_t abuf = (size_t)(bl.mc > MC_TILES ? bl.mc : MC_TILES) * (size_t)kc_max;
     size_t ebuf = Bo->mode == B_IN_PLACE ? (size_t)(kc_max * NR)
                   : Bo->mode == B_TRANS_ON_THE_FLY ? (size_t)(kc_max * NR * WIDE_NP1) : 0;
     size_t tbuf = (abuf + ebuf + PT_ALIGN / sizeof(float) - 1) / (PT_ALIGN / sizeof(float)) *
@@ -165,13 +191,13 @@ static int gemm_core(float *C, int64_t ldc, const float *A, int64_t lda, int tra
     if (!Ap_all) return PT_ERR_NOMEM;   /* before C is touched */
     if (nthreads == 1) {
         gemm_rect(C, ldc, A, lda, trans_a, Bo, K, N, 0, M, 0, N, bias, act, Ap_all,
-                  Ap_all + abuf);
+                  Ap_all + abuf, &bl);
         pt_free(Ap_all);
         return PT_OK;
     }
     int64_t tiles = split_m ? mtiles : ntiles;
     int64_t per = (tiles + 4 * nthreads - 1) / (4 * nthreads);          /* tiles per strip */
-    if (split_m && per * MR > MC_MAX) per = MC_MAX / MR;
+    if (split_m && per * MR > bl.mc) per = bl.mc / MR;
     /* a few rows from packed panels (decoding): whole groups of the panels
      * the GEMV streams together, or a strip streams fewer at a time (slower) */
     if (!split_m && Bo->mode == B_PACKED && M <= 3) {
@@ -190,10 +216,12 @@ static int gemm_core(float *C, int64_t ldc, const float *A, int64_t lda, int tra
         for (int64_t u = 0; u < nstrips; u++) {
             if (split_m) {
                 int64_t m0 = u * per * MR, m1 = (u + 1) * per * MR < M ? (u + 1) * per * MR : M;
-                gemm_rect(C, ldc, A, lda, trans_a, Bo, K, N, m0, m1, 0, N, bias, act, Ap, Bbuf);
+                gemm_rect(C, ldc, A, lda, trans_a, Bo, K, N, m0, m1, 0, N, bias, act, Ap, Bbuf,
+                          &bl);
             } else {
                 int64_t n0 = u * per * NR, n1 = (u + 1) * per * NR < N ? (u + 1) * per * NR : N;
-                gemm_rect(C, ldc, A, lda, trans_a, Bo, K, N, 0, M, n0, n1, bias, act, Ap, Bbuf);
+                gemm_rect(C, ldc, A, lda, trans_a, Bo, K, N, 0, M, n0, n1, bias, act, Ap, Bbuf,
+                          &bl);
             }
         }
     }

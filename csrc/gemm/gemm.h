@@ -9,7 +9,11 @@
  *
  * Determinism: each C element is a sum over k in a fixed order that depends
  * only on K -- never on M, on the thread count or on how the work is split
- * (threads split M and N, never K).
+ * (threads split M and N, never K), and never on the CPU's cache sizes: the
+ * M and N cache blocks follow the caches (pt_gemm_set_blocking forces
+ * them), the K blocks are fixed per path (tiles.h), so a row has the same
+ * bits on every machine that runs the same kernel path (tests/ops/
+ * test_matmul.py forces two blockings).
  */
 #ifndef PT_GEMM_H
 #define PT_GEMM_H

@@ -58,6 +58,11 @@
 #define MC_TILES ((MC_MAX + MR - 1) / MR * MR)   /* rows of a packed A block */
 #define WIDE_V (WIDE_NP1 * NV)   /* vectors per row in the widest instance */
 #define NC_MAX (128 * NR)
+/* The M and N blocks are chosen at run time from the CPU's caches (gemm.c:
+ * cache_blocks); MC_MAX and NC_MAX are the defaults where the CPU does not
+ * report them, the LIMITs bound what the caches can ask for. */
+#define MC_LIMIT (1024 / MR * MR)
+#define NC_LIMIT (512 * NR)
 
 /* K blocks: as few as KC_MAX allows, of near-equal size.  A function of K
  * alone -- the heart of the determinism contract. */

@@ -131,6 +131,60 @@ int pt_cpu_has(int feature) {
 #endif
 }
 
+/* Walk the cache descriptors of `leaf` (4 or 0x8000001D: one format):
+ * EAX[4:0] type (0: no more; 1 data, 3 unified), EAX[7:5] level,
+ * EAX[25:14] + 1 logical processors sharing it; EBX ways, partitions, line
+ * size and ECX sets, each minus one. */
+static int64_t cache_from_leaf(unsigned leaf, int level) {
+#if PT_HAVE_X86 && (defined(__GNUC__) || defined(__clang__))
+    unsigned max = __get_cpuid_max(leaf & 0x80000000u, NULL);
+    if (max < leaf) return 0;
+    for (unsigned i = 0; i < 16; i++) {
+        unsigned a, b, c, d;
+        __cpuid_count(leaf, i, a, b, c, d);
+        unsigned type = a & 31u;
+        if (type == 0) break;
+        if ((type != 1 && type != 3) || (int)((a >> 5) & 7u) != level) continue;
+        int64_t bytes = (int64_t)((b >> 22) + 1) * (((b >> 12) & 1023u) + 1) *
+                        ((b & 4095u) + 1) * ((int64_t)c + 1);
+        int64_t sharing = (int64_t)((a >> 14) & 4095u) + 1;
+        return bytes / sharing;
+    }
+#else
+    (void)leaf;
+    (void)level;
+#endif
+    return 0;
+}
+
+int64_t pt_cpu_cache_bytes(int level) {
+    static int64_t sizes[4] = {-1, -1, -1, -1};   /* a benign race: the same values */
+    if (level < 1 || level > 3) return 0;
+    if (sizes[level] < 0) {
+        int64_t b = 0;
+#if PT_HAVE_X86 && (defined(__GNUC__) || defined(__clang__))
+        unsigned a0 = 0, vb = 0, vc = 0, vd = 0;
+        __get_cpuid(0, &a0, &vb, &vc, &vd);
+        int amd = vb == 0x68747541u;                 /* "Auth"enticAMD */
+        b = cache_from_leaf(amd ? 0x8000001Du : 4u, level);
+#endif
+        sizes[level] = b;
+    }
+    return sizes[level];
+}
+
+static int64_t forced_mc, forced_nc;
+
+void pt_gemm_set_blocking(int64_t mc, int64_t nc) {
+    forced_mc = mc > 0 ? mc : 0;
+    forced_nc = nc > 0 ? nc : 0;
+}
+
+void pt_gemm_forced_blocking(int64_t *mc, int64_t *nc) {
+    *mc = forced_mc;
+    *nc = forced_nc;
+}
+
 pt_bgemm_packed_fn pt_bgemm_packed_dot(void) {
 #if PT_HAVE_X86 && PT_HAVE_BF16_DOT
     if (pt_cpu_supports(PT_ISA_AVX512) && pt_cpu_has(PT_FEAT_AVX512_BF16))

@@ -34,6 +34,21 @@ int pt_cpu_best_isa(void);
 /* The kernels of path `isa`, or NULL when it was not built. */
 const pt_kernel_table *pt_kernels_for(int isa);
 
+/* The data or unified cache of `level` (1, 2, 3) as one core has it, in
+ * bytes: CPUID leaf 4 (Intel) or 0x8000001D (AMD), the cache's size over
+ * the logical processors that share it; 0 where the CPU does not say.
+ * Read once. */
+int64_t pt_cpu_cache_bytes(int level);
+
+/* The float32 GEMM's cache blocks -- rows of A packed per block (kept in
+ * L2), columns of B per slab (kept in L3) -- are taken from the caches
+ * above at first use; pt_gemm_set_blocking forces them (tests, tuning;
+ * 0 returns to the caches').  Only the M and N blocks move: the K blocks
+ * are fixed per path (gemm.h), so no result depends on these.  Not to be
+ * called while a GEMM runs. */
+void pt_gemm_set_blocking(int64_t mc, int64_t nc);
+void pt_gemm_forced_blocking(int64_t *mc, int64_t *nc);   /* 0 where not forced */
+
 /* CPU features beyond the paths' own, read from CPUID (and XCR0 for the OS
  * state): what the bf16 / int8 paths use or will use. */
 enum {

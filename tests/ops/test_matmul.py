@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from pytransformer import _kernels, ops
+from pytransformer import _kernels, cpu_info, ops
 from conftest import assert_close, matmul_tol
 
 DIMS = [1, 2, 3, 7, 16, 33, 127, 257]
@@ -330,3 +330,37 @@ def test_out_of_memory_is_a_memory_error_never_a_slower_route():
         finally:
             _kernels._fail_allocations_after(-1)
         np.testing.assert_array_equal(call(), want)
+
+
+@pytest.mark.parametrize("nt", [1, 2])
+def test_rows_bit_identical_whatever_the_cache_blocking(isa, nt, rng):
+    """The M and N cache blocks follow the CPU's caches; forcing others
+    (the smallest, odd ones, the largest) changes no bit: a row's result is
+    the same on every machine with the same kernel path."""
+    a = rng.standard_normal((300, 700), dtype=np.float32)
+    w = rng.standard_normal((530, 700), dtype=np.float32)
+    b = rng.standard_normal(530).astype(np.float32)
+    pw = ops.pack_weight(w)
+    before = _kernels.get_num_threads()
+    _kernels.set_num_threads(nt)
+    try:
+        want = ops.matmul(a, w.T), ops.linear(a, pw, b, activation="gelu")
+        for mc, nc in [(1, 1), (50, 70), (24, 96), (100000, 100000)]:
+            _kernels.set_gemm_blocking(mc, nc)
+            assert _kernels.get_gemm_blocking() == (mc, nc)
+            got = ops.matmul(a, w.T), ops.linear(a, pw, b, activation="gelu")
+            assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1]), (mc, nc)
+    finally:
+        _kernels.set_gemm_blocking(0, 0)
+        _kernels.set_num_threads(before)
+    assert _kernels.get_gemm_blocking() == (0, 0)
+    with pytest.raises(ValueError):
+        _kernels.set_gemm_blocking(-1, 0)
+
+
+def test_cache_sizes_reported():
+    caches = cpu_info()["caches"]
+    assert set(caches) == {"L1d", "L2", "L3"}
+    assert all(isinstance(v, int) and v >= 0 for v in caches.values())
+    if caches["L2"]:   # a CPU that reports its caches reports sane ones
+        assert 16 << 10 <= caches["L1d"] <= caches["L2"] <= 64 << 20
