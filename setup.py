@@ -45,6 +45,8 @@ def _csrc(pattern):
 
 # compiled once, with the extension's own flags: the choice of path, memory
 RUNTIME_SOURCES = ["csrc/runtime/cpu.c", "csrc/runtime/mem.c"]
+# compiled once, like the runtime: they call the kernels through the table
+LAYER_SOURCES = [p for p in _csrc("*.c") if p.startswith("csrc/layers/")]
 # compiled once, on the avx512 path with -mavx512bf16: VDPBF16PS, which no
 # whole path has (cpu.c hands it out only where CPUID reports AVX512_BF16)
 BF16_DOT_SOURCES = ["csrc/gemm/gemm_bf16_dot.c", "csrc/runtime/peak_bf16.c"]
@@ -60,7 +62,8 @@ AMX_FLAGS = ["-mamx-tile", "-mamx-bf16", "-mamx-int8"]
 VNNI_SOURCES = ["csrc/gemm/gemm_i8_vnni.c", "csrc/runtime/peak_vnni.c"]
 VNNI_FLAGS = ["-mavx512vnni"]
 KERNEL_SOURCES = [p for p in _csrc("*.c")
-                  if p not in RUNTIME_SOURCES + BF16_DOT_SOURCES + AMX_SOURCES + VNNI_SOURCES]
+                  if p not in RUNTIME_SOURCES + LAYER_SOURCES + BF16_DOT_SOURCES + AMX_SOURCES
+                  + VNNI_SOURCES]
 ALL_CSRC = _csrc("*.[ch]") + _csrc("*.def")
 
 
@@ -239,7 +242,7 @@ write_kernel_table_pxi()   # before cythonize reads _kernels.pxd
 extensions = cythonize(
     [Extension(
         "pytransformer._kernels",
-        sources=["pytransformer/_kernels.pyx"] + RUNTIME_SOURCES,
+        sources=["pytransformer/_kernels.pyx"] + RUNTIME_SOURCES + LAYER_SOURCES,
         include_dirs=["csrc", numpy.get_include()],
         depends=ALL_CSRC + ["pytransformer/_kernels.pxd", KERNEL_TABLE_PXI,
                             "pytransformer/_kernels_gemm.pxi",

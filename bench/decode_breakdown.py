@@ -12,8 +12,11 @@ For each model and thread count it prints
                (_kernels.stream_read_gbs on a 256 MiB buffer);
 and the step's time beyond streaming its weights, step - bound, as a share
 of the step: the overhead (Python composing the kernel calls, argument
-checks, attention, norms, the KV cache, the search) that a step in one C
-call would remove.
+checks, attention, norms, the KV cache, the search).  Each model runs twice:
+with each decoder layer's step composed in Python, and as one C call per
+layer (_kernels.DecoderLayerStep, nn.TransformerDecoderLayer.fused_step).
+The demo model's weights (1.3 MB) stay in cache: its bound is nominal, and
+its GEMV column is the one to compare with.
 
     python bench/decode_breakdown.py [--threads 1,2] [--tokens 32]
 """
@@ -30,6 +33,7 @@ import numpy as np  # noqa: E402
 import pytransformer  # noqa: E402
 from pytransformer import _kernels  # noqa: E402
 from pytransformer import demo_task as task  # noqa: E402
+from pytransformer import nn  # noqa: E402
 from pytransformer.models import Seq2SeqTransformer  # noqa: E402
 
 BASE = dict(src_vocab_size=32000, tgt_vocab_size=32000, d_model=512, nhead=8,
@@ -63,8 +67,10 @@ def best_of(fn, repeats):
     return statistics.median(ts)
 
 
-def breakdown(name, model, src, bos, eos, pad, n, nt, repeats, stream_buf):
+def breakdown(name, model, src, bos, eos, pad, n, nt, repeats, stream_buf, fused):
     pytransformer.set_num_threads(nt)
+    nn.TransformerDecoderLayer.fused_step = fused
+    name += " (C step)" if fused else " (Python)"
 
     def gen(k):
         return lambda: model.generate(src, max_new_tokens=k, bos_id=bos, eos_id=eos,
@@ -85,10 +91,10 @@ def breakdown(name, model, src, bos, eos, pad, n, nt, repeats, stream_buf):
     nbytes = sum(4 * w.shape[0] * w.shape[1] + (0 if b is None else b.nbytes) for w, b in ws)
     gbs = statistics.median(_kernels.stream_read_gbs(nt, buffer=stream_buf) for _ in range(3))
     bound = nbytes / gbs * 1e-9
-    print(f"{name:18s} {nt:3d}  {step * 1e6:8.0f}  {g * 1e6:8.0f}  {bound * 1e6:8.0f}  "
+    print(f"{name:28s} {nt:3d}  {step * 1e6:8.0f}  {g * 1e6:8.0f}  {bound * 1e6:8.0f}  "
           f"{nbytes / 1e6:7.1f}  {gbs:6.1f}  {nbytes / step * 1e-9:6.1f}  "
           f"{(step - bound) / step * 100:5.0f}%  {(step - g) / step * 100:5.0f}%")
-    return dict(model=name, threads=nt, step_us=step * 1e6, gemv_us=g * 1e6,
+    return dict(model=name, threads=nt, fused=fused, step_us=step * 1e6, gemv_us=g * 1e6,
                 bound_us=bound * 1e6, weight_mb=nbytes / 1e6, stream_gbs=gbs)
 
 
@@ -103,7 +109,7 @@ def main():
           f"{platform.machine()}, cpu: {_cpu_model()}; "
           f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']} "
           f"GOMP_SPINCOUNT={os.environ['GOMP_SPINCOUNT']}")
-    print(f"{'model':18s} thr  step us  GEMVs us  bound us  weights MB  read GB/s  "
+    print(f"{'model (layer step)':28s} thr  step us  GEMVs us  bound us  weights MB  read GB/s  "
           f"step GB/s  beyond bound  beyond GEMVs")
     stream_buf = np.ones(1 << 26, np.float32)
     rng = np.random.default_rng(1)
@@ -113,11 +119,12 @@ def main():
     dsrc = task.encode_batch([task.sample_pairs(1, seed=0)[0][0]])
     rows = []
     for nt in threads:
-        rows.append(breakdown("transformer-base", base, src, 1, None, 0, args.tokens, nt,
-                              args.repeats, stream_buf))
-        # the demo model stops at its eos: time the steps it takes
-        rows.append(breakdown("demo", demo, dsrc, task.BOS_ID, None, task.PAD_ID,
-                              task.TARGET_LEN // 2, nt, args.repeats, stream_buf))
+        for fused in (False, True):
+            rows.append(breakdown("transformer-base", base, src, 1, None, 0, args.tokens, nt,
+                                  args.repeats, stream_buf, fused))
+        for fused in (False, True):
+            rows.append(breakdown("demo", demo, dsrc, task.BOS_ID, None, task.PAD_ID,
+                                  task.TARGET_LEN // 2, nt, args.repeats, stream_buf, fused))
     return rows
 
 

@@ -158,3 +158,74 @@ cdef extern from "runtime/cpu.h":
     int64_t pt_cpu_cache_bytes(int level)
     void pt_gemm_set_blocking(int64_t mc, int64_t nc)
     void pt_gemm_forced_blocking(int64_t *mc, int64_t *nc)
+
+cdef extern from "layers/step_matrix.h":
+    int PT_MAT_F32
+    int PT_MAT_BF16
+    int PT_MAT_I8
+    int PT_MAT_Q
+    ctypedef struct pt_step_matrix:
+        int kind
+        const void *packed
+        pt_bgemm_packed_fn bf16
+        pt_igemm_packed_fn i8
+        int64_t K
+        int64_t N
+        const float *bias
+
+cdef extern from "layers/decoder_layer.h":
+    ctypedef struct pt_decoder_layer:
+        int64_t E
+        int64_t heads
+        int64_t head_dim
+        int64_t ff
+        int norm_first
+        int act
+        pt_step_matrix qkv
+        pt_step_matrix self_out
+        pt_step_matrix cross_q
+        pt_step_matrix cross_out
+        pt_step_matrix ff1
+        pt_step_matrix ff2
+        const float *norm_w[3]
+        const float *norm_b[3]
+        float eps[3]
+    ctypedef struct pt_decoder_layer_state:
+        float *self_k
+        float *self_v
+        int64_t t_max
+        const float *cross_k
+        const float *cross_v
+        int64_t S
+        const int64_t *cross_index
+        const pt_mask *cross_mask
+    int pt_decoder_layer_step(const pt_kernel_table *kt, const pt_decoder_layer *L,
+                              const pt_decoder_layer_state *st, float *x, int64_t N,
+                              int64_t pos, int nthreads) nogil
+
+cdef extern from "layers/llama_layer.h":
+    ctypedef struct pt_llama_layer:
+        int64_t E
+        int64_t heads
+        int64_t kv_heads
+        int64_t head_dim
+        int64_t ff
+        int rope_layout
+        const float *inv_freq
+        pt_step_matrix qkv
+        pt_step_matrix o
+        pt_step_matrix gate_up
+        pt_step_matrix down
+        const float *norm_w[2]
+        float eps[2]
+    ctypedef struct pt_llama_layer_state:
+        float *k
+        float *v
+        int64_t t_max
+        const int64_t *pos
+        int64_t S
+        const pt_mask *keep
+        const int64_t *kv_index
+    int pt_llama_layer_step(const pt_kernel_table *kt, const pt_llama_layer *L,
+                            const pt_llama_layer_state *st, float *x, int64_t N,
+                            int nthreads) nogil

@@ -416,6 +416,11 @@ include "_kernels_int8.pxi"
 include "_kernels_quant.pxi"
 
 
+# ----------------------------------------------- fused steps of whole layers --
+
+include "_kernels_layers.pxi"
+
+
 # ---------------------------------------------------------- cache blocking --
 
 def cache_sizes():

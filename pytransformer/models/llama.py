@@ -37,11 +37,12 @@ decoding protocol of :mod:`pytransformer.generation`.
 """
 import numpy as np
 
-from .. import ops
+from .. import _kernels, ops
 from ..nn import DecoderCache, Embedding, Linear, Module, RMSNorm
-from ..nn.module import NO_INIT, ModuleList
+from ..nn.module import FUSED_STEP, NO_INIT, ModuleList
 from ..ops.attention import look_ahead_mask
 from ..ops.checks import check_float, check_int, check_token_ids
+from ..ops.rowwise import _FLOAT32_EPS
 from .causal_lm import CausalLM
 
 __all__ = ["LlamaConfig", "LlamaForCausalLM", "MODEL_TYPES", "ROPE_LAYOUTS", "from_hf_config"]
@@ -263,8 +264,41 @@ class LlamaDecoderLayer(Module):
                           self.input_layernorm)
         return self.add_norm(x, self.mlp, self.post_attention_layernorm)
 
+    #: Run each decoding step of this layer as one C call
+    #: (_kernels.LlamaLayerStep) where it can: bit for bit the Python
+    #: composition below, which stays the reference (see
+    #: nn.TransformerDecoderLayer.fused_step; PYTRANSFORMER_FUSED_STEP=0 turns
+    #: both off).
+    fused_step = FUSED_STEP
+
+    def _step_kernel(self):
+        """The layer as one C step, or None where the Python step must run.
+        Made once and kept while the weights it holds are the layer's."""
+        a, mlp, n1, n2 = self.self_attn, self.mlp, self.input_layernorm, \
+            self.post_attention_layernorm
+        lin = (a.qkv_proj, a.o_proj, mlp.gate_up_proj, mlp.down_proj)
+        key = tuple(id(m._packs.get("weight")) for m in lin) + tuple(id(m.bias) for m in lin) + (
+            id(n1.weight), n1.eps, id(n2.weight), n2.eps, a.rope_theta, a.rope_layout)
+        kept = self.__dict__.get("_fused")
+        if kept is not None and kept[0] == key:
+            return kept[1]   # the step holds the objects: their ids are not reused
+        step = None
+        weights = [(m._packs.get("weight"), m.bias) for m in lin]
+        if all(isinstance(w, _kernels.STEP_MATRIX_TYPES) for w, _ in weights) and \
+                n1.weight is not None and n2.weight is not None:
+            step = _kernels.LlamaLayerStep(
+                a.num_heads, a.num_key_value_heads, a.rope_layout,
+                ops.rope_inv_freq(a.head_dim, a.rope_theta), weights,
+                [(n.weight, _FLOAT32_EPS if n.eps is None else n.eps) for n in (n1, n2)])
+        self.__dict__["_fused"] = (key, step)
+        return step
+
     def step(self, x, cache_k, cache_v, pos, keep=None):
         """forward for one new position per sequence (N, E), kernel-ready."""
+        if self.fused_step:
+            kernel = self._step_kernel()
+            if kernel is not None:
+                return kernel.step(x, cache_k, cache_v, pos, keep)
         x = self.add_norm(x, lambda h: self.self_attn.step(h, cache_k, cache_v, pos, keep),
                           self.input_layernorm.step)
         return self.add_norm(x, self.mlp.step, self.post_attention_layernorm.step)

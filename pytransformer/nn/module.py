@@ -3,6 +3,7 @@ sub-modules whose state_dict keys are torch's; ModuleList; and the
 initialisations torch uses."""
 import copy
 import math
+import os
 from collections import namedtuple
 
 import numpy as np
@@ -35,6 +36,12 @@ class _NoInit:
 
 
 NO_INIT = _NoInit()
+
+#: Whether decoder layers run their decoding steps as one C call each where
+#: they can (nn.TransformerDecoderLayer.fused_step, and the Llama layer's):
+#: on unless PYTRANSFORMER_FUSED_STEP=0, which leaves every step to the
+#: Python composition (the reference the C steps are tested against).
+FUSED_STEP = os.environ.get("PYTRANSFORMER_FUSED_STEP", "1") != "0"
 
 
 def _rng(rng):

@@ -2,12 +2,12 @@
 sub-layer wrapped once in "Add & Norm"), their stacks, and Transformer."""
 import numpy as np
 
-from .. import ops
+from .. import _kernels, ops
 from ..ops.attention import look_ahead_mask
 from .attention import MultiheadAttention, _detect_is_causal_mask
 from .cache import KVCache
 from .layers import LayerNorm, Linear, resolve_activation, torch_activation
-from .module import NO_INIT, Module, ModuleList, _NoInit, _rng, clones, xavier_uniform
+from .module import FUSED_STEP, NO_INIT, Module, ModuleList, _NoInit, _rng, clones, xavier_uniform
 
 __all__ = ["TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder",
            "TransformerDecoder", "Transformer"]
@@ -123,6 +123,42 @@ class TransformerDecoderLayer(_TransformerLayer):
         x = self.add_norm(x, self._ff_block, self.norm3)
         return (x, weights[0]) if need_weights else x
 
+    #: Run each decoding step of this layer as one C call
+    #: (_kernels.DecoderLayerStep) where it can: bit for bit the Python
+    #: composition of forward_step, which stays the reference and serves
+    #: what the C step does not (padded targets, activations without a
+    #: kernel, weights in GGUF blocks).  PYTRANSFORMER_FUSED_STEP=0 turns it
+    #: off for every layer.
+    fused_step = FUSED_STEP
+
+    def _step_kernel(self):
+        """The layer as one C step, or None where the Python step must run.
+        Made once and kept while the weights it holds are the layer's."""
+        sa, ca, n1, n2, n3 = self.self_attn, self.multihead_attn, self.norm1, self.norm2, \
+            self.norm3
+        key = (id(sa._packs.get("qkv")), id(sa.out_proj._packs.get("weight")),
+               id(sa.out_proj.bias), id(ca._packs.get("q")), id(ca.out_proj._packs.get("weight")),
+               id(ca.out_proj.bias), id(self.linear1._packs.get("weight")), id(self.linear1.bias),
+               id(self.linear2._packs.get("weight")), id(self.linear2.bias), id(n1.weight),
+               id(n1.bias), n1.eps, id(n2.weight), id(n2.bias), n2.eps, id(n3.weight),
+               id(n3.bias), n3.eps, self._act_name, self.norm_first)
+        kept = self.__dict__.get("_fused")
+        if kept is not None and kept[0] == key:
+            return kept[1]   # the step holds the objects: their ids are not reused
+        step = None
+        if self._act_fn is None and sa._qkv_same_embed_dim and ca._qkv_same_embed_dim:
+            weights = (sa._packed("qkv"), (sa.out_proj._packs["weight"], sa.out_proj.bias),
+                       ca._packed("q"), (ca.out_proj._packs["weight"], ca.out_proj.bias),
+                       (self.linear1._packs["weight"], self.linear1.bias),
+                       (self.linear2._packs["weight"], self.linear2.bias))
+            if all(isinstance(w, _kernels.STEP_MATRIX_TYPES) for w, _ in weights):
+                step = _kernels.DecoderLayerStep(
+                    sa.num_heads, self.norm_first, self._act_name, weights,
+                    [(n.weight, n.bias, n.eps) for n in (n1, n2, n3)])
+        key = (id(sa._packs.get("qkv")),) + key[1:3] + (id(ca._packs.get("q")),) + key[4:]
+        self.__dict__["_fused"] = (key, step)
+        return step
+
     def forward_step(self, x, cache, i):
         """One new target position per sequence through this layer (layer ``i``
         of the decoder whose :class:`KVCache` is ``cache``): x (N, E) -> (N, E).
@@ -130,6 +166,10 @@ class TransformerDecoderLayer(_TransformerLayer):
         look-ahead mask."""
         pos = cache.length
         k, v, mk, mv = cache.layer(i)
+        if self.fused_step and not cache.target_padded:
+            step = self._step_kernel()
+            if step is not None:
+                return step.step(x, k, v, pos, mk, mv, cache.memory_rows, cache.memory_keep)
         keep = cache.self_keep[:, :pos + 1] if cache.target_padded else None
         mkeep = cache.memory_keep
         x = self.add_norm(x, lambda h: self.self_attn.step_self_attention(h, k, v, pos, keep),

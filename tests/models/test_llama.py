@@ -201,6 +201,46 @@ def test_padded_batches_decode_bit_for_bit_as_alone(models, side):
         assert scores[r] == s[0]     # the same bits: nothing depends on the batch
 
 
+# ------------------------------------------------------- the C layer step --
+
+@pytest.fixture
+def python_step(monkeypatch):
+    """Run a callable with the layers' C step off, then on: both results."""
+    from pytransformer.models import llama
+
+    def both(fn):
+        monkeypatch.setattr(llama.LlamaDecoderLayer, "fused_step", False)
+        ref = fn()
+        monkeypatch.setattr(llama.LlamaDecoderLayer, "fused_step", True)
+        return ref, fn()
+    return both
+
+
+@pytest.mark.parametrize("i", range(len(CONFIGS)))
+def test_the_c_layer_step_is_the_python_step_bit_for_bit(models, python_step, threads, i):
+    """LlamaLayerStep (csrc/layers/llama_layer.c) against the layer's Python
+    step: padded prompts of different lengths (the keep mask), then rows at
+    one position, greedy and beam search, GQA, MQA and one kv head each."""
+    _, ours, _ = models[i]
+    ids, mask = padded(prompts(np.random.default_rng(50 + i), [5, 1, 9]), "left", pad=3)
+    for kw in (dict(), dict(method="beam", beam_size=3)):
+        ref, fused = python_step(lambda: ours.generate(ids, 8, attention_mask=mask, eos_id=None,
+                                                       return_scores=True, **kw))
+        np.testing.assert_array_equal(ref[0], fused[0])
+        assert np.array_equal(ref[1], fused[1])
+    assert all(layer.__dict__["_fused"][1] is not None for layer in ours.layers)
+
+
+@pytest.mark.parametrize("compute_type", ["bfloat16", "int8"])
+def test_the_c_layer_step_in_each_compute_type(tmp_path, python_step, compute_type):
+    _, ours, _ = make(tmp_path, 0)
+    ours.to(compute_type)
+    ids = np.array(prompts(np.random.default_rng(60), [6, 6]))
+    ref, fused = python_step(lambda: ours.generate(ids, 8, eos_id=None, return_scores=True))
+    np.testing.assert_array_equal(ref[0], fused[0])
+    assert np.array_equal(ref[1], fused[1])
+
+
 # ------------------------------------------------------------ GGUF layouts --
 
 def _gguf_of(theirs, path):

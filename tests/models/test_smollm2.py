@@ -202,3 +202,21 @@ def test_the_generate_command_takes_a_compute_type(smollm_gguf):
                     "--compute-type", "float32", "--max-new-tokens", "8", QUESTION])
     assert r.returncode == 0, r.stderr
     assert "Paris" in r.stdout and "weights float32)" in r.stderr, (r.stdout, r.stderr)
+
+
+def test_the_c_layer_step_on_the_files_blocks(ours, monkeypatch):
+    """The Q4_1 / Q8_0 blocks through LlamaLayerStep: the Python step's logits
+    bit for bit, rows at different positions included."""
+    from pytransformer.models import llama
+    ids = np.array([[1, 504, 3458, 282, 4649, 314], [0, 0, 0, 1, 504, 3458]])
+    mask = (np.arange(6) >= np.array([[0], [3]])).astype(np.int64)
+    out = {}
+    for fused in (False, True):
+        monkeypatch.setattr(llama.LlamaDecoderLayer, "fused_step", fused)
+        state, logits = ours.start_decoding(ids, 4, attention_mask=mask)
+        steps = [logits]
+        for t in range(3):
+            steps.append(ours.decode_step(np.argmax(steps[-1], -1), state))
+        out[fused] = np.stack(steps)
+    assert np.array_equal(out[False], out[True])
+    assert ours.layers[0].__dict__["_fused"][1] is not None

@@ -1,0 +1,279 @@
+# Included by _kernels.pyx: fused steps of whole layers (csrc/layers/).  A
+# step object holds a layer's weights as the kernels take them; its step()
+# checks every buffer the C call will touch -- shapes, strides, indices --
+# so that the C side trusts what it is given.
+
+STEP_MATRIX_TYPES = (PackedMatrix, PackedMatrixBF16, PackedMatrixI8, QuantizedMatrix)
+
+
+cdef int _fill_step_matrix(pt_step_matrix *m, object w, object bias, int64_t K,
+                           int64_t N, str name) except -1:
+    """m <- the packed weight w (K -> N) and its bias, on the current path."""
+    if isinstance(w, PackedMatrix):
+        m.kind = PT_MAT_F32
+        m.packed = (<PackedMatrix>w)._packed(KT)
+    elif isinstance(w, PackedMatrixBF16):
+        m.kind = PT_MAT_BF16
+        m.packed = (<PackedMatrixBF16>w)._packed(KT)
+        m.bf16 = _bf16_fn(KT)
+    elif isinstance(w, PackedMatrixI8):
+        m.kind = PT_MAT_I8
+        m.packed = (<PackedMatrixI8>w).pack
+        m.i8 = _int8_fn(KT)
+    elif isinstance(w, QuantizedMatrix):
+        m.kind = PT_MAT_Q
+        m.packed = (<QuantizedMatrix>w).packed
+    else:
+        raise TypeError(f"{name}: a fused step takes float32, bfloat16, int8 or GGUF-block "
+                        f"weights, got {type(w).__name__}")
+    if w.shape != (K, N):
+        raise ValueError(f"{name}: a weight of shape (K, N) = {(K, N)} expected, got {w.shape}")
+    m.K, m.N = K, N
+    m.bias = NULL
+    if bias is not None:
+        _check(bias, name + " bias", N)
+        m.bias = _fptr(bias)
+    return 0
+
+
+cdef int64_t _check_4d(object a, str name, int64_t rows, int64_t heads, int64_t d) except -1:
+    """a: C-contiguous float32 (rows, heads, T, d); returns T."""
+    _check(a, name)
+    if a.ndim != 4 or a.shape[0] != rows or a.shape[1] != heads or a.shape[3] != d:
+        raise ValueError(f"{name}: ({rows}, {heads}, T, {d}) expected, got {a.shape}")
+    return a.shape[2]
+
+
+cdef class DecoderLayerStep:
+    """One nn.TransformerDecoderLayer's decoding step as one C call
+    (csrc/layers/decoder_layer.c): self-attention over the KV cache,
+    attention over the encoder's keys and values, the feed-forward network,
+    each inside Add & Norm.  Bit for bit what the layer's Python
+    forward_step computes.
+
+    DecoderLayerStep(heads, norm_first, activation, weights, norms): weights
+    the six (packed matrix, bias) pairs W^{Q,K,V} (fused), W^O of
+    self-attention, W^Q and W^O of the cross attention, W_1 and W_2; norms
+    three (weight, bias, eps).  The objects are kept, so the weights stay
+    alive while the step exists."""
+    cdef pt_decoder_layer L
+    cdef object weights, norms
+
+    def __cinit__(self, int64_t heads, bint norm_first, activation, weights, norms):
+        if len(weights) != 6 or len(norms) != 3:
+            raise ValueError("DecoderLayerStep: six weights and three norms expected")
+        E = weights[0][0].shape[0]
+        if heads <= 0 or E % heads:
+            raise ValueError(f"DecoderLayerStep: {heads} heads do not divide d_model {E}")
+        if activation not in ACT:
+            raise ValueError(f"DecoderLayerStep: activation {activation!r} has no kernel")
+        self.L.E, self.L.heads, self.L.head_dim = E, heads, E // heads
+        self.L.ff = weights[4][0].shape[1]
+        self.L.norm_first = norm_first
+        self.L.act = ACT[activation]
+        self.weights, self.norms = tuple(weights), tuple(norms)
+        self._bind()
+        cdef int i
+        for i in range(3):
+            w, b, eps = norms[i]
+            self.L.norm_w[i] = NULL
+            self.L.norm_b[i] = NULL
+            if w is not None:
+                _check(w, "norm weight", E)
+                self.L.norm_w[i] = _fptr(w)
+            if b is not None:
+                _check(b, "norm bias", E)
+                self.L.norm_b[i] = _fptr(b)
+            self.L.eps[i] = eps
+
+    cdef int _bind(self) except -1:
+        """The weights as the current kernel path takes them."""
+        cdef int64_t E = self.L.E, F = self.L.ff
+        w = self.weights
+        _fill_step_matrix(&self.L.qkv, w[0][0], w[0][1], E, 3 * E, "W^QKV")
+        _fill_step_matrix(&self.L.self_out, w[1][0], w[1][1], E, E, "self-attention W^O")
+        _fill_step_matrix(&self.L.cross_q, w[2][0], w[2][1], E, E, "cross-attention W^Q")
+        _fill_step_matrix(&self.L.cross_out, w[3][0], w[3][1], E, E, "cross-attention W^O")
+        _fill_step_matrix(&self.L.ff1, w[4][0], w[4][1], E, F, "W_1")
+        _fill_step_matrix(&self.L.ff2, w[5][0], w[5][1], F, E, "W_2")
+        return 0
+
+    def step(self, x, self_k, self_v, int64_t pos, cross_k, cross_v, cross_rows,
+             memory_keep=None):
+        """The layer's output (N, E) for x (N, E), the new position pos of
+        each sequence: its key and value are written into self_k, self_v
+        (N, h, T, d) at pos.  cross_k, cross_v (N0, h, S, d): the encoder's
+        keys and values, sequence r reading row cross_rows[r]; memory_keep
+        (N, 1, 1, S) bool, False at padded source positions, or None."""
+        cdef int64_t E = self.L.E, h = self.L.heads, d = self.L.head_dim
+        _check(x, "x")
+        if x.ndim != 2 or x.shape[1] != E:
+            raise ValueError(f"x: (N, {E}) expected, got {x.shape}")
+        cdef int64_t N = x.shape[0]
+        cdef int64_t T = _check_4d(self_k, "self_k", N, h, d)
+        if _check_4d(self_v, "self_v", N, h, d) != T:
+            raise ValueError(f"self_v: {self_v.shape} differs from self_k {self_k.shape}")
+        if pos < 0 or pos >= T:
+            raise ValueError(f"pos {pos} is outside the cache's {T} positions")
+        cdef int64_t N0 = cross_k.shape[0] if isinstance(cross_k, np.ndarray) and \
+            cross_k.ndim == 4 else -1
+        cdef int64_t S = _check_4d(cross_k, "cross_k", N0, h, d)
+        if _check_4d(cross_v, "cross_v", N0, h, d) != S:
+            raise ValueError(f"cross_v: {cross_v.shape} differs from cross_k {cross_k.shape}")
+        if not isinstance(cross_rows, np.ndarray) or cross_rows.dtype != np.int64 or \
+                cross_rows.shape != (N,):
+            raise ValueError(f"cross_rows: an ({N},) int64 array expected, got "
+                             f"{getattr(cross_rows, 'dtype', type(cross_rows))} "
+                             f"{np.shape(cross_rows)}")
+        # batch r*h + j of the cross attention: head j of row cross_rows[r]
+        kv = np.empty(N * h, np.int64)
+        cdef int64_t[::1] pkv = kv
+        cdef const int64_t[:] prows = cross_rows
+        cdef int64_t r, j, row
+        for r in range(N):
+            row = prows[r]
+            if row < 0 or row >= N0:
+                raise ValueError(f"cross_rows: {row} is not a row of the encoder output "
+                                 f"(0..{N0 - 1})")
+            for j in range(h):
+                pkv[r * h + j] = row * h + j
+        cdef pt_mask m
+        cdef pt_decoder_layer_state st
+        st.cross_mask = NULL
+        if memory_keep is not None:
+            if not isinstance(memory_keep, np.ndarray) or memory_keep.shape != (N, 1, 1, S):
+                raise ValueError(f"memory_keep: ({N}, 1, 1, {S}) expected, got "
+                                 f"{np.shape(memory_keep)}")
+            if N * S:
+                _fill_mask(&m, memory_keep, (S, 0, 0, 1), (N, h, 1, S), "memory_keep")
+                st.cross_mask = &m
+        self._bind()
+        st.self_k, st.self_v, st.t_max = _fptr(self_k), _fptr(self_v), T
+        st.cross_k, st.cross_v, st.S = _fptr(cross_k), _fptr(cross_v), S
+        st.cross_index = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>kv)
+        out = x.copy()
+        cdef float *px = _fptr(out)
+        cdef const pt_kernel_table *kt = KT
+        cdef int nt = _nthreads, status
+        with nogil:
+            status = pt_decoder_layer_step(kt, &self.L, &st, px, N, pos, nt)
+        if status != PT_OK:
+            _raise_status(status, "DecoderLayerStep.step")
+        return out
+
+
+cdef class LlamaLayerStep:
+    """One models.llama.LlamaDecoderLayer's decoding step as one C call
+    (csrc/layers/llama_layer.c): RMSNorm, the fused Q/K/V projection, RoPE,
+    the KV cache write, grouped-query attention over the cache, W^O, then
+    RMSNorm and the SwiGLU feed-forward, each inside the residual sum.  Bit
+    for bit what the layer's Python step computes.
+
+    LlamaLayerStep(heads, kv_heads, rope_layout, inv_freq, weights, norms):
+    weights the four (packed matrix, bias) pairs qkv_proj, o_proj,
+    gate_up_proj, down_proj; norms two (weight, eps)."""
+    cdef pt_llama_layer L
+    cdef object weights, norms, inv_freq
+
+    def __cinit__(self, int64_t heads, int64_t kv_heads, str rope_layout, inv_freq, weights,
+                  norms):
+        if len(weights) != 4 or len(norms) != 2:
+            raise ValueError("LlamaLayerStep: four weights and two norms expected")
+        if heads <= 0 or kv_heads <= 0 or heads % kv_heads:
+            raise ValueError(f"LlamaLayerStep: {kv_heads} kv heads must divide {heads} heads")
+        if rope_layout not in ROPE_LAYOUTS:
+            raise ValueError(f"LlamaLayerStep: rope layout {rope_layout!r}")
+        E = weights[0][0].shape[0]
+        qkv_n = weights[0][0].shape[1]
+        if qkv_n % (heads + 2 * kv_heads):
+            raise ValueError(f"LlamaLayerStep: qkv_proj's {qkv_n} outputs are not "
+                             f"{heads} + 2 x {kv_heads} heads")
+        D = qkv_n // (heads + 2 * kv_heads)
+        if D % 2:
+            raise ValueError(f"LlamaLayerStep: head_dim {D} is odd")
+        _check(inv_freq, "inv_freq", D // 2)
+        self.L.E, self.L.heads, self.L.kv_heads, self.L.head_dim = E, heads, kv_heads, D
+        self.L.ff = weights[3][0].shape[0]
+        self.L.rope_layout = ROPE_LAYOUTS[rope_layout]
+        self.inv_freq = inv_freq
+        self.L.inv_freq = _fptr(inv_freq)
+        self.weights, self.norms = tuple(weights), tuple(norms)
+        self._bind()
+        cdef int i
+        for i in range(2):
+            w, eps = norms[i]
+            _check(w, "norm weight", E)
+            self.L.norm_w[i] = _fptr(w)
+            self.L.eps[i] = eps
+
+    cdef int _bind(self) except -1:
+        cdef int64_t E = self.L.E, F = self.L.ff, D = self.L.head_dim
+        cdef int64_t Hq = self.L.heads, Hkv = self.L.kv_heads
+        w = self.weights
+        _fill_step_matrix(&self.L.qkv, w[0][0], w[0][1], E, (Hq + 2 * Hkv) * D, "qkv_proj")
+        _fill_step_matrix(&self.L.o, w[1][0], w[1][1], Hq * D, E, "o_proj")
+        _fill_step_matrix(&self.L.gate_up, w[2][0], w[2][1], E, 2 * F, "gate_up_proj")
+        _fill_step_matrix(&self.L.down, w[3][0], w[3][1], F, E, "down_proj")
+        return 0
+
+    def step(self, x, cache_k, cache_v, pos, keep=None):
+        """The layer's output (N, E) for x (N, E) at positions pos ((N,)
+        int64): each row's key and value written into cache_k, cache_v (N,
+        Hkv, T, D) at its position, attention over positions 0..S-1 -- S =
+        pos + 1 with every row at the same position and keep None, else
+        keep (N, S) bool, False past each row's own position."""
+        cdef int64_t E = self.L.E, Hq = self.L.heads, Hkv = self.L.kv_heads
+        cdef int64_t D = self.L.head_dim
+        _check(x, "x")
+        if x.ndim != 2 or x.shape[1] != E:
+            raise ValueError(f"x: (N, {E}) expected, got {x.shape}")
+        cdef int64_t N = x.shape[0]
+        cdef int64_t T = _check_4d(cache_k, "cache_k", N, Hkv, D)
+        if _check_4d(cache_v, "cache_v", N, Hkv, D) != T:
+            raise ValueError(f"cache_v: {cache_v.shape} differs from cache_k {cache_k.shape}")
+        if not isinstance(pos, np.ndarray) or pos.dtype != np.int64 or pos.shape != (N,) or \
+                not pos.flags.c_contiguous:
+            raise ValueError(f"pos: a C-contiguous ({N},) int64 array expected, got "
+                             f"{getattr(pos, 'dtype', type(pos))} {np.shape(pos)}")
+        cdef const int64_t[::1] pp = pos
+        cdef int64_t n, j, S = pp[0] + 1 if N else 1
+        cdef pt_mask m
+        cdef pt_llama_layer_state st
+        st.keep = NULL
+        if keep is not None:
+            if not isinstance(keep, np.ndarray) or keep.dtype != np.bool_ or keep.ndim != 2 or \
+                    keep.shape[0] != N or not keep.flags.c_contiguous:
+                raise ValueError(f"keep: a C-contiguous ({N}, S) bool array expected, got "
+                                 f"{getattr(keep, 'dtype', type(keep))} {np.shape(keep)}")
+            S = keep.shape[1]
+            if N * S:
+                _fill_mask(&m, keep.reshape(N, 1, 1, S), (S, 0, 0, 1), (N, Hq, 1, S), "keep")
+                st.keep = &m
+        if S < 1 or S > T:
+            raise ValueError(f"{S} positions attended do not fit the cache's {T}")
+        for n in range(N):
+            if pp[n] < 0 or pp[n] >= S or (keep is None and pp[n] != S - 1):
+                raise ValueError(f"pos: row {n} at {pp[n]} is outside the {S} positions "
+                                 f"attended" + ("" if keep is not None else
+                                                " (rows at different positions need keep)"))
+        # batch n*Hq + j of the attention: query head j of row n, kv head j // group
+        kv = np.empty(N * Hq, np.int64)
+        cdef int64_t[::1] pkv = kv
+        cdef int64_t group = Hq // Hkv
+        for n in range(N):
+            for j in range(Hq):
+                pkv[n * Hq + j] = n * Hkv + j // group
+        self._bind()
+        st.k, st.v, st.t_max = _fptr(cache_k), _fptr(cache_v), T
+        st.pos = &pp[0] if N else NULL
+        st.S = S
+        st.kv_index = &pkv[0] if N else NULL
+        out = x.copy()
+        cdef float *px = _fptr(out)
+        cdef const pt_kernel_table *kt = KT
+        cdef int nt = _nthreads, status
+        with nogil:
+            status = pt_llama_layer_step(kt, &self.L, &st, px, N, nt)
+        if status != PT_OK:
+            _raise_status(status, "LlamaLayerStep.step")
+        return out

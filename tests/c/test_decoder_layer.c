@@ -1,0 +1,187 @@
+/* The fused decoder-layer step (layers/decoder_layer.c) on every path this
+ * CPU runs, at 1 and 2 threads, post-LN and pre-LN: against the same layer
+ * composed from the naive twins (pt_sgemm_ref, pt_layer_norm_ref,
+ * pt_attention_ref) in double-checked float, with its key and value written
+ * at pos and nothing else of the cache touched; with a padded source read
+ * through an index (sequences sharing encoder rows); PT_ERR_NOMEM with x
+ * untouched when its scratch cannot be had.  (Bit-identity with the Python
+ * composition is tested in tests/nn/test_fused_step.py.) */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "harness.h"
+#include "layers/decoder_layer.h"
+#include "runtime/mem.h"
+
+enum { E = 40, H = 5, D = 8, F = 72, N = 3, T = 7, N0 = 2, S = 6 };
+
+typedef struct {
+    float *w[6], *b[6];          /* torch layout (out x in) */
+    int64_t in[6], out[6];
+    float *nw[3], *nb[3];
+    pt_packed_b *p[6];
+} weights;
+
+static float *filled(int64_t n, uint64_t seed, float scale) {
+    float *x = malloc(sizeof(float) * (size_t)n);
+    pt_test_fill(x, n, seed);
+    for (int64_t i = 0; i < n; i++) x[i] *= scale;
+    return x;
+}
+
+static void make(weights *W, const pt_kernel_table *k) {
+    int64_t in[6] = {E, E, E, E, E, F}, out[6] = {3 * E, E, E, E, F, E};
+    for (int i = 0; i < 6; i++) {
+        W->in[i] = in[i];
+        W->out[i] = out[i];
+        W->w[i] = filled(in[i] * out[i], 10 + i, 0.3f);
+        W->b[i] = filled(out[i], 20 + i, 0.1f);
+        W->p[i] = k->sgemm_pack_b(W->w[i], in[i], 1, in[i], out[i]);
+    }
+    for (int i = 0; i < 3; i++) {
+        W->nw[i] = filled(E, 30 + i, 1.0f);
+        W->nb[i] = filled(E, 40 + i, 0.2f);
+    }
+}
+
+static void release(weights *W) {
+    for (int i = 0; i < 6; i++) {
+        free(W->w[i]);
+        free(W->b[i]);
+        pt_packed_b_free(W->p[i]);
+    }
+    for (int i = 0; i < 3; i++) {
+        free(W->nw[i]);
+        free(W->nb[i]);
+    }
+}
+
+static pt_decoder_layer layer(const weights *W, int norm_first) {
+    pt_decoder_layer L;
+    memset(&L, 0, sizeof L);
+    L.E = E, L.heads = H, L.head_dim = D, L.ff = F, L.norm_first = norm_first;
+    L.act = PT_ACT_RELU;
+    pt_step_matrix *m[6] = {&L.qkv, &L.self_out, &L.cross_q, &L.cross_out, &L.ff1, &L.ff2};
+    for (int i = 0; i < 6; i++) {
+        m[i]->kind = PT_MAT_F32;
+        m[i]->packed = W->p[i];
+        m[i]->K = W->in[i];
+        m[i]->N = W->out[i];
+        m[i]->bias = W->b[i];
+    }
+    for (int i = 0; i < 3; i++) {
+        L.norm_w[i] = W->nw[i];
+        L.norm_b[i] = W->nb[i];
+        L.eps[i] = 1e-5f;
+    }
+    return L;
+}
+
+static void ref_linear(const weights *W, int i, float *y, const float *x, int act) {
+    pt_sgemm_ref(y, W->out[i], x, W->in[i], 0, W->w[i], W->in[i], 1, N, W->out[i], W->in[i],
+                 W->b[i], act);
+}
+
+/* The layer from the twins, in the order of the paper's figure. */
+static void reference(const weights *W, int norm_first, float *x, float *sk, float *sv,
+                      const float *ck, const float *cv, const int64_t *kv, const pt_mask *mask,
+                      int64_t pos) {
+    float qkv[N * 3 * E], q[N * E], o[N * E], y[N * E], h[N * E], f[N * F];
+    float scale = (float)(1.0 / sqrt((double)D));
+    for (int sub = 0; sub < 3; sub++) {
+        const float *in = x;
+        if (norm_first) {
+            pt_layer_norm_ref(h, x, W->nw[sub], W->nb[sub], N, E, 1e-5f);
+            in = h;
+        }
+        if (sub == 0) {
+            ref_linear(W, 0, qkv, in, PT_ACT_NONE);
+            for (int n = 0; n < N; n++) {
+                memcpy(q + n * E, qkv + n * 3 * E, sizeof(float) * E);
+                for (int j = 0; j < H; j++) {
+                    memcpy(sk + ((n * H + j) * T + pos) * D, qkv + n * 3 * E + E + j * D,
+                           sizeof(float) * D);
+                    memcpy(sv + ((n * H + j) * T + pos) * D, qkv + n * 3 * E + 2 * E + j * D,
+                           sizeof(float) * D);
+                }
+            }
+            pt_attention_ref(o, q, NULL, sk, NULL, T * D, sv, NULL, T * D, N * H, 1, pos + 1,
+                             D, D, scale, NULL, 0);
+            ref_linear(W, 1, y, o, PT_ACT_NONE);
+        } else if (sub == 1) {
+            ref_linear(W, 2, q, in, PT_ACT_NONE);
+            pt_attention_ref(o, q, NULL, ck, kv, S * D, cv, kv, S * D, N * H, 1, S, D, D, scale,
+                             mask, 0);
+            ref_linear(W, 3, y, o, PT_ACT_NONE);
+        } else {
+            ref_linear(W, 4, f, in, PT_ACT_RELU);
+            ref_linear(W, 5, y, f, PT_ACT_NONE);
+        }
+        for (int i = 0; i < N * E; i++) y[i] += x[i];
+        if (norm_first)
+            memcpy(x, y, sizeof y);
+        else
+            pt_layer_norm_ref(x, y, W->nw[sub], W->nb[sub], N, E, 1e-5f);
+    }
+}
+
+static void test_step(const pt_kernel_table *k, int norm_first, int nt) {
+    weights W;
+    make(&W, k);
+    pt_decoder_layer L = layer(&W, norm_first);
+    const int64_t pos = 4, cache = N * H * T * D;
+    float *sk = filled(cache, 50, 1.0f), *sv = filled(cache, 51, 1.0f);
+    float *rk = malloc(sizeof(float) * cache), *rv = malloc(sizeof(float) * cache);
+    memcpy(rk, sk, sizeof(float) * cache);
+    memcpy(rv, sv, sizeof(float) * cache);
+    float *ck = filled(N0 * H * S * D, 52, 1.0f), *cv = filled(N0 * H * S * D, 53, 1.0f);
+    int64_t rows[N] = {1, 0, 1}, kv[N * H];
+    for (int n = 0; n < N; n++)
+        for (int j = 0; j < H; j++) kv[n * H + j] = rows[n] * H + j;
+    /* the memory padding mask, (N, 1, 1, S) broadcast over heads: the last
+     * source positions of sequence 0 padded */
+    uint8_t keep[N * S];
+    for (int i = 0; i < N * S; i++) keep[i] = 1;
+    keep[S - 1] = keep[S - 2] = 0;
+    pt_mask m;
+    memset(&m, 0, sizeof m);
+    m.data = keep, m.is_bool = 1, m.ndim = 2;
+    m.shape[0] = N, m.shape[1] = H, m.stride[0] = S, m.stride[1] = 0, m.stride_last = 1;
+    pt_decoder_layer_state st = {sk, sv, T, ck, cv, S, kv, &m};
+    float *x = filled(N * E, 54, 1.0f), want[N * E];
+    memcpy(want, x, sizeof want);
+    int status = pt_decoder_layer_step(k, &L, &st, x, N, pos, nt);
+    reference(&W, norm_first, want, rk, rv, ck, cv, kv, &m, pos);
+    double d = pt_test_max_abs_diff(x, want, N * E);
+    pt_test_check(status == PT_OK && d < 2e-4, "%s norm_first=%d threads=%d: status %d, "
+                  "max diff %g from the twins", k->name, norm_first, nt, status, d);
+    /* the cache: position pos written with the twins' key and value (to
+     * rounding), every other position untouched */
+    int other = 0;
+    double dk = 0.0;
+    for (int64_t i = 0; i < cache; i++) {
+        int at_pos = (i / D) % T == pos;
+        double e = fabs((double)sk[i] - rk[i]) + fabs((double)sv[i] - rv[i]);
+        if (at_pos && e > dk) dk = e;
+        if (!at_pos && e != 0.0) other = 1;
+    }
+    pt_test_check(dk < 1e-4 && !other, "%s norm_first=%d: cache key/value diff %g at pos, "
+                  "other positions %s", k->name, norm_first, dk, other ? "changed" : "kept");
+    /* out of memory: an error before anything is written */
+    memcpy(want, x, sizeof want);
+    pt_mem_fail_after(0);
+    status = pt_decoder_layer_step(k, &L, &st, x, N, pos, nt);
+    pt_mem_fail_after(-1);
+    pt_test_check(status == PT_ERR_NOMEM && memcmp(x, want, sizeof want) == 0,
+                  "%s: out of memory gave %d, x %s", k->name, status,
+                  memcmp(x, want, sizeof want) ? "changed" : "kept");
+    free(sk), free(sv), free(rk), free(rv), free(ck), free(cv), free(x);
+    release(&W);
+}
+
+int main(void) {
+    for (const pt_kernel_table **p = pt_test_paths(); *p; p++)
+        for (int nf = 0; nf < 2; nf++)
+            for (int nt = 1; nt <= 2; nt++) test_step(*p, nf, nt);
+    return pt_test_summary();
+}
