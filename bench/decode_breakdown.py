@@ -5,11 +5,12 @@ Seq2SeqTransformer of bench_generate.py (d_model 512, 6+6 layers, d_ff 2048,
 For each model and thread count it prints
   step      -- per-token time of greedy decoding (generate with 2n new tokens
                minus generate with n, over n: the encoder is not counted);
+               the fastest of --repeats alternating rounds, like the others;
   GEMVs     -- the step's weight multiplications alone (every packed weight a
                step reads, one row each, called back to back);
   bound     -- the bytes of those weights over the streaming-read bandwidth of
                the same thread count, measured in the same run
-               (_kernels.stream_read_gbs on a 256 MiB buffer);
+               (_kernels.stream_read_gbs on a 256 MiB buffer, the fastest read);
 and the step's time beyond streaming its weights, step - bound, as a share
 of the step: the overhead (Python composing the kernel calls, argument
 checks, attention, norms, the KV cache, the search).  Each model runs twice:
@@ -23,7 +24,6 @@ its GEMV column is the one to compare with.
 import argparse
 import os
 import platform
-import statistics
 import time
 
 import common  # noqa: F401,E402  -- first: the OpenMP wait policy (see common.py)
@@ -58,44 +58,55 @@ def step_weights(model):
     return out
 
 
-def best_of(fn, repeats):
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
-
-
-def breakdown(name, model, src, bos, eos, pad, n, nt, repeats, stream_buf, fused):
+def breakdown(name, model, src, bos, eos, pad, n, nt, repeats, stream_buf):
+    """Rows for the Python and the C layer step, timed in alternating rounds
+    (so that both see the same moments of a shared machine); each figure the
+    fastest of its rounds -- what the code costs when it has the core."""
     pytransformer.set_num_threads(nt)
-    nn.TransformerDecoderLayer.fused_step = fused
-    name += " (C step)" if fused else " (Python)"
 
     def gen(k):
         return lambda: model.generate(src, max_new_tokens=k, bos_id=bos, eos_id=eos,
                                       pad_id=pad, method="greedy")
-    gen(n)()   # warm-up; packs the weights
-    out = gen(2 * n)()
-    assert out.shape[1] >= 2 * n, "the benchmark needs decoding that does not stop early"
-    step = (best_of(gen(2 * n), repeats) - best_of(gen(n), repeats)) / n
     ws = step_weights(model)
     xs = {w.shape[0]: np.ones((1, w.shape[0]), np.float32) for w, _ in ws}
 
     def gemvs():
         for w, b in ws:
             w.matmul(xs[w.shape[0]], b)
-    gemvs()
-    g = best_of(lambda: [gemvs() for _ in range(10)], repeats) / 10
     # float32 weights: 4 bytes each, and the biases
     nbytes = sum(4 * w.shape[0] * w.shape[1] + (0 if b is None else b.nbytes) for w, b in ws)
-    gbs = statistics.median(_kernels.stream_read_gbs(nt, buffer=stream_buf) for _ in range(3))
+    times = {False: ([], []), True: ([], [])}
+    g, reads = [], []
+    for fused in (False, True):
+        nn.TransformerDecoderLayer.fused_step = fused
+        gen(n)()   # warm-up; packs the weights
+        assert gen(2 * n)().shape[1] >= 2 * n, "the benchmark needs decoding that runs on"
+    for _ in range(repeats):
+        for fused in (False, True):
+            nn.TransformerDecoderLayer.fused_step = fused
+            for i, k in enumerate((n, 2 * n)):
+                t0 = time.perf_counter()
+                gen(k)()
+                times[fused][i].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for _ in range(10):
+            gemvs()
+        g.append((time.perf_counter() - t0) / 10)
+        reads.append(_kernels.stream_read_gbs(nt, buffer=stream_buf))
+    g, gbs = min(g), max(reads)
     bound = nbytes / gbs * 1e-9
-    print(f"{name:28s} {nt:3d}  {step * 1e6:8.0f}  {g * 1e6:8.0f}  {bound * 1e6:8.0f}  "
-          f"{nbytes / 1e6:7.1f}  {gbs:6.1f}  {nbytes / step * 1e-9:6.1f}  "
-          f"{(step - bound) / step * 100:5.0f}%  {(step - g) / step * 100:5.0f}%")
-    return dict(model=name, threads=nt, fused=fused, step_us=step * 1e6, gemv_us=g * 1e6,
-                bound_us=bound * 1e6, weight_mb=nbytes / 1e6, stream_gbs=gbs)
+    rows = []
+    for fused in (False, True):
+        step = (min(times[fused][1]) - min(times[fused][0])) / n
+        label = name + (" (C step)" if fused else " (Python)")
+        print(f"{label:28s} {nt:3d}  {step * 1e6:8.0f}  {g * 1e6:8.0f}  {bound * 1e6:8.0f}  "
+              f"{nbytes / 1e6:7.1f}  {gbs:6.1f}  {nbytes / step * 1e-9:6.1f}  "
+              f"{(step - bound) / step * 100:5.0f}%  {(step - g) / step * 100:5.0f}%")
+        rows.append(dict(model=name, threads=nt, fused=fused, step_us=step * 1e6,
+                         gemv_us=g * 1e6, bound_us=bound * 1e6, weight_mb=nbytes / 1e6,
+                         stream_gbs=gbs))
+    nn.TransformerDecoderLayer.fused_step = True
+    return rows
 
 
 def main():
@@ -119,12 +130,10 @@ def main():
     dsrc = task.encode_batch([task.sample_pairs(1, seed=0)[0][0]])
     rows = []
     for nt in threads:
-        for fused in (False, True):
-            rows.append(breakdown("transformer-base", base, src, 1, None, 0, args.tokens, nt,
-                                  args.repeats, stream_buf, fused))
-        for fused in (False, True):
-            rows.append(breakdown("demo", demo, dsrc, task.BOS_ID, None, task.PAD_ID,
-                                  task.TARGET_LEN // 2, nt, args.repeats, stream_buf, fused))
+        rows += breakdown("transformer-base", base, src, 1, None, 0, args.tokens, nt,
+                          args.repeats, stream_buf)
+        rows += breakdown("demo", demo, dsrc, task.BOS_ID, None, task.PAD_ID,
+                          task.TARGET_LEN // 2, nt, args.repeats, stream_buf)
     return rows
 
 
