@@ -21,11 +21,10 @@ import argparse
 import importlib.metadata
 import json
 import os
-import platform
 import sys
 import tempfile
 
-import common  # noqa: F401,E402  -- first: the OpenMP wait policy (see common.py)
+from common import cpu_model  # noqa: E402  -- first: the OpenMP wait policy (see common.py)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenise on the timed thread
 
@@ -57,17 +56,6 @@ def corpus(path, n, seed=0):
             ws[i] = rng.choice([ws[i] + ",", str(rng.integers(0, 2000)), ws[i].upper()])
         out.append(" ".join(ws) + rng.choice([".", "?", "!"]))
     return out
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 class CT2Embedder:

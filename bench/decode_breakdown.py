@@ -26,7 +26,7 @@ import os
 import platform
 import time
 
-import common  # noqa: F401,E402  -- first: the OpenMP wait policy (see common.py)
+from common import cpu_model  # noqa: E402  -- first: the OpenMP wait policy (see common.py)
 
 import numpy as np  # noqa: E402
 
@@ -117,7 +117,7 @@ def main():
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     print(f"# pytransformer {pytransformer.__version__} ({pytransformer.cpu_info()['isa']}), "
-          f"{platform.machine()}, cpu: {_cpu_model()}; "
+          f"{platform.machine()}, cpu: {cpu_model()}; "
           f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']} "
           f"GOMP_SPINCOUNT={os.environ['GOMP_SPINCOUNT']}")
     print(f"{'model (layer step)':28s} thr  step us  GEMVs us  bound us  weights MB  read GB/s  "
@@ -135,17 +135,6 @@ def main():
         rows += breakdown("demo", demo, dsrc, task.BOS_ID, None, task.PAD_ID,
                           task.TARGET_LEN // 2, nt, args.repeats, stream_buf)
     return rows
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":
