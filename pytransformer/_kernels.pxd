@@ -180,6 +180,7 @@ cdef extern from "layers/decoder_layer.h":
         int64_t head_dim
         int64_t ff
         int norm_first
+        int cross
         int act
         pt_step_matrix qkv
         pt_step_matrix self_out
@@ -194,14 +195,17 @@ cdef extern from "layers/decoder_layer.h":
         float *self_k
         float *self_v
         int64_t t_max
+        const int64_t *pos
+        int64_t S
+        const pt_mask *self_keep
         const float *cross_k
         const float *cross_v
-        int64_t S
+        int64_t S_mem
         const int64_t *cross_index
         const pt_mask *cross_mask
     int pt_decoder_layer_step(const pt_kernel_table *kt, const pt_decoder_layer *L,
                               const pt_decoder_layer_state *st, float *x, int64_t N,
-                              int64_t pos, int nthreads) nogil
+                              int nthreads) nogil
 
 cdef extern from "layers/llama_layer.h":
     ctypedef struct pt_llama_layer:

@@ -44,24 +44,67 @@ cdef int64_t _check_4d(object a, str name, int64_t rows, int64_t heads, int64_t 
     return a.shape[2]
 
 
+cdef int64_t _step_positions(object pos, object keep, int64_t N, int64_t heads, int64_t T,
+                             int64_t[::1] rows_pos, pt_mask *m, const pt_mask **pm) except -1:
+    """The positions a step writes (rows_pos <- them) and the number S it
+    attends to: pos an int (every row there; keep None, S = pos + 1), or an
+    (N,) int64 array with keep (N, S) bool, False past each row's own
+    position (the mask, for batches (N, heads), into m / pm)."""
+    cdef int64_t n, S
+    pm[0] = NULL
+    if keep is None:
+        if isinstance(pos, np.ndarray):
+            raise ValueError("pos: rows at positions of their own need keep")
+        S = int(pos) + 1
+        for n in range(N):
+            rows_pos[n] = S - 1
+    else:
+        if not isinstance(keep, np.ndarray) or keep.dtype != np.bool_ or keep.ndim != 2 or \
+                keep.shape[0] != N or not keep.flags.c_contiguous:
+            raise ValueError(f"keep: a C-contiguous ({N}, S) bool array expected, got "
+                             f"{getattr(keep, 'dtype', type(keep))} {np.shape(keep)}")
+        if not isinstance(pos, np.ndarray) or pos.dtype != np.int64 or pos.shape != (N,):
+            raise ValueError(f"pos: an ({N},) int64 array expected with keep, got "
+                             f"{getattr(pos, 'dtype', type(pos))} {np.shape(pos)}")
+        S = keep.shape[1]
+        for n in range(N):
+            rows_pos[n] = pos[n]
+        if N * S:
+            _fill_mask(m, keep.reshape(N, 1, 1, S), (S, 0, 0, 1), (N, heads, 1, S), "keep")
+            pm[0] = m
+    if S < 1 or S > T:
+        raise ValueError(f"{S} positions attended do not fit the cache's {T}")
+    for n in range(N):
+        if rows_pos[n] < 0 or rows_pos[n] >= S:
+            raise ValueError(f"pos: row {n} at {rows_pos[n]} is outside the {S} positions "
+                             f"attended")
+    return S
+
+
 cdef class DecoderLayerStep:
-    """One nn.TransformerDecoderLayer's decoding step as one C call
+    """One decoder layer's decoding step as one C call
     (csrc/layers/decoder_layer.c): self-attention over the KV cache,
-    attention over the encoder's keys and values, the feed-forward network,
-    each inside Add & Norm.  Bit for bit what the layer's Python
-    forward_step computes.
+    attention over the encoder's keys and values (nn.TransformerDecoderLayer;
+    none in a decoder-only stack: GPT-2's blocks), the feed-forward network,
+    each inside Add & Norm.  Bit for bit what the layer's Python step
+    computes.
 
     DecoderLayerStep(heads, norm_first, activation, weights, norms): weights
     the six (packed matrix, bias) pairs W^{Q,K,V} (fused), W^O of
-    self-attention, W^Q and W^O of the cross attention, W_1 and W_2; norms
-    three (weight, bias, eps).  The objects are kept, so the weights stay
-    alive while the step exists."""
+    self-attention, W^Q and W^O of the cross attention (both None without
+    one), W_1 and W_2; norms the sub-layers' (weight, bias, eps), three or
+    two.  The objects are kept, so the weights stay alive while the step
+    exists."""
     cdef pt_decoder_layer L
     cdef object weights, norms
 
     def __cinit__(self, int64_t heads, bint norm_first, activation, weights, norms):
-        if len(weights) != 6 or len(norms) != 3:
-            raise ValueError("DecoderLayerStep: six weights and three norms expected")
+        if len(weights) != 6:
+            raise ValueError("DecoderLayerStep: six weights expected")
+        cross = weights[2] is not None
+        if (weights[3] is not None) != cross or len(norms) != (3 if cross else 2):
+            raise ValueError("DecoderLayerStep: a cross attention needs both its weights "
+                             "and a third norm")
         E = weights[0][0].shape[0]
         if heads <= 0 or E % heads:
             raise ValueError(f"DecoderLayerStep: {heads} heads do not divide d_model {E}")
@@ -70,14 +113,17 @@ cdef class DecoderLayerStep:
         self.L.E, self.L.heads, self.L.head_dim = E, heads, E // heads
         self.L.ff = weights[4][0].shape[1]
         self.L.norm_first = norm_first
+        self.L.cross = cross
         self.L.act = ACT[activation]
         self.weights, self.norms = tuple(weights), tuple(norms)
         self._bind()
         cdef int i
         for i in range(3):
-            w, b, eps = norms[i]
             self.L.norm_w[i] = NULL
             self.L.norm_b[i] = NULL
+            self.L.eps[i] = 0.0
+        for i in range(len(norms)):
+            w, b, eps = norms[i]
             if w is not None:
                 _check(w, "norm weight", E)
                 self.L.norm_w[i] = _fptr(w)
@@ -92,19 +138,22 @@ cdef class DecoderLayerStep:
         w = self.weights
         _fill_step_matrix(&self.L.qkv, w[0][0], w[0][1], E, 3 * E, "W^QKV")
         _fill_step_matrix(&self.L.self_out, w[1][0], w[1][1], E, E, "self-attention W^O")
-        _fill_step_matrix(&self.L.cross_q, w[2][0], w[2][1], E, E, "cross-attention W^Q")
-        _fill_step_matrix(&self.L.cross_out, w[3][0], w[3][1], E, E, "cross-attention W^O")
+        if self.L.cross:
+            _fill_step_matrix(&self.L.cross_q, w[2][0], w[2][1], E, E, "cross-attention W^Q")
+            _fill_step_matrix(&self.L.cross_out, w[3][0], w[3][1], E, E, "cross-attention W^O")
         _fill_step_matrix(&self.L.ff1, w[4][0], w[4][1], E, F, "W_1")
         _fill_step_matrix(&self.L.ff2, w[5][0], w[5][1], F, E, "W_2")
         return 0
 
-    def step(self, x, self_k, self_v, int64_t pos, cross_k, cross_v, cross_rows,
-             memory_keep=None):
-        """The layer's output (N, E) for x (N, E), the new position pos of
-        each sequence: its key and value are written into self_k, self_v
-        (N, h, T, d) at pos.  cross_k, cross_v (N0, h, S, d): the encoder's
-        keys and values, sequence r reading row cross_rows[r]; memory_keep
-        (N, 1, 1, S) bool, False at padded source positions, or None."""
+    def step(self, x, self_k, self_v, pos, cross_k=None, cross_v=None, cross_rows=None,
+             memory_keep=None, keep=None):
+        """The layer's output (N, E) for x (N, E), one new position per
+        sequence: its key and value written into self_k, self_v (N, h, T, d)
+        at pos -- an int (every row there), or an (N,) int64 array with keep
+        (N, S) bool, False past each row's own position.  With a cross
+        attention: cross_k, cross_v (N0, h, S_mem, d), the encoder's keys and
+        values, sequence r reading row cross_rows[r]; memory_keep (N, 1, 1,
+        S_mem) bool, False at padded source positions, or None."""
         cdef int64_t E = self.L.E, h = self.L.heads, d = self.L.head_dim
         _check(x, "x")
         if x.ndim != 2 or x.shape[1] != E:
@@ -113,50 +162,59 @@ cdef class DecoderLayerStep:
         cdef int64_t T = _check_4d(self_k, "self_k", N, h, d)
         if _check_4d(self_v, "self_v", N, h, d) != T:
             raise ValueError(f"self_v: {self_v.shape} differs from self_k {self_k.shape}")
-        if pos < 0 or pos >= T:
-            raise ValueError(f"pos {pos} is outside the cache's {T} positions")
-        cdef int64_t N0 = cross_k.shape[0] if isinstance(cross_k, np.ndarray) and \
-            cross_k.ndim == 4 else -1
-        cdef int64_t S = _check_4d(cross_k, "cross_k", N0, h, d)
-        if _check_4d(cross_v, "cross_v", N0, h, d) != S:
-            raise ValueError(f"cross_v: {cross_v.shape} differs from cross_k {cross_k.shape}")
-        if not isinstance(cross_rows, np.ndarray) or cross_rows.dtype != np.int64 or \
-                cross_rows.shape != (N,):
-            raise ValueError(f"cross_rows: an ({N},) int64 array expected, got "
-                             f"{getattr(cross_rows, 'dtype', type(cross_rows))} "
-                             f"{np.shape(cross_rows)}")
-        # batch r*h + j of the cross attention: head j of row cross_rows[r]
-        kv = np.empty(N * h, np.int64)
-        cdef int64_t[::1] pkv = kv
-        cdef const int64_t[:] prows = cross_rows
-        cdef int64_t r, j, row
-        for r in range(N):
-            row = prows[r]
-            if row < 0 or row >= N0:
-                raise ValueError(f"cross_rows: {row} is not a row of the encoder output "
-                                 f"(0..{N0 - 1})")
-            for j in range(h):
-                pkv[r * h + j] = row * h + j
-        cdef pt_mask m
+        cdef pt_mask m_self, m_cross
         cdef pt_decoder_layer_state st
-        st.cross_mask = NULL
-        if memory_keep is not None:
-            if not isinstance(memory_keep, np.ndarray) or memory_keep.shape != (N, 1, 1, S):
-                raise ValueError(f"memory_keep: ({N}, 1, 1, {S}) expected, got "
-                                 f"{np.shape(memory_keep)}")
-            if N * S:
-                _fill_mask(&m, memory_keep, (S, 0, 0, 1), (N, h, 1, S), "memory_keep")
-                st.cross_mask = &m
-        self._bind()
+        positions = np.empty(N, np.int64)
+        st.S = _step_positions(pos, keep, N, h, T, positions, &m_self, &st.self_keep)
         st.self_k, st.self_v, st.t_max = _fptr(self_k), _fptr(self_v), T
-        st.cross_k, st.cross_v, st.S = _fptr(cross_k), _fptr(cross_v), S
-        st.cross_index = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>kv)
+        st.pos = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>positions)
+        st.cross_k = st.cross_v = NULL
+        st.cross_index = NULL
+        st.cross_mask = NULL
+        st.S_mem = 0
+        kv = None
+        cdef int64_t N0, S, r, j, row
+        cdef int64_t[::1] pkv
+        cdef const int64_t[:] prows
+        if self.L.cross:
+            N0 = cross_k.shape[0] if isinstance(cross_k, np.ndarray) and cross_k.ndim == 4 else -1
+            S = _check_4d(cross_k, "cross_k", N0, h, d)
+            if _check_4d(cross_v, "cross_v", N0, h, d) != S:
+                raise ValueError(f"cross_v: {cross_v.shape} differs from cross_k "
+                                 f"{cross_k.shape}")
+            if not isinstance(cross_rows, np.ndarray) or cross_rows.dtype != np.int64 or \
+                    cross_rows.shape != (N,):
+                raise ValueError(f"cross_rows: an ({N},) int64 array expected, got "
+                                 f"{getattr(cross_rows, 'dtype', type(cross_rows))} "
+                                 f"{np.shape(cross_rows)}")
+            # batch r*h + j of the cross attention: head j of row cross_rows[r]
+            kv = np.empty(N * h, np.int64)
+            pkv = kv
+            prows = cross_rows
+            for r in range(N):
+                row = prows[r]
+                if row < 0 or row >= N0:
+                    raise ValueError(f"cross_rows: {row} is not a row of the encoder output "
+                                     f"(0..{N0 - 1})")
+                for j in range(h):
+                    pkv[r * h + j] = row * h + j
+            if memory_keep is not None:
+                if not isinstance(memory_keep, np.ndarray) or memory_keep.shape != (N, 1, 1, S):
+                    raise ValueError(f"memory_keep: ({N}, 1, 1, {S}) expected, got "
+                                     f"{np.shape(memory_keep)}")
+                if N * S:
+                    _fill_mask(&m_cross, memory_keep, (S, 0, 0, 1), (N, h, 1, S),
+                               "memory_keep")
+                    st.cross_mask = &m_cross
+            st.cross_k, st.cross_v, st.S_mem = _fptr(cross_k), _fptr(cross_v), S
+            st.cross_index = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>kv)
+        self._bind()
         out = x.copy()
         cdef float *px = _fptr(out)
         cdef const pt_kernel_table *kt = KT
         cdef int nt = _nthreads, status
         with nogil:
-            status = pt_decoder_layer_step(kt, &self.L, &st, px, N, pos, nt)
+            status = pt_decoder_layer_step(kt, &self.L, &st, px, N, nt)
         if status != PT_OK:
             _raise_status(status, "DecoderLayerStep.step")
         return out

@@ -35,12 +35,12 @@ typedef struct {
     float *f;     /* N x ff: the feed-forward's hidden layer */
 } scratch;
 
-/* MultiheadAttention.step_self_attention: W^Q,K,V x; the new key and value
- * written at pos; scaled dot-product attention of each head's query over
- * positions 0..pos; W^O. */
+/* MultiheadAttention.step_self_attention: W^Q,K,V x; each row's new key and
+ * value written at its position; scaled dot-product attention of each
+ * head's query over positions 0..S-1 (masked past a row's own); W^O. */
 static int self_attention(const pt_kernel_table *kt, const pt_decoder_layer *L,
                           const pt_decoder_layer_state *st, const float *x, int64_t N,
-                          int64_t pos, const scratch *s, float *out, int nthreads) {
+                          const scratch *s, float *out, int nthreads) {
     int64_t E = L->E, h = L->heads, d = L->head_dim, T = st->t_max;
     int status = linear(kt, &L->qkv, s->qkv, x, N, PT_ACT_NONE, nthreads);
     if (status != PT_OK) return status;
@@ -48,14 +48,14 @@ static int self_attention(const pt_kernel_table *kt, const pt_decoder_layer *L,
         const float *row = s->qkv + n * 3 * E;
         memcpy(s->q + n * E, row, sizeof(float) * (size_t)E);
         for (int64_t j = 0; j < h; j++) {
-            int64_t at = ((n * h + j) * T + pos) * d;
+            int64_t at = ((n * h + j) * T + st->pos[n]) * d;
             memcpy(st->self_k + at, row + E + j * d, sizeof(float) * (size_t)d);
             memcpy(st->self_v + at, row + 2 * E + j * d, sizeof(float) * (size_t)d);
         }
     }
     float scale = (float)(1.0 / sqrt((double)d));
     status = kt->attention(s->o, s->q, NULL, st->self_k, NULL, T * d, st->self_v, NULL, T * d,
-                           N * h, 1, pos + 1, d, d, scale, NULL, 0, nthreads);
+                           N * h, 1, st->S, d, d, scale, st->self_keep, 0, nthreads);
     if (status != PT_OK) return status;
     return linear(kt, &L->self_out, out, s->o, N, PT_ACT_NONE, nthreads);
 }
@@ -65,7 +65,7 @@ static int self_attention(const pt_kernel_table *kt, const pt_decoder_layer *L,
 static int cross_attention(const pt_kernel_table *kt, const pt_decoder_layer *L,
                            const pt_decoder_layer_state *st, const float *x, int64_t N,
                            const scratch *s, float *out, int nthreads) {
-    int64_t h = L->heads, d = L->head_dim, S = st->S;
+    int64_t h = L->heads, d = L->head_dim, S = st->S_mem;
     int status = linear(kt, &L->cross_q, s->qkv, x, N, PT_ACT_NONE, nthreads);
     if (status != PT_OK) return status;
     float scale = (float)(1.0 / sqrt((double)d));
@@ -85,7 +85,7 @@ static int feed_forward(const pt_kernel_table *kt, const pt_decoder_layer *L, co
 }
 
 int pt_decoder_layer_step(const pt_kernel_table *kt, const pt_decoder_layer *L,
-                          const pt_decoder_layer_state *st, float *x, int64_t N, int64_t pos,
+                          const pt_decoder_layer_state *st, float *x, int64_t N,
                           int nthreads) {
     int64_t E = L->E;
     if (N <= 0) return PT_OK;
@@ -94,22 +94,26 @@ int pt_decoder_layer_step(const pt_kernel_table *kt, const pt_decoder_layer *L,
     if (!buf) return PT_ERR_NOMEM;
     scratch s = {buf, buf + 3 * nE, buf + 4 * nE, buf + 5 * nE, buf + 6 * nE, buf + 7 * nE};
     int status = PT_OK;
-    /* _TransformerLayer.add_norm around each sub-layer, in forward_step's order */
-    for (int sub = 0; sub < 3 && status == PT_OK; sub++) {
+    /* _TransformerLayer.add_norm around each sub-layer, in forward_step's
+     * order: self-attention, the cross attention (where there is one), the
+     * feed-forward network; norm i belongs to the i-th */
+    int subs[3] = {0, 1, 2}, nsub = 3;
+    if (!L->cross) subs[1] = 2, nsub = 2;
+    for (int i = 0; i < nsub && status == PT_OK; i++) {
         const float *in = x;
         if (L->norm_first) {
-            norm(kt, L, sub, s.h, x, N, nthreads);
+            norm(kt, L, i, s.h, x, N, nthreads);
             in = s.h;
         }
-        status = sub == 0 ? self_attention(kt, L, st, in, N, pos, &s, s.y, nthreads)
-                 : sub == 1 ? cross_attention(kt, L, st, in, N, &s, s.y, nthreads)
+        status = subs[i] == 0 ? self_attention(kt, L, st, in, N, &s, s.y, nthreads)
+                 : subs[i] == 1 ? cross_attention(kt, L, st, in, N, &s, s.y, nthreads)
                  : feed_forward(kt, L, in, N, &s, s.y, nthreads);
         if (status != PT_OK) break;
         add_into(s.y, x, (int64_t)nE);
         if (L->norm_first)
             memcpy(x, s.y, sizeof(float) * nE);
         else
-            norm(kt, L, sub, x, s.y, N, nthreads);
+            norm(kt, L, i, x, s.y, N, nthreads);
     }
     pt_free(buf);
     return status;

@@ -213,6 +213,10 @@ class GPT2LMHeadModel(CausalLM):
         at = pos if keep is not None else int(pos[0]) if pos.size else 0
         for i, block in enumerate(self.h):
             k, v = state.layer(i)
+            step = block._step_kernel() if block.fused_step else None
+            if step is not None:   # the block's step in one C call: the same bits
+                x = step.step(x, k, v, at, keep=keep)
+                continue
             x = block.add_norm(x, lambda h: block.self_attn.step_self_attention(h, k, v, at,
                                                                                 keep),
                                block.norm1.step)

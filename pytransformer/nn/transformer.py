@@ -73,6 +73,53 @@ class _TransformerLayer(Module):
             return self.linear2.step(self.linear1.step(x, self._act_name))
         return self._ff_block(x)
 
+    #: Run each decoding step of this layer as one C call
+    #: (_kernels.DecoderLayerStep) where it can: bit for bit the Python
+    #: composition of the step (TransformerDecoderLayer.forward_step; GPT-2's
+    #: blocks, encoder layers used causally), which stays the reference and
+    #: serves what the C step does not (padded targets, activations without a
+    #: kernel, weights in GGUF blocks).  PYTRANSFORMER_FUSED_STEP=0 turns it
+    #: off for every layer.
+    fused_step = FUSED_STEP
+
+    def _step_kernel(self):
+        """The layer as one C step, or None where the Python step must run.
+        Made once and kept while the weights it holds are the layer's."""
+        sa = self.self_attn
+        ca = self.multihead_attn if self.cross_attention else None
+        norms = (self.norm1, self.norm2, self.norm3) if ca is not None else \
+            (self.norm1, self.norm2)
+        key = (id(sa._packs.get("qkv")), id(sa.out_proj._packs.get("weight")),
+               id(sa.out_proj.bias),
+               None if ca is None else id(ca._packs.get("q")),
+               None if ca is None else id(ca.out_proj._packs.get("weight")),
+               None if ca is None else id(ca.out_proj.bias),
+               id(self.linear1._packs.get("weight")), id(self.linear1.bias),
+               id(self.linear2._packs.get("weight")), id(self.linear2.bias),
+               self._act_name, self.norm_first) + \
+            tuple(v for n in norms for v in (id(n.weight), id(n.bias), n.eps))
+        kept = self.__dict__.get("_fused")
+        if kept is not None and kept[0] == key:
+            return kept[1]   # the step holds the objects: their ids are not reused
+        step = None
+        if self._act_fn is None and sa._qkv_same_embed_dim and \
+                (ca is None or ca._qkv_same_embed_dim):
+            weights = (sa._packed("qkv"), (sa.out_proj._packs["weight"], sa.out_proj.bias),
+                       None if ca is None else ca._packed("q"),
+                       None if ca is None else (ca.out_proj._packs["weight"], ca.out_proj.bias),
+                       (self.linear1._packs["weight"], self.linear1.bias),
+                       (self.linear2._packs["weight"], self.linear2.bias))
+            if all(isinstance(w[0], _kernels.STEP_MATRIX_TYPES) for w in weights
+                   if w is not None):
+                step = _kernels.DecoderLayerStep(sa.num_heads, self.norm_first,
+                                                 self._act_name, weights,
+                                                 [(n.weight, n.bias, n.eps) for n in norms])
+        # the ids again: the packs made just now
+        key = (id(sa._packs.get("qkv")),) + key[1:3] + \
+            ((None if ca is None else id(ca._packs.get("q"))),) + key[4:]
+        self.__dict__["_fused"] = (key, step)
+        return step
+
     @classmethod
     def _from_torch_config(cls, m):
         return cls(m.self_attn.embed_dim, m.self_attn.num_heads, m.linear1.out_features,
@@ -122,42 +169,6 @@ class TransformerDecoderLayer(_TransformerLayer):
         x = self.add_norm(x, cross, self.norm2)
         x = self.add_norm(x, self._ff_block, self.norm3)
         return (x, weights[0]) if need_weights else x
-
-    #: Run each decoding step of this layer as one C call
-    #: (_kernels.DecoderLayerStep) where it can: bit for bit the Python
-    #: composition of forward_step, which stays the reference and serves
-    #: what the C step does not (padded targets, activations without a
-    #: kernel, weights in GGUF blocks).  PYTRANSFORMER_FUSED_STEP=0 turns it
-    #: off for every layer.
-    fused_step = FUSED_STEP
-
-    def _step_kernel(self):
-        """The layer as one C step, or None where the Python step must run.
-        Made once and kept while the weights it holds are the layer's."""
-        sa, ca, n1, n2, n3 = self.self_attn, self.multihead_attn, self.norm1, self.norm2, \
-            self.norm3
-        key = (id(sa._packs.get("qkv")), id(sa.out_proj._packs.get("weight")),
-               id(sa.out_proj.bias), id(ca._packs.get("q")), id(ca.out_proj._packs.get("weight")),
-               id(ca.out_proj.bias), id(self.linear1._packs.get("weight")), id(self.linear1.bias),
-               id(self.linear2._packs.get("weight")), id(self.linear2.bias), id(n1.weight),
-               id(n1.bias), n1.eps, id(n2.weight), id(n2.bias), n2.eps, id(n3.weight),
-               id(n3.bias), n3.eps, self._act_name, self.norm_first)
-        kept = self.__dict__.get("_fused")
-        if kept is not None and kept[0] == key:
-            return kept[1]   # the step holds the objects: their ids are not reused
-        step = None
-        if self._act_fn is None and sa._qkv_same_embed_dim and ca._qkv_same_embed_dim:
-            weights = (sa._packed("qkv"), (sa.out_proj._packs["weight"], sa.out_proj.bias),
-                       ca._packed("q"), (ca.out_proj._packs["weight"], ca.out_proj.bias),
-                       (self.linear1._packs["weight"], self.linear1.bias),
-                       (self.linear2._packs["weight"], self.linear2.bias))
-            if all(isinstance(w, _kernels.STEP_MATRIX_TYPES) for w, _ in weights):
-                step = _kernels.DecoderLayerStep(
-                    sa.num_heads, self.norm_first, self._act_name, weights,
-                    [(n.weight, n.bias, n.eps) for n in (n1, n2, n3)])
-        key = (id(sa._packs.get("qkv")),) + key[1:3] + (id(ca._packs.get("q")),) + key[4:]
-        self.__dict__["_fused"] = (key, step)
-        return step
 
     def forward_step(self, x, cache, i):
         """One new target position per sequence through this layer (layer ``i``

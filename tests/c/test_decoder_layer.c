@@ -1,5 +1,7 @@
 /* The fused decoder-layer step (layers/decoder_layer.c) on every path this
- * CPU runs, at 1 and 2 threads, post-LN and pre-LN: against the same layer
+ * CPU runs, at 1 and 2 threads, post-LN and pre-LN, with and without the
+ * cross attention (GPT-2's blocks), rows at one position and at positions of
+ * their own (the keep mask): against the same layer
  * composed from the naive twins (pt_sgemm_ref, pt_layer_norm_ref,
  * pt_attention_ref) in double-checked float, with its key and value written
  * at pos and nothing else of the cache touched; with a padded source read
@@ -13,7 +15,7 @@
 #include "layers/decoder_layer.h"
 #include "runtime/mem.h"
 
-enum { E = 40, H = 5, D = 8, F = 72, N = 3, T = 7, N0 = 2, S = 6 };
+enum { E = 40, H = 5, D = 8, F = 72, N = 3, T = 7, N0 = 2, S_MEM = 6 };
 
 typedef struct {
     float *w[6], *b[6];          /* torch layout (out x in) */
@@ -56,10 +58,10 @@ static void release(weights *W) {
     }
 }
 
-static pt_decoder_layer layer(const weights *W, int norm_first) {
+static pt_decoder_layer layer(const weights *W, int norm_first, int cross) {
     pt_decoder_layer L;
     memset(&L, 0, sizeof L);
-    L.E = E, L.heads = H, L.head_dim = D, L.ff = F, L.norm_first = norm_first;
+    L.E = E, L.heads = H, L.head_dim = D, L.ff = F, L.norm_first = norm_first, L.cross = cross;
     L.act = PT_ACT_RELU;
     pt_step_matrix *m[6] = {&L.qkv, &L.self_out, &L.cross_q, &L.cross_out, &L.ff1, &L.ff2};
     for (int i = 0; i < 6; i++) {
@@ -69,9 +71,10 @@ static pt_decoder_layer layer(const weights *W, int norm_first) {
         m[i]->N = W->out[i];
         m[i]->bias = W->b[i];
     }
-    for (int i = 0; i < 3; i++) {
-        L.norm_w[i] = W->nw[i];
-        L.norm_b[i] = W->nb[i];
+    for (int i = 0; i < 3; i++) {   /* without cross attention: norms 0 and 2 as the two */
+        int j = !cross && i == 1 ? 2 : i;
+        L.norm_w[i] = W->nw[j];
+        L.norm_b[i] = W->nb[j];
         L.eps[i] = 1e-5f;
     }
     return L;
@@ -82,13 +85,16 @@ static void ref_linear(const weights *W, int i, float *y, const float *x, int ac
                  W->b[i], act);
 }
 
-/* The layer from the twins, in the order of the paper's figure. */
-static void reference(const weights *W, int norm_first, float *x, float *sk, float *sv,
-                      const float *ck, const float *cv, const int64_t *kv, const pt_mask *mask,
-                      int64_t pos) {
+/* The layer from the twins, in the order of the paper's figure (the cross
+ * attention left out when cross is 0); rows at positions pos[n] attending
+ * to 0..S-1 through self_keep (or all at S - 1 when it is NULL). */
+static void reference(const weights *W, int norm_first, int cross, float *x, float *sk,
+                      float *sv, const int64_t *pos, int64_t S, const pt_mask *self_keep,
+                      const float *ck, const float *cv, const int64_t *kv, const pt_mask *mask) {
     float qkv[N * 3 * E], q[N * E], o[N * E], y[N * E], h[N * E], f[N * F];
     float scale = (float)(1.0 / sqrt((double)D));
     for (int sub = 0; sub < 3; sub++) {
+        if (sub == 1 && !cross) continue;
         const float *in = x;
         if (norm_first) {
             pt_layer_norm_ref(h, x, W->nw[sub], W->nb[sub], N, E, 1e-5f);
@@ -99,19 +105,19 @@ static void reference(const weights *W, int norm_first, float *x, float *sk, flo
             for (int n = 0; n < N; n++) {
                 memcpy(q + n * E, qkv + n * 3 * E, sizeof(float) * E);
                 for (int j = 0; j < H; j++) {
-                    memcpy(sk + ((n * H + j) * T + pos) * D, qkv + n * 3 * E + E + j * D,
+                    memcpy(sk + ((n * H + j) * T + pos[n]) * D, qkv + n * 3 * E + E + j * D,
                            sizeof(float) * D);
-                    memcpy(sv + ((n * H + j) * T + pos) * D, qkv + n * 3 * E + 2 * E + j * D,
-                           sizeof(float) * D);
+                    memcpy(sv + ((n * H + j) * T + pos[n]) * D,
+                           qkv + n * 3 * E + 2 * E + j * D, sizeof(float) * D);
                 }
             }
-            pt_attention_ref(o, q, NULL, sk, NULL, T * D, sv, NULL, T * D, N * H, 1, pos + 1,
-                             D, D, scale, NULL, 0);
+            pt_attention_ref(o, q, NULL, sk, NULL, T * D, sv, NULL, T * D, N * H, 1, S, D, D,
+                             scale, self_keep, 0);
             ref_linear(W, 1, y, o, PT_ACT_NONE);
         } else if (sub == 1) {
             ref_linear(W, 2, q, in, PT_ACT_NONE);
-            pt_attention_ref(o, q, NULL, ck, kv, S * D, cv, kv, S * D, N * H, 1, S, D, D, scale,
-                             mask, 0);
+            pt_attention_ref(o, q, NULL, ck, kv, S_MEM * D, cv, kv, S_MEM * D, N * H, 1, S_MEM, D,
+                             D, scale, mask, 0);
             ref_linear(W, 3, y, o, PT_ACT_NONE);
         } else {
             ref_linear(W, 4, f, in, PT_ACT_RELU);
@@ -125,42 +131,57 @@ static void reference(const weights *W, int norm_first, float *x, float *sk, flo
     }
 }
 
-static void test_step(const pt_kernel_table *k, int norm_first, int nt) {
+/* cross: the paper's decoder layer (else a decoder-only block, GPT-2's);
+ * staggered: rows at positions of their own, through the keep mask */
+static void test_step(const pt_kernel_table *k, int norm_first, int cross, int staggered,
+                      int nt) {
     weights W;
     make(&W, k);
-    pt_decoder_layer L = layer(&W, norm_first);
-    const int64_t pos = 4, cache = N * H * T * D;
+    pt_decoder_layer L = layer(&W, norm_first, cross);
+    const int64_t cache = N * H * T * D;
+    int64_t pos[N] = {4, 4, 4}, S = 5;
+    if (staggered) pos[1] = 1, pos[2] = 3;
+    uint8_t self_keep[N * 5];
+    for (int n = 0; n < N; n++)
+        for (int s = 0; s < S; s++) self_keep[n * S + s] = s <= pos[n];
+    pt_mask km;
+    memset(&km, 0, sizeof km);
+    km.data = self_keep, km.is_bool = 1, km.ndim = 2, km.stride_last = 1;
+    km.shape[0] = N, km.shape[1] = H, km.stride[0] = S, km.stride[1] = 0;
     float *sk = filled(cache, 50, 1.0f), *sv = filled(cache, 51, 1.0f);
     float *rk = malloc(sizeof(float) * cache), *rv = malloc(sizeof(float) * cache);
     memcpy(rk, sk, sizeof(float) * cache);
     memcpy(rv, sv, sizeof(float) * cache);
-    float *ck = filled(N0 * H * S * D, 52, 1.0f), *cv = filled(N0 * H * S * D, 53, 1.0f);
+    float *ck = filled(N0 * H * S_MEM * D, 52, 1.0f), *cv = filled(N0 * H * S_MEM * D, 53, 1.0f);
     int64_t rows[N] = {1, 0, 1}, kv[N * H];
     for (int n = 0; n < N; n++)
         for (int j = 0; j < H; j++) kv[n * H + j] = rows[n] * H + j;
-    /* the memory padding mask, (N, 1, 1, S) broadcast over heads: the last
-     * source positions of sequence 0 padded */
-    uint8_t keep[N * S];
-    for (int i = 0; i < N * S; i++) keep[i] = 1;
-    keep[S - 1] = keep[S - 2] = 0;
+    /* the memory padding mask, (N, 1, 1, S_MEM) broadcast over heads: the
+     * last source positions of sequence 0 padded */
+    uint8_t keep[N * S_MEM];
+    for (int i = 0; i < N * S_MEM; i++) keep[i] = 1;
+    keep[S_MEM - 1] = keep[S_MEM - 2] = 0;
     pt_mask m;
     memset(&m, 0, sizeof m);
     m.data = keep, m.is_bool = 1, m.ndim = 2;
-    m.shape[0] = N, m.shape[1] = H, m.stride[0] = S, m.stride[1] = 0, m.stride_last = 1;
-    pt_decoder_layer_state st = {sk, sv, T, ck, cv, S, kv, &m};
+    m.shape[0] = N, m.shape[1] = H, m.stride[0] = S_MEM, m.stride[1] = 0, m.stride_last = 1;
+    const pt_mask *sm = staggered ? &km : NULL;
+    pt_decoder_layer_state st = {sk, sv, T, pos, S, sm, cross ? ck : NULL, cross ? cv : NULL,
+                                 cross ? S_MEM : 0, cross ? kv : NULL, cross ? &m : NULL};
     float *x = filled(N * E, 54, 1.0f), want[N * E];
     memcpy(want, x, sizeof want);
-    int status = pt_decoder_layer_step(k, &L, &st, x, N, pos, nt);
-    reference(&W, norm_first, want, rk, rv, ck, cv, kv, &m, pos);
+    int status = pt_decoder_layer_step(k, &L, &st, x, N, nt);
+    reference(&W, norm_first, cross, want, rk, rv, pos, S, sm, ck, cv, kv, &m);
     double d = pt_test_max_abs_diff(x, want, N * E);
-    pt_test_check(status == PT_OK && d < 2e-4, "%s norm_first=%d threads=%d: status %d, "
-                  "max diff %g from the twins", k->name, norm_first, nt, status, d);
-    /* the cache: position pos written with the twins' key and value (to
-     * rounding), every other position untouched */
+    pt_test_check(status == PT_OK && d < 2e-4, "%s norm_first=%d cross=%d staggered=%d "
+                  "threads=%d: status %d, max diff %g from the twins", k->name, norm_first, cross,
+                  staggered, nt, status, d);
+    /* the cache: each row's position written with the twins' key and value
+     * (to rounding), every other position untouched */
     int other = 0;
     double dk = 0.0;
     for (int64_t i = 0; i < cache; i++) {
-        int at_pos = (i / D) % T == pos;
+        int at_pos = (i / D) % T == pos[i / (H * T * D)];
         double e = fabs((double)sk[i] - rk[i]) + fabs((double)sv[i] - rv[i]);
         if (at_pos && e > dk) dk = e;
         if (!at_pos && e != 0.0) other = 1;
@@ -170,7 +191,7 @@ static void test_step(const pt_kernel_table *k, int norm_first, int nt) {
     /* out of memory: an error before anything is written */
     memcpy(want, x, sizeof want);
     pt_mem_fail_after(0);
-    status = pt_decoder_layer_step(k, &L, &st, x, N, pos, nt);
+    status = pt_decoder_layer_step(k, &L, &st, x, N, nt);
     pt_mem_fail_after(-1);
     pt_test_check(status == PT_ERR_NOMEM && memcmp(x, want, sizeof want) == 0,
                   "%s: out of memory gave %d, x %s", k->name, status,
@@ -182,6 +203,8 @@ static void test_step(const pt_kernel_table *k, int norm_first, int nt) {
 int main(void) {
     for (const pt_kernel_table **p = pt_test_paths(); *p; p++)
         for (int nf = 0; nf < 2; nf++)
-            for (int nt = 1; nt <= 2; nt++) test_step(*p, nf, nt);
+            for (int cross = 0; cross < 2; cross++)
+                for (int stag = 0; stag < 2; stag++)
+                    for (int nt = 1; nt <= 2; nt++) test_step(*p, nf, cross, stag, nt);
     return pt_test_summary();
 }
