@@ -6,20 +6,20 @@
 STEP_MATRIX_TYPES = (PackedMatrix, PackedMatrixBF16, PackedMatrixI8, QuantizedMatrix)
 
 
-cdef int _fill_step_matrix(pt_step_matrix *m, object w, object bias, int64_t K,
-                           int64_t N, str name) except -1:
-    """m <- the packed weight w (K -> N) and its bias, on the current path."""
+cdef int _fill_step_matrix(pt_step_matrix *m, const pt_kernel_table *kt, object w,
+                           object bias, int64_t K, int64_t N, str name) except -1:
+    """m <- the packed weight w (K -> N) and its bias, for path kt."""
     if isinstance(w, PackedMatrix):
         m.kind = PT_MAT_F32
-        m.packed = (<PackedMatrix>w)._packed(KT)
+        m.packed = (<PackedMatrix>w)._packed(kt)
     elif isinstance(w, PackedMatrixBF16):
         m.kind = PT_MAT_BF16
-        m.packed = (<PackedMatrixBF16>w)._packed(KT)
-        m.bf16 = _bf16_fn(KT)
+        m.packed = (<PackedMatrixBF16>w)._packed(kt)
+        m.bf16 = _bf16_fn(kt)
     elif isinstance(w, PackedMatrixI8):
         m.kind = PT_MAT_I8
         m.packed = (<PackedMatrixI8>w).pack
-        m.i8 = _int8_fn(KT)
+        m.i8 = _int8_fn(kt)
     elif isinstance(w, QuantizedMatrix):
         m.kind = PT_MAT_Q
         m.packed = (<QuantizedMatrix>w).packed
@@ -116,7 +116,7 @@ cdef class DecoderLayerStep:
         self.L.cross = cross
         self.L.act = ACT[activation]
         self.weights, self.norms = tuple(weights), tuple(norms)
-        self._bind()
+        self._bind(&self.L, KT)   # checks the weights once
         cdef int i
         for i in range(3):
             self.L.norm_w[i] = NULL
@@ -132,17 +132,18 @@ cdef class DecoderLayerStep:
                 self.L.norm_b[i] = _fptr(b)
             self.L.eps[i] = eps
 
-    cdef int _bind(self) except -1:
-        """The weights as the current kernel path takes them."""
-        cdef int64_t E = self.L.E, F = self.L.ff
+    cdef int _bind(self, pt_decoder_layer *L, const pt_kernel_table *kt) except -1:
+        """L's weights as path kt takes them (L: the call's own copy, so that
+        calls from several threads never share what they read)."""
+        cdef int64_t E = L.E, F = L.ff
         w = self.weights
-        _fill_step_matrix(&self.L.qkv, w[0][0], w[0][1], E, 3 * E, "W^QKV")
-        _fill_step_matrix(&self.L.self_out, w[1][0], w[1][1], E, E, "self-attention W^O")
-        if self.L.cross:
-            _fill_step_matrix(&self.L.cross_q, w[2][0], w[2][1], E, E, "cross-attention W^Q")
-            _fill_step_matrix(&self.L.cross_out, w[3][0], w[3][1], E, E, "cross-attention W^O")
-        _fill_step_matrix(&self.L.ff1, w[4][0], w[4][1], E, F, "W_1")
-        _fill_step_matrix(&self.L.ff2, w[5][0], w[5][1], F, E, "W_2")
+        _fill_step_matrix(&L.qkv, kt, w[0][0], w[0][1], E, 3 * E, "W^QKV")
+        _fill_step_matrix(&L.self_out, kt, w[1][0], w[1][1], E, E, "self-attention W^O")
+        if L.cross:
+            _fill_step_matrix(&L.cross_q, kt, w[2][0], w[2][1], E, E, "cross-attention W^Q")
+            _fill_step_matrix(&L.cross_out, kt, w[3][0], w[3][1], E, E, "cross-attention W^O")
+        _fill_step_matrix(&L.ff1, kt, w[4][0], w[4][1], E, F, "W_1")
+        _fill_step_matrix(&L.ff2, kt, w[5][0], w[5][1], F, E, "W_2")
         return 0
 
     def step(self, x, self_k, self_v, pos, cross_k=None, cross_v=None, cross_rows=None,
@@ -208,13 +209,15 @@ cdef class DecoderLayerStep:
                     st.cross_mask = &m_cross
             st.cross_k, st.cross_v, st.S_mem = _fptr(cross_k), _fptr(cross_v), S
             st.cross_index = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>kv)
-        self._bind()
+        # one read of the path: a switch by another thread mid-call changes nothing here
+        cdef const pt_kernel_table *kt = KT
+        cdef pt_decoder_layer L = self.L
+        self._bind(&L, kt)
         out = x.copy()
         cdef float *px = _fptr(out)
-        cdef const pt_kernel_table *kt = KT
         cdef int nt = _nthreads, status
         with nogil:
-            status = pt_decoder_layer_step(kt, &self.L, &st, px, N, nt)
+            status = pt_decoder_layer_step(kt, &L, &st, px, N, nt)
         if status != PT_OK:
             _raise_status(status, "DecoderLayerStep.step")
         return out
@@ -256,7 +259,7 @@ cdef class LlamaLayerStep:
         self.inv_freq = inv_freq
         self.L.inv_freq = _fptr(inv_freq)
         self.weights, self.norms = tuple(weights), tuple(norms)
-        self._bind()
+        self._bind(&self.L, KT)   # checks the weights once
         cdef int i
         for i in range(2):
             w, eps = norms[i]
@@ -264,14 +267,14 @@ cdef class LlamaLayerStep:
             self.L.norm_w[i] = _fptr(w)
             self.L.eps[i] = eps
 
-    cdef int _bind(self) except -1:
-        cdef int64_t E = self.L.E, F = self.L.ff, D = self.L.head_dim
-        cdef int64_t Hq = self.L.heads, Hkv = self.L.kv_heads
+    cdef int _bind(self, pt_llama_layer *L, const pt_kernel_table *kt) except -1:
+        """L's weights as path kt takes them (L: the call's own copy)."""
+        cdef int64_t E = L.E, F = L.ff, D = L.head_dim, Hq = L.heads, Hkv = L.kv_heads
         w = self.weights
-        _fill_step_matrix(&self.L.qkv, w[0][0], w[0][1], E, (Hq + 2 * Hkv) * D, "qkv_proj")
-        _fill_step_matrix(&self.L.o, w[1][0], w[1][1], Hq * D, E, "o_proj")
-        _fill_step_matrix(&self.L.gate_up, w[2][0], w[2][1], E, 2 * F, "gate_up_proj")
-        _fill_step_matrix(&self.L.down, w[3][0], w[3][1], F, E, "down_proj")
+        _fill_step_matrix(&L.qkv, kt, w[0][0], w[0][1], E, (Hq + 2 * Hkv) * D, "qkv_proj")
+        _fill_step_matrix(&L.o, kt, w[1][0], w[1][1], Hq * D, E, "o_proj")
+        _fill_step_matrix(&L.gate_up, kt, w[2][0], w[2][1], E, 2 * F, "gate_up_proj")
+        _fill_step_matrix(&L.down, kt, w[3][0], w[3][1], F, E, "down_proj")
         return 0
 
     def step(self, x, cache_k, cache_v, pos, keep=None):
@@ -321,17 +324,19 @@ cdef class LlamaLayerStep:
         for n in range(N):
             for j in range(Hq):
                 pkv[n * Hq + j] = n * Hkv + j // group
-        self._bind()
+        # one read of the path: a switch by another thread mid-call changes nothing here
+        cdef const pt_kernel_table *kt = KT
+        cdef pt_llama_layer L = self.L
+        self._bind(&L, kt)
         st.k, st.v, st.t_max = _fptr(cache_k), _fptr(cache_v), T
         st.pos = &pp[0] if N else NULL
         st.S = S
         st.kv_index = &pkv[0] if N else NULL
         out = x.copy()
         cdef float *px = _fptr(out)
-        cdef const pt_kernel_table *kt = KT
         cdef int nt = _nthreads, status
         with nogil:
-            status = pt_llama_layer_step(kt, &self.L, &st, px, N, nt)
+            status = pt_llama_layer_step(kt, &L, &st, px, N, nt)
         if status != PT_OK:
             _raise_status(status, "LlamaLayerStep.step")
         return out

@@ -157,3 +157,26 @@ def test_bad_buffers_refused(i, bad):
 def test_step_types():
     assert set(_kernels.STEP_MATRIX_TYPES) == {_kernels.PackedMatrix, _kernels.PackedMatrixBF16,
                                                _kernels.PackedMatrixI8, _kernels.QuantizedMatrix}
+
+
+def test_follows_the_kernel_path_step_by_step(python_step):
+    """The kernel path switched between steps: each C step binds the weights
+    as the path of its own call takes them, as the Python step does."""
+    isas = _kernels.available_isas()
+    before = _kernels.get_isa()
+    model = Seq2SeqTransformer(**CFG, seed=9)
+    rng = np.random.default_rng(5)
+    src, tokens = sources(rng), np.full((3, 6), BOS)
+
+    def run():
+        state = model.start_decoding(src, tokens.shape[1])
+        out = []
+        try:
+            for t in range(tokens.shape[1]):
+                _kernels.set_isa(isas[t % len(isas)])
+                out.append(model.decode_step(tokens[:, t], state))
+        finally:
+            _kernels.set_isa(before)
+        return np.stack(out)
+    ref, fused = python_step(run)
+    assert np.array_equal(ref, fused)
