@@ -159,7 +159,7 @@ cdef extern from "runtime/cpu.h":
     void pt_gemm_set_blocking(int64_t mc, int64_t nc)
     void pt_gemm_forced_blocking(int64_t *mc, int64_t *nc)
 
-cdef extern from "layers/step_matrix.h":
+cdef extern from "layers/step.h":
     int PT_MAT_F32
     int PT_MAT_BF16
     int PT_MAT_I8

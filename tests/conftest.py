@@ -197,6 +197,19 @@ def threads(request):
 
 
 @pytest.fixture
+def python_step(monkeypatch):
+    """both(layer_class, fn): fn() with layer_class's steps composed in Python
+    (fused_step off), then as one C call each (on) -- the reference and the
+    fused step, for the tests that compare them bit for bit."""
+    def both(layer_class, fn):
+        monkeypatch.setattr(layer_class, "fused_step", False)
+        ref = fn()
+        monkeypatch.setattr(layer_class, "fused_step", True)
+        return ref, fn()
+    return both
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(1234)
 

@@ -8,21 +8,10 @@
 #include "runtime/mem.h"
 #include "runtime/status.h"
 
-/* Linear.step / PackedMatrix*.matmul: y = act(x . W + bias). */
-static int linear(const pt_kernel_table *kt, const pt_step_matrix *w, float *y, const float *x,
-                  int64_t M, int act, int nthreads) {
-    return pt_step_linear(kt, w, y, x, M, act, nthreads);
-}
-
 /* LayerNorm.step: y = LayerNorm(x) over rows of E. */
 static void norm(const pt_kernel_table *kt, const pt_decoder_layer *L, int i, float *y,
                  const float *x, int64_t N, int nthreads) {
     kt->layer_norm(y, x, L->norm_w[i], L->norm_b[i], N, L->E, L->eps[i], nthreads);
-}
-
-/* y += x, elementwise (numpy's np.add(y, x, out=y)). */
-static void add_into(float *y, const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] = y[i] + x[i];
 }
 
 /* Scratch of one step, carved out of one allocation. */
@@ -42,22 +31,17 @@ static int self_attention(const pt_kernel_table *kt, const pt_decoder_layer *L,
                           const pt_decoder_layer_state *st, const float *x, int64_t N,
                           const scratch *s, float *out, int nthreads) {
     int64_t E = L->E, h = L->heads, d = L->head_dim, T = st->t_max;
-    int status = linear(kt, &L->qkv, s->qkv, x, N, PT_ACT_NONE, nthreads);
+    int status = pt_step_linear(kt, &L->qkv, s->qkv, x, N, PT_ACT_NONE, nthreads);
     if (status != PT_OK) return status;
-    for (int64_t n = 0; n < N; n++) {
-        const float *row = s->qkv + n * 3 * E;
-        memcpy(s->q + n * E, row, sizeof(float) * (size_t)E);
-        for (int64_t j = 0; j < h; j++) {
-            int64_t at = ((n * h + j) * T + st->pos[n]) * d;
-            memcpy(st->self_k + at, row + E + j * d, sizeof(float) * (size_t)d);
-            memcpy(st->self_v + at, row + 2 * E + j * d, sizeof(float) * (size_t)d);
-        }
-    }
+    for (int64_t n = 0; n < N; n++)
+        memcpy(s->q + n * E, s->qkv + n * 3 * E, sizeof(float) * (size_t)E);
+    pt_step_write_kv(st->self_k, st->self_v, T, st->pos, s->qkv + E, s->qkv + 2 * E, 3 * E, N,
+                     h, d);
     float scale = (float)(1.0 / sqrt((double)d));
     status = kt->attention(s->o, s->q, NULL, st->self_k, NULL, T * d, st->self_v, NULL, T * d,
                            N * h, 1, st->S, d, d, scale, st->self_keep, 0, nthreads);
     if (status != PT_OK) return status;
-    return linear(kt, &L->self_out, out, s->o, N, PT_ACT_NONE, nthreads);
+    return pt_step_linear(kt, &L->self_out, out, s->o, N, PT_ACT_NONE, nthreads);
 }
 
 /* MultiheadAttention.step_cross_attention: W^Q x; attention over the
@@ -66,22 +50,22 @@ static int cross_attention(const pt_kernel_table *kt, const pt_decoder_layer *L,
                            const pt_decoder_layer_state *st, const float *x, int64_t N,
                            const scratch *s, float *out, int nthreads) {
     int64_t h = L->heads, d = L->head_dim, S = st->S_mem;
-    int status = linear(kt, &L->cross_q, s->qkv, x, N, PT_ACT_NONE, nthreads);
+    int status = pt_step_linear(kt, &L->cross_q, s->qkv, x, N, PT_ACT_NONE, nthreads);
     if (status != PT_OK) return status;
     float scale = (float)(1.0 / sqrt((double)d));
     status = kt->attention(s->o, s->qkv, NULL, st->cross_k, st->cross_index, S * d, st->cross_v,
                            st->cross_index, S * d, N * h, 1, S, d, d, scale, st->cross_mask, 0,
                            nthreads);
     if (status != PT_OK) return status;
-    return linear(kt, &L->cross_out, out, s->o, N, PT_ACT_NONE, nthreads);
+    return pt_step_linear(kt, &L->cross_out, out, s->o, N, PT_ACT_NONE, nthreads);
 }
 
 /* _TransformerLayer._ff_step: the position-wise feed-forward network. */
 static int feed_forward(const pt_kernel_table *kt, const pt_decoder_layer *L, const float *x,
                         int64_t N, const scratch *s, float *out, int nthreads) {
-    int status = linear(kt, &L->ff1, s->f, x, N, L->act, nthreads);
+    int status = pt_step_linear(kt, &L->ff1, s->f, x, N, L->act, nthreads);
     if (status != PT_OK) return status;
-    return linear(kt, &L->ff2, out, s->f, N, PT_ACT_NONE, nthreads);
+    return pt_step_linear(kt, &L->ff2, out, s->f, N, PT_ACT_NONE, nthreads);
 }
 
 int pt_decoder_layer_step(const pt_kernel_table *kt, const pt_decoder_layer *L,
@@ -109,11 +93,12 @@ int pt_decoder_layer_step(const pt_kernel_table *kt, const pt_decoder_layer *L,
                  : subs[i] == 1 ? cross_attention(kt, L, st, in, N, &s, s.y, nthreads)
                  : feed_forward(kt, L, in, N, &s, s.y, nthreads);
         if (status != PT_OK) break;
-        add_into(s.y, x, (int64_t)nE);
-        if (L->norm_first)
-            memcpy(x, s.y, sizeof(float) * nE);
-        else
+        if (L->norm_first) {
+            pt_step_add(x, s.y, (int64_t)nE);
+        } else {
+            pt_step_add(s.y, x, (int64_t)nE);
             norm(kt, L, i, x, s.y, N, nthreads);
+        }
     }
     pt_free(buf);
     return status;

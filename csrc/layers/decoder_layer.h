@@ -23,7 +23,7 @@
 #define PT_LAYERS_DECODER_LAYER_H
 
 #include <stdint.h>
-#include "layers/step_matrix.h"
+#include "layers/step.h"
 #include "runtime/mask.h"
 
 typedef struct {

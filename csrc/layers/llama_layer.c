@@ -17,15 +17,10 @@ static int attention(const pt_kernel_table *kt, const pt_llama_layer *L,
     int status = pt_step_linear(kt, &L->qkv, qkv, h, N, PT_ACT_NONE, nthreads);
     if (status != PT_OK) return status;
     kt->rope(qkv, ld, qkv, ld, st->pos, L->inv_freq, N, Hq + Hkv, D, L->rope_layout, nthreads);
-    for (int64_t n = 0; n < N; n++) {
-        const float *row = qkv + n * ld;
-        memcpy(q + n * Hq * D, row, sizeof(float) * (size_t)(Hq * D));
-        for (int64_t j = 0; j < Hkv; j++) {
-            int64_t at = ((n * Hkv + j) * T + st->pos[n]) * D;
-            memcpy(st->k + at, row + (Hq + j) * D, sizeof(float) * (size_t)D);
-            memcpy(st->v + at, row + (Hq + Hkv + j) * D, sizeof(float) * (size_t)D);
-        }
-    }
+    for (int64_t n = 0; n < N; n++)
+        memcpy(q + n * Hq * D, qkv + n * ld, sizeof(float) * (size_t)(Hq * D));
+    pt_step_write_kv(st->k, st->v, T, st->pos, qkv + Hq * D, qkv + (Hq + Hkv) * D, ld, N, Hkv,
+                     D);
     float scale = (float)(1.0 / sqrt((double)D));
     status = kt->attention(o, q, NULL, st->k, st->kv_index, T * D, st->v, st->kv_index, T * D,
                            N * Hq, 1, st->S, D, D, scale, st->keep, 0, nthreads);
@@ -40,10 +35,6 @@ static int mlp(const pt_kernel_table *kt, const pt_llama_layer *L, const float *
     if (status != PT_OK) return status;
     kt->silu_and_mul(f, gu, N, L->ff, nthreads);
     return pt_step_linear(kt, &L->down, out, f, N, PT_ACT_NONE, nthreads);
-}
-
-static void add_into(float *y, const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] = y[i] + x[i];
 }
 
 int pt_llama_layer_step(const pt_kernel_table *kt, const pt_llama_layer *L,
@@ -61,14 +52,10 @@ int pt_llama_layer_step(const pt_kernel_table *kt, const pt_llama_layer *L,
     kt->rms_norm(h, x, L->norm_w[0], N, E, L->eps[0], nthreads);
     int status = attention(kt, L, st, h, N, wide, q, o, y, nthreads);
     if (status == PT_OK) {
-        add_into(y, x, (int64_t)nE);
-        memcpy(x, y, sizeof(float) * nE);
+        pt_step_add(x, y, (int64_t)nE);
         kt->rms_norm(h, x, L->norm_w[1], N, E, L->eps[1], nthreads);
         status = mlp(kt, L, h, N, wide, f, y, nthreads);
-        if (status == PT_OK) {
-            add_into(y, x, (int64_t)nE);
-            memcpy(x, y, sizeof(float) * nE);
-        }
+        if (status == PT_OK) pt_step_add(x, y, (int64_t)nE);
     }
     pt_free(buf);
     return status;

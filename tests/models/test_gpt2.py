@@ -256,7 +256,7 @@ def test_batched_prompts_are_bit_identical_to_alone(models, side, method, thread
 
 
 @pytest.mark.parametrize("i", range(len(CONFIGS)))
-def test_the_c_block_step_is_the_python_step_bit_for_bit(models, monkeypatch, threads, i):
+def test_the_c_block_step_is_the_python_step_bit_for_bit(models, python_step, threads, i):
     """Each block's step as one C call (_kernels.DecoderLayerStep without a
     cross attention) against the block's Python step: padded prompts of
     different lengths (rows at positions of their own, the keep mask), then
@@ -264,13 +264,10 @@ def test_the_c_block_step_is_the_python_step_bit_for_bit(models, monkeypatch, th
     from pytransformer import nn
     _, ours, _ = models[i]
     ids, mask = padded(prompts(np.random.default_rng(70 + i), [6, 2, 9]), "left")
-    out = {}
-    for fused in (False, True):
-        monkeypatch.setattr(nn.TransformerEncoderLayer, "fused_step", fused)
-        out[fused] = [ours.generate(ids, 7, attention_mask=mask, eos_id=None,
-                                    return_scores=True, **kw)
-                      for kw in (dict(), dict(method="beam", beam_size=3))]
-    for (t0, s0), (t1, s1) in zip(out[False], out[True]):
+    ref, fused = python_step(nn.TransformerEncoderLayer, lambda: [
+        ours.generate(ids, 7, attention_mask=mask, eos_id=None, return_scores=True, **kw)
+        for kw in (dict(), dict(method="beam", beam_size=3))])
+    for (t0, s0), (t1, s1) in zip(ref, fused):
         np.testing.assert_array_equal(t0, t1)
         assert np.array_equal(s0, s1)
     assert all(block.__dict__["_fused"][1] is not None for block in ours.h)

@@ -19,7 +19,7 @@ transformers = pytest.importorskip("transformers")
 
 import pytransformer  # noqa: E402
 from pytransformer.hub.gguf_llama import llama_from_gguf  # noqa: E402
-from pytransformer.models.llama import LlamaForCausalLM  # noqa: E402
+from pytransformer.models.llama import LlamaDecoderLayer, LlamaForCausalLM  # noqa: E402
 from conftest import assert_model_close, write_gguf  # noqa: E402
 
 V = 61
@@ -203,19 +203,6 @@ def test_padded_batches_decode_bit_for_bit_as_alone(models, side):
 
 # ------------------------------------------------------- the C layer step --
 
-@pytest.fixture
-def python_step(monkeypatch):
-    """Run a callable with the layers' C step off, then on: both results."""
-    from pytransformer.models import llama
-
-    def both(fn):
-        monkeypatch.setattr(llama.LlamaDecoderLayer, "fused_step", False)
-        ref = fn()
-        monkeypatch.setattr(llama.LlamaDecoderLayer, "fused_step", True)
-        return ref, fn()
-    return both
-
-
 @pytest.mark.parametrize("i", range(len(CONFIGS)))
 def test_the_c_layer_step_is_the_python_step_bit_for_bit(models, python_step, threads, i):
     """LlamaLayerStep (csrc/layers/llama_layer.c) against the layer's Python
@@ -224,8 +211,8 @@ def test_the_c_layer_step_is_the_python_step_bit_for_bit(models, python_step, th
     _, ours, _ = models[i]
     ids, mask = padded(prompts(np.random.default_rng(50 + i), [5, 1, 9]), "left", pad=3)
     for kw in (dict(), dict(method="beam", beam_size=3)):
-        ref, fused = python_step(lambda: ours.generate(ids, 8, attention_mask=mask, eos_id=None,
-                                                       return_scores=True, **kw))
+        ref, fused = python_step(LlamaDecoderLayer, lambda: ours.generate(
+            ids, 8, attention_mask=mask, eos_id=None, return_scores=True, **kw))
         np.testing.assert_array_equal(ref[0], fused[0])
         assert np.array_equal(ref[1], fused[1])
     assert all(layer.__dict__["_fused"][1] is not None for layer in ours.layers)
@@ -236,7 +223,8 @@ def test_the_c_layer_step_in_each_compute_type(tmp_path, python_step, compute_ty
     _, ours, _ = make(tmp_path, 0)
     ours.to(compute_type)
     ids = np.array(prompts(np.random.default_rng(60), [6, 6]))
-    ref, fused = python_step(lambda: ours.generate(ids, 8, eos_id=None, return_scores=True))
+    ref, fused = python_step(LlamaDecoderLayer,
+                             lambda: ours.generate(ids, 8, eos_id=None, return_scores=True))
     np.testing.assert_array_equal(ref[0], fused[0])
     assert np.array_equal(ref[1], fused[1])
 

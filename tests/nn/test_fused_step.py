@@ -17,14 +17,9 @@ BOS, EOS, PAD = 1, 2, 0
 
 
 @pytest.fixture
-def python_step(monkeypatch):
-    """Run a callable with the fused step off, then on; return both results."""
-    def both(fn):
-        monkeypatch.setattr(nn.TransformerDecoderLayer, "fused_step", False)
-        ref = fn()
-        monkeypatch.setattr(nn.TransformerDecoderLayer, "fused_step", True)
-        return ref, fn()
-    return both
+def both(python_step):
+    """fn() with the decoder layers' Python step, then their C step."""
+    return lambda fn: python_step(nn.TransformerDecoderLayer, fn)
 
 
 def sources(rng, B=3, S=9, padded=True):
@@ -43,12 +38,12 @@ def stepped_logits(model, src, tokens):
 
 @pytest.mark.parametrize("norm_first", [False, True])
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
-def test_logits_bit_identical(isa, threads, python_step, norm_first, activation):
+def test_logits_bit_identical(isa, threads, both, norm_first, activation):
     rng = np.random.default_rng(0)
     model = Seq2SeqTransformer(**CFG, activation=activation, norm_first=norm_first, seed=3)
     src = sources(rng)
     tokens = np.concatenate([np.full((3, 1), BOS), rng.integers(3, 41, size=(3, 11))], 1)
-    ref, fused = python_step(lambda: stepped_logits(model, src, tokens))
+    ref, fused = both(lambda: stepped_logits(model, src, tokens))
     assert np.array_equal(ref, fused)
     assert np.isfinite(fused).all()
     assert all(layer.__dict__["_fused"][1] is not None     # the C step ran
@@ -56,12 +51,12 @@ def test_logits_bit_identical(isa, threads, python_step, norm_first, activation)
 
 
 @pytest.mark.parametrize("compute_type", ["float32", "bfloat16", "int8"])
-def test_greedy_and_beam_bit_identical(threads, python_step, compute_type):
+def test_greedy_and_beam_bit_identical(threads, both, compute_type):
     rng = np.random.default_rng(1)
     model = Seq2SeqTransformer(**CFG, seed=5).to(compute_type)
     src = sources(rng, B=4)
     for kw in (dict(method="greedy"), dict(method="beam", beam_size=3, return_scores=True)):
-        ref, fused = python_step(lambda: model.generate(src, 12, BOS, EOS, PAD, **kw))
+        ref, fused = both(lambda: model.generate(src, 12, BOS, EOS, PAD, **kw))
         if kw["method"] == "beam":
             assert np.array_equal(ref[0], fused[0]) and np.array_equal(ref[1], fused[1])
         else:
@@ -69,7 +64,7 @@ def test_greedy_and_beam_bit_identical(threads, python_step, compute_type):
         assert model.transformer.decoder.layers[1].__dict__["_fused"][1] is not None
 
 
-def test_silu_layers_bit_identical(python_step):
+def test_silu_layers_bit_identical(both):
     """Marian's activation (SiLU), on a decoder built directly."""
     rng = np.random.default_rng(2)
     layer = nn.TransformerDecoderLayer(16, 2, 24, activation="silu", batch_first=True,
@@ -81,12 +76,12 @@ def test_silu_layers_bit_identical(python_step):
     def run():
         cache = dec.init_cache(memory, max_len=6)
         return np.stack([dec.forward_step(x, cache) for x in xs])
-    ref, fused = python_step(run)
+    ref, fused = both(run)
     assert np.array_equal(ref, fused)
     assert dec.layers[0]._step_kernel() is not None
 
 
-def test_padded_targets_take_the_python_step(python_step):
+def test_padded_targets_take_the_python_step(both):
     """A target padding mask is the Python step's: the results still agree."""
     rng = np.random.default_rng(3)
     layer = nn.TransformerDecoderLayer(16, 2, 24, batch_first=True, rng=np.random.default_rng(0))
@@ -98,11 +93,11 @@ def test_padded_targets_take_the_python_step(python_step):
         cache = dec.init_cache(memory, max_len=4)
         return np.stack([dec.forward_step(x, cache, tgt_key_padding_mask=[t == 1, False])
                          for t, x in enumerate(xs)])
-    ref, fused = python_step(run)
+    ref, fused = both(run)
     assert np.array_equal(ref, fused)
 
 
-def test_follows_new_weights(python_step):
+def test_follows_new_weights(both):
     """A step made for float32 weights is not reused once they change."""
     rng = np.random.default_rng(4)
     model = Seq2SeqTransformer(**CFG, seed=7)
@@ -110,11 +105,11 @@ def test_follows_new_weights(python_step):
     tokens = np.full((3, 4), BOS)
     before = stepped_logits(model, src, tokens)
     model.to("bfloat16")
-    ref, fused = python_step(lambda: stepped_logits(model, src, tokens))
+    ref, fused = both(lambda: stepped_logits(model, src, tokens))
     assert np.array_equal(ref, fused) and not np.array_equal(before, fused)
     layer = model.transformer.decoder.layers[0]
     layer.linear2.bias = layer.linear2.bias + np.float32(1.0)
-    ref, fused = python_step(lambda: stepped_logits(model, src, tokens))
+    ref, fused = both(lambda: stepped_logits(model, src, tokens))
     assert np.array_equal(ref, fused)
 
 
@@ -159,7 +154,7 @@ def test_step_types():
                                                _kernels.PackedMatrixI8, _kernels.QuantizedMatrix}
 
 
-def test_follows_the_kernel_path_step_by_step(python_step):
+def test_follows_the_kernel_path_step_by_step(both):
     """The kernel path switched between steps: each C step binds the weights
     as the path of its own call takes them, as the Python step does."""
     isas = _kernels.available_isas()
@@ -178,5 +173,5 @@ def test_follows_the_kernel_path_step_by_step(python_step):
         finally:
             _kernels.set_isa(before)
         return np.stack(out)
-    ref, fused = python_step(run)
+    ref, fused = both(run)
     assert np.array_equal(ref, fused)
