@@ -450,9 +450,12 @@ def get_gemm_blocking():
 
 # ------------------------------------------------------------- calibration --
 
-def fma_peak_gflops(int nthreads=1, int64_t iters=20000000, isa="avx512"):
+def fma_peak_gflops(int nthreads=1, int64_t iters=20000000, isa=None):
     """Measured fp32 FMA peak (GFLOP/s) of `nthreads` threads on path `isa`
-    (a loop of independent FMAs; 0.0 for the scalar path)."""
+    (default: the path in use, get_isa(); a loop of independent FMAs; 0.0
+    for the scalar path)."""
+    if isa is None:
+        isa = get_isa()
     if isa not in _ISA_IDS or not pt_cpu_supports(_ISA_IDS[isa]):
         raise ValueError(f"fma_peak_gflops: kernel path {isa!r} not available; "
                          f"available: {available_isas()}")

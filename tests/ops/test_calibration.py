@@ -35,3 +35,9 @@ def test_stream_read_refuses_tiny_sizes():
 @pytest.mark.parametrize("isa", [i for i in _kernels.available_isas() if i != "scalar"])
 def test_fma_peak_gives_a_rate(isa):
     assert _kernels.fma_peak_gflops(1, 100_000, isa) > 0.1
+
+
+def test_fma_peak_defaults_to_the_path_in_use():
+    # on every machine, whatever paths it has (an AVX2-only CPU has no avx512)
+    rate = _kernels.fma_peak_gflops(1, 100_000)
+    assert (rate == 0.0) == (_kernels.get_isa() == "scalar")
