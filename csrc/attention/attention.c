@@ -64,33 +64,39 @@ typedef struct {
     const void **mrow; /* (BQ) mask row of each query */
 } scratch;
 
-static void scratch_free(scratch *w) {
-    pt_free(w->qp); pt_free(w->kp); pt_free(w->s); pt_free(w->o); pt_free(w->vp);
-    pt_free(w->m); pt_free(w->l); pt_free(w->alpha); pt_free(w->active); pt_free(w->mrow);
-}
+static void scratch_free(scratch *w) { pt_free(w->qp); }
+
+/* Bytes rounded up to the alignment of every part of the scratch. */
+static size_t aligned(size_t bytes) { return (bytes + PT_ALIGN - 1) / PT_ALIGN * PT_ALIGN; }
 
 /* Sized for units of at most `rows` queries and `keys` keys (a decoding step
- * has one query: a few KiB instead of the full blocks). */
+ * has one query: a few KiB instead of the full blocks); one allocation,
+ * carved into the parts (w->qp holds it).  Not zeroed: attention_unit
+ * initialises every part it reads (the packs write their zero padding, O,
+ * m, l are set per unit). */
 static int scratch_alloc(scratch *w, int64_t E, int64_t evp, int pad_v, int64_t rows,
                          int64_t keys) {
     const int64_t rp = (rows + QK_MR - 1) / QK_MR * QK_MR;
     const int64_t kp = (keys + QK_W - 1) / QK_W * QK_W;
+    const size_t f = sizeof(float);
+    const size_t sizes[10] = {f * (size_t)(rp * E), f * (size_t)(kp * E), f * (size_t)rp * BK,
+                              f * (size_t)(rows * evp), pad_v ? f * (size_t)(kp * evp) : 0,
+                              f * (size_t)rows, f * (size_t)rows, f * (size_t)rows,
+                              sizeof(int) * (size_t)rows, sizeof(void *) * (size_t)rows};
+    size_t total = 0;
+    for (int i = 0; i < 10; i++) total += aligned(sizes[i]);
     memset(w, 0, sizeof *w);
-    w->qp = pt_alloc_zero(sizeof(float) * (size_t)(rp * E));
-    w->kp = pt_alloc_zero(sizeof(float) * (size_t)(kp * E));
-    w->s = pt_alloc_zero(sizeof(float) * (size_t)rp * BK);
-    w->o = pt_alloc_zero(sizeof(float) * (size_t)(rows * evp));
-    w->vp = pad_v ? pt_alloc_zero(sizeof(float) * (size_t)(kp * evp)) : NULL;
-    w->m = pt_alloc_zero(sizeof(float) * (size_t)rows);
-    w->l = pt_alloc_zero(sizeof(float) * (size_t)rows);
-    w->alpha = pt_alloc_zero(sizeof(float) * (size_t)rows);
-    w->active = pt_alloc_zero(sizeof(int) * (size_t)rows);
-    w->mrow = pt_alloc_zero(sizeof(void *) * (size_t)rows);
-    if (!w->qp || !w->kp || !w->s || !w->o || (pad_v && !w->vp) || !w->m || !w->l ||
-        !w->alpha || !w->active || !w->mrow) {
-        scratch_free(w);
-        return -1;
+    char *p = pt_alloc(total);
+    if (!p) return -1;
+    void *parts[10];
+    for (int i = 0; i < 10; i++) {
+        parts[i] = p;
+        p += aligned(sizes[i]);
     }
+    w->qp = parts[0], w->kp = parts[1], w->s = parts[2], w->o = parts[3];
+    w->vp = pad_v ? parts[4] : NULL;
+    w->m = parts[5], w->l = parts[6], w->alpha = parts[7], w->active = parts[8];
+    w->mrow = parts[9];
     return 0;
 }
 
@@ -102,8 +108,9 @@ static void pack_columns(float *dst /* (E, W) */, const float *src /* (n, E) */,
     if (cz < c0) cz = c0;
     for (int c = c0; c < cz; c++)
         for (int64_t e = 0; e < E; e++) dst[e * W + c] = src[(first + c) * E + e];
-    if (cz < W)
-        for (int64_t e = 0; e < E; e++) memset(dst + e * W + cz, 0, sizeof(float) * (size_t)(W - cz));
+    if (cz < W)   /* (a few floats per e: stores, not a memset call each) */
+        for (int64_t e = 0; e < E; e++)
+            for (int c = cz; c < W; c++) dst[e * W + c] = 0.0f;
 }
 
 /* qp[t][e][r] = q[t*QK_MR + r][e]; rows >= nq are zero. */
@@ -408,7 +415,10 @@ int PT_FN(pt_attention)(float *out, const float *q, const int64_t *q_index, cons
     const int pad_v = evp != Ev;
     const int64_t nqb = (L + BQ - 1) / BQ, units = B * nqb;
     int failed = 0;
-#pragma omp parallel num_threads(nthreads) if(units > 1)
+    /* a decoding step's few heads over a short cache (a few microseconds):
+     * waking another thread costs more than it saves */
+    const double flops = 2.0 * (double)B * (double)L * (double)S * (double)(E + Ev);
+#pragma omp parallel num_threads(nthreads) if(units > 1 && flops >= 262144.0)
     {
         scratch w;
         int ok = scratch_alloc(&w, E, evp, pad_v, L < BQ ? L : BQ, S < BK ? S : BK) == 0;

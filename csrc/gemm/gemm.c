@@ -39,7 +39,8 @@
 /* ------------------------------------------------------------------------ */
 /* The five loops, on one strip of C: rows [m0, m1), columns                */
 /* [n0, n1) (n0 a multiple of NR).  Bo: op(B), packed or read in place.      */
-/* Ap: this thread's A block buffer (bl->mc rounded to MR, x kc_max);       */
+/* Ap: this thread's A block buffer (min(M, bl->mc) rows rounded to MR, x  */
+/* kc_max; K x MR for a few rows against packed panels);                    */
 /* Bbuf: its buffer for B blocks (B's last columns when read in place;     */
 /* WIDE_NP1 panels of kc_max x NR when transposed on the fly).              */
 /* ------------------------------------------------------------------------ */
@@ -55,9 +56,7 @@ typedef struct {
 /* The M and N cache blocks of this call: forced (pt_gemm_set_blocking), or
  * from the caches the CPU reports -- the A block in under half of L2 (the
  * B micro-panel and C tiles share it), the B slab in half of this core's
- * share of L3 -- else the path's defaults (tiles.h).  The A block buffer
- * always holds MC_TILES rows at least (gemv_packed keeps all of a few rows'
- * A in it). */
+ * share of L3 -- else the path's defaults (tiles.h). */
 typedef struct {
     int64_t mc, nc;   /* rows of A per block (a multiple of MR); columns per slab (of NR) */
 } blocking;
@@ -181,8 +180,15 @@ static int gemm_core(float *C, int64_t ldc, const float *A, int64_t lda, int tra
     int split_m = mtiles >= 4 * (int64_t)nthreads;
     int64_t kc_max = K < KC_MAX ? (K > 0 ? K : 1) : KC_MAX;
     blocking bl = cache_blocks();
-    /* per thread: the A block, then a buffer for blocks of B */
-    size_t abuf = (size_t)(bl.mc > MC_TILES ? bl.mc : MC_TILES) * (size_t)kc_max;
+    /* per thread: the A block -- no more rows than M has, nor than a block
+     * holds; a few rows against packed panels keep every K block of theirs
+     * (gemv_packed) -- then a buffer for blocks of B.  Sized to the call: a
+     * decoding step's GEMV asks for a few KiB, not a whole block. */
+    int64_t a_rows = (M + MR - 1) / MR * MR;
+    if (a_rows > bl.mc) a_rows = bl.mc;
+    size_t abuf = (size_t)a_rows * (size_t)kc_max;
+    if (Bo->mode == B_PACKED && M <= 3 && K * MR <= MC_TILES * KC_MAX && (size_t)(K * MR) > abuf)
+        abuf = (size_t)(K * MR);
     size_t ebuf = Bo->mode == B_IN_PLACE ? (size_t)(kc_max * NR)
                   : Bo->mode == B_TRANS_ON_THE_FLY ? (size_t)(kc_max * NR * WIDE_NP1) : 0;
     size_t tbuf = (abuf + ebuf + PT_ALIGN / sizeof(float) - 1) / (PT_ALIGN / sizeof(float)) *

@@ -244,8 +244,10 @@ int BF_FN(pt_bgemm_packed)(float *C, int64_t ldc, const float *A, int64_t lda, i
     if (2.0 * (double)M * (double)N * (double)(B->K + 1) < 524288.0) nthreads = 1;
     int split_m = mtiles >= 4 * (int64_t)nthreads;
     int64_t np_max = pairs < BKC_MAX / 2 ? (pairs > 0 ? pairs : 1) : BKC_MAX / 2;
-    size_t per = (size_t)((BMC_MAX + BMR - 1) / BMR * BMR) * (size_t)np_max *
-                 (PT_BF16_DOT ? 1 : 2);
+    /* the A block: no more rows than M has, nor than a block holds */
+    int64_t a_rows = (BMC_MAX + BMR - 1) / BMR * BMR;
+    if (mtiles * BMR < a_rows) a_rows = mtiles * BMR;
+    size_t per = (size_t)a_rows * (size_t)np_max * (PT_BF16_DOT ? 1 : 2);
     size_t tbuf = (per * sizeof(a_elem) + PT_ALIGN - 1) / PT_ALIGN * PT_ALIGN;
     char *Ap_all = pt_alloc(tbuf * (size_t)nthreads);
     if (!Ap_all) return PT_ERR_NOMEM;   /* before C is touched */
