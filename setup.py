@@ -244,12 +244,8 @@ extensions = cythonize(
         "pytransformer._kernels",
         sources=["pytransformer/_kernels.pyx"] + RUNTIME_SOURCES + LAYER_SOURCES,
         include_dirs=["csrc", numpy.get_include()],
-        depends=ALL_CSRC + ["pytransformer/_kernels.pxd", KERNEL_TABLE_PXI,
-                            "pytransformer/_kernels_gemm.pxi",
-                            "pytransformer/_kernels_decoder.pxi",
-                            "pytransformer/_kernels_bf16.pxi",
-                            "pytransformer/_kernels_int8.pxi",
-                            "pytransformer/_kernels_quant.pxi"],
+        depends=ALL_CSRC + ["pytransformer/_kernels.pxd", KERNEL_TABLE_PXI]
+        + sorted(glob.glob("pytransformer/_kernels_*.pxi")),
     )],
     compiler_directives={
         "language_level": 3,

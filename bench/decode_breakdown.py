@@ -14,8 +14,10 @@ For each model and thread count it prints
 and the step's time beyond streaming its weights, step - bound, as a share
 of the step: the overhead (Python composing the kernel calls, argument
 checks, attention, norms, the KV cache, the search).  Each model runs twice:
-with each decoder layer's step composed in Python, and as one C call per
-layer (_kernels.DecoderLayerStep, nn.TransformerDecoderLayer.fused_step).
+with each decoder layer's step composed in Python, and with the whole stack's
+step -- every layer, the final norm and the generator -- as one C call
+(_kernels.StackStep over the layers' DecoderLayerStep;
+nn.TransformerDecoderLayer.fused_step switches between the two).
 The demo model's weights (1.3 MB) stay in cache: its bound is nominal, and
 its GEMV column is the one to compare with.
 

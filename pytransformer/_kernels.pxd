@@ -233,3 +233,27 @@ cdef extern from "layers/llama_layer.h":
     int pt_llama_layer_step(const pt_kernel_table *kt, const pt_llama_layer *L,
                             const pt_llama_layer_state *st, float *x, int64_t N,
                             int nthreads) nogil
+
+cdef extern from "layers/stack.h":
+    enum:
+        PT_STACK_DECODER
+        PT_STACK_LLAMA
+        PT_NORM_NONE
+        PT_NORM_LAYER
+        PT_NORM_RMS
+    ctypedef struct pt_stack:
+        int kind
+        int64_t n_layers
+        int64_t E
+        const pt_decoder_layer *dec
+        const pt_decoder_layer_state *dec_st
+        const pt_llama_layer *llama
+        const pt_llama_layer_state *llama_st
+        int norm
+        const float *norm_w
+        const float *norm_b
+        float eps
+        int has_head
+        pt_step_matrix head
+    int pt_stack_step(const pt_kernel_table *kt, const pt_stack *s, float *x, int64_t N,
+                      float *logits, int nthreads) nogil

@@ -150,12 +150,17 @@ cdef int64_t _rows_operand(object a, str name) except -1:
 
 
 cdef _check(object a, str name, Py_ssize_t size=-1):
+    """a: a C-contiguous float32 array in the machine's byte order (of size
+    elements, when size >= 0).  Read through numpy's C API: a decoding step
+    checks a few dozen buffers."""
     if not isinstance(a, np.ndarray):
         raise ValueError(f"{name}: a numpy array is needed, got {type(a).__name__}")
-    if a.dtype != np.float32 or not a.flags.c_contiguous:
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if cnp.PyArray_TYPE(arr) != cnp.NPY_FLOAT32 or not cnp.PyArray_ISNOTSWAPPED(arr) or \
+            not cnp.PyArray_IS_C_CONTIGUOUS(arr):
         raise ValueError(f"{name}: kernels take C-contiguous float32 arrays, "
                          f"got {a.dtype} with strides {a.strides}")
-    if size >= 0 and a.size != size:
+    if size >= 0 and cnp.PyArray_SIZE(arr) != size:
         raise ValueError(f"{name}: expected {size} elements, got shape {a.shape}")
 
 
@@ -419,6 +424,7 @@ include "_kernels_quant.pxi"
 # ----------------------------------------------- fused steps of whole layers --
 
 include "_kernels_layers.pxi"
+include "_kernels_stack.pxi"
 
 
 # ---------------------------------------------------------- cache blocking --

@@ -39,45 +39,54 @@ cdef int _fill_step_matrix(pt_step_matrix *m, const pt_kernel_table *kt, object 
 cdef int64_t _check_4d(object a, str name, int64_t rows, int64_t heads, int64_t d) except -1:
     """a: C-contiguous float32 (rows, heads, T, d); returns T."""
     _check(a, name)
-    if a.ndim != 4 or a.shape[0] != rows or a.shape[1] != heads or a.shape[3] != d:
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(arr)
+    if cnp.PyArray_NDIM(arr) != 4 or dims[0] != rows or dims[1] != heads or dims[3] != d:
         raise ValueError(f"{name}: ({rows}, {heads}, T, {d}) expected, got {a.shape}")
-    return a.shape[2]
+    return dims[2]
 
 
 cdef int64_t _step_positions(object pos, object keep, int64_t N, int64_t heads, int64_t T,
                              int64_t[::1] rows_pos, pt_mask *m, const pt_mask **pm) except -1:
     """The positions a step writes (rows_pos <- them) and the number S it
-    attends to: pos an int (every row there; keep None, S = pos + 1), or an
-    (N,) int64 array with keep (N, S) bool, False past each row's own
-    position (the mask, for batches (N, heads), into m / pm)."""
+    attends to: without keep, pos an int or an (N,) int64 array, every row
+    at the same position (S = pos + 1); with keep (N, S) bool, False past
+    each row's own position, pos an (N,) int64 array (the mask, for batches
+    (N, heads), into m / pm)."""
     cdef int64_t n, S
+    cdef const int64_t[:] pp
     pm[0] = NULL
-    if keep is None:
-        if isinstance(pos, np.ndarray):
-            raise ValueError("pos: rows at positions of their own need keep")
-        S = int(pos) + 1
+    if isinstance(pos, np.ndarray):
+        if pos.dtype != np.int64 or pos.shape != (N,):
+            raise ValueError(f"pos: an ({N},) int64 array expected, got {pos.dtype} "
+                             f"{pos.shape}")
+        pp = pos
         for n in range(N):
-            rows_pos[n] = S - 1
+            rows_pos[n] = pp[n]
+    elif keep is not None:
+        raise ValueError(f"pos: an ({N},) int64 array expected with keep, got "
+                         f"{type(pos).__name__}")
+    else:
+        for n in range(N):
+            rows_pos[n] = int(pos)
+    if keep is None:
+        S = rows_pos[0] + 1 if N else int(pos) + 1 if not isinstance(pos, np.ndarray) else 1
     else:
         if not isinstance(keep, np.ndarray) or keep.dtype != np.bool_ or keep.ndim != 2 or \
                 keep.shape[0] != N or not keep.flags.c_contiguous:
             raise ValueError(f"keep: a C-contiguous ({N}, S) bool array expected, got "
                              f"{getattr(keep, 'dtype', type(keep))} {np.shape(keep)}")
-        if not isinstance(pos, np.ndarray) or pos.dtype != np.int64 or pos.shape != (N,):
-            raise ValueError(f"pos: an ({N},) int64 array expected with keep, got "
-                             f"{getattr(pos, 'dtype', type(pos))} {np.shape(pos)}")
         S = keep.shape[1]
-        for n in range(N):
-            rows_pos[n] = pos[n]
         if N * S:
             _fill_mask(m, keep.reshape(N, 1, 1, S), (S, 0, 0, 1), (N, heads, 1, S), "keep")
             pm[0] = m
     if S < 1 or S > T:
         raise ValueError(f"{S} positions attended do not fit the cache's {T}")
     for n in range(N):
-        if rows_pos[n] < 0 or rows_pos[n] >= S:
+        if rows_pos[n] < 0 or rows_pos[n] >= S or (keep is None and rows_pos[n] != S - 1):
             raise ValueError(f"pos: row {n} at {rows_pos[n]} is outside the {S} positions "
-                             f"attended")
+                             f"attended" + ("" if keep is not None else
+                                            " (rows at different positions need keep)"))
     return S
 
 
@@ -95,7 +104,9 @@ cdef class DecoderLayerStep:
     one), W_1 and W_2; norms the sub-layers' (weight, bias, eps), three or
     two.  The objects are kept, so the weights stay alive while the step
     exists."""
-    cdef pt_decoder_layer L
+    cdef pt_decoder_layer L, bound
+    cdef const pt_kernel_table *bound_kt
+    cdef int bound_bf16, bound_i8
     cdef object weights, norms
 
     def __cinit__(self, int64_t heads, bint norm_first, activation, weights, norms):
@@ -132,6 +143,19 @@ cdef class DecoderLayerStep:
                 self.L.norm_b[i] = _fptr(b)
             self.L.eps[i] = eps
 
+    cdef const pt_decoder_layer *_bound(self, const pt_kernel_table *kt) except NULL:
+        """The layer as path kt (and the bf16 / int8 kernels chosen now) take
+        it: bound at the first call for them and kept (a weight's pack for a
+        path, once made, stays while the weight lives).  A call copies it
+        with the GIL held, so calls from several threads never share it."""
+        if kt != self.bound_kt or self.bound_bf16 != _bf16_wanted or \
+                self.bound_i8 != _int8_wanted:
+            self.bound_kt = NULL
+            self.bound = self.L
+            self._bind(&self.bound, kt)
+            self.bound_kt, self.bound_bf16, self.bound_i8 = kt, _bf16_wanted, _int8_wanted
+        return &self.bound
+
     cdef int _bind(self, pt_decoder_layer *L, const pt_kernel_table *kt) except -1:
         """L's weights as path kt takes them (L: the call's own copy, so that
         calls from several threads never share what they read)."""
@@ -155,64 +179,16 @@ cdef class DecoderLayerStep:
         attention: cross_k, cross_v (N0, h, S_mem, d), the encoder's keys and
         values, sequence r reading row cross_rows[r]; memory_keep (N, 1, 1,
         S_mem) bool, False at padded source positions, or None."""
-        cdef int64_t E = self.L.E, h = self.L.heads, d = self.L.head_dim
-        _check(x, "x")
-        if x.ndim != 2 or x.shape[1] != E:
-            raise ValueError(f"x: (N, {E}) expected, got {x.shape}")
-        cdef int64_t N = x.shape[0]
-        cdef int64_t T = _check_4d(self_k, "self_k", N, h, d)
-        if _check_4d(self_v, "self_v", N, h, d) != T:
-            raise ValueError(f"self_v: {self_v.shape} differs from self_k {self_k.shape}")
+        cdef int64_t N = _step_rows(x, self.L.E)
         cdef pt_mask m_self, m_cross
         cdef pt_decoder_layer_state st
-        positions = np.empty(N, np.int64)
-        st.S = _step_positions(pos, keep, N, h, T, positions, &m_self, &st.self_keep)
-        st.self_k, st.self_v, st.t_max = _fptr(self_k), _fptr(self_v), T
-        st.pos = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>positions)
-        st.cross_k = st.cross_v = NULL
-        st.cross_index = NULL
-        st.cross_mask = NULL
-        st.S_mem = 0
-        kv = None
-        cdef int64_t N0, S, r, j, row
-        cdef int64_t[::1] pkv
-        cdef const int64_t[:] prows
-        if self.L.cross:
-            N0 = cross_k.shape[0] if isinstance(cross_k, np.ndarray) and cross_k.ndim == 4 else -1
-            S = _check_4d(cross_k, "cross_k", N0, h, d)
-            if _check_4d(cross_v, "cross_v", N0, h, d) != S:
-                raise ValueError(f"cross_v: {cross_v.shape} differs from cross_k "
-                                 f"{cross_k.shape}")
-            if not isinstance(cross_rows, np.ndarray) or cross_rows.dtype != np.int64 or \
-                    cross_rows.shape != (N,):
-                raise ValueError(f"cross_rows: an ({N},) int64 array expected, got "
-                                 f"{getattr(cross_rows, 'dtype', type(cross_rows))} "
-                                 f"{np.shape(cross_rows)}")
-            # batch r*h + j of the cross attention: head j of row cross_rows[r]
-            kv = np.empty(N * h, np.int64)
-            pkv = kv
-            prows = cross_rows
-            for r in range(N):
-                row = prows[r]
-                if row < 0 or row >= N0:
-                    raise ValueError(f"cross_rows: {row} is not a row of the encoder output "
-                                     f"(0..{N0 - 1})")
-                for j in range(h):
-                    pkv[r * h + j] = row * h + j
-            if memory_keep is not None:
-                if not isinstance(memory_keep, np.ndarray) or memory_keep.shape != (N, 1, 1, S):
-                    raise ValueError(f"memory_keep: ({N}, 1, 1, {S}) expected, got "
-                                     f"{np.shape(memory_keep)}")
-                if N * S:
-                    _fill_mask(&m_cross, memory_keep, (S, 0, 0, 1), (N, h, 1, S),
-                               "memory_keep")
-                    st.cross_mask = &m_cross
-            st.cross_k, st.cross_v, st.S_mem = _fptr(cross_k), _fptr(cross_v), S
-            st.cross_index = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>kv)
+        cdef int64_t N0 = _decoder_caches(&st, &self.L, N, self_k, self_v, cross_k, cross_v,
+                                          -1, "")
+        alive = _decoder_shared(&st, &self.L, N, N0, pos, keep, cross_rows, memory_keep,
+                                &m_self, &m_cross)
         # one read of the path: a switch by another thread mid-call changes nothing here
         cdef const pt_kernel_table *kt = KT
-        cdef pt_decoder_layer L = self.L
-        self._bind(&L, kt)
+        cdef pt_decoder_layer L = self._bound(kt)[0]
         out = x.copy()
         cdef float *px = _fptr(out)
         cdef int nt = _nthreads, status
@@ -221,6 +197,85 @@ cdef class DecoderLayerStep:
         if status != PT_OK:
             _raise_status(status, "DecoderLayerStep.step")
         return out
+
+
+cdef int64_t _step_rows(object x, int64_t E) except -1:
+    """N, the rows of a step's input x: C-contiguous float32 (N, E)."""
+    _check(x, "x")
+    if x.ndim != 2 or x.shape[1] != E:
+        raise ValueError(f"x: (N, {E}) expected, got {x.shape}")
+    return x.shape[0]
+
+
+cdef int64_t _decoder_caches(pt_decoder_layer_state *st, const pt_decoder_layer *L, int64_t N,
+                             self_k, self_v, cross_k, cross_v, int64_t N0,
+                             str where) except -2:
+    """st's cache buffers for one layer, checked: self_k, self_v (N, h, T,
+    d); with a cross attention cross_k, cross_v (N0, h, S_mem, d) (N0 = -1:
+    as many rows as cross_k has).  Returns N0."""
+    cdef int64_t h = L.heads, d = L.head_dim, T, S
+    T = _check_4d(self_k, where + "self_k", N, h, d)
+    if _check_4d(self_v, where + "self_v", N, h, d) != T:
+        raise ValueError(f"{where}self_v: {self_v.shape} differs from self_k {self_k.shape}")
+    st.self_k, st.self_v, st.t_max = _fptr(self_k), _fptr(self_v), T
+    st.cross_k = st.cross_v = NULL
+    st.S_mem = 0
+    if not L.cross:
+        return N0
+    if N0 < 0:
+        N0 = cross_k.shape[0] if isinstance(cross_k, np.ndarray) and cross_k.ndim == 4 else -1
+    S = _check_4d(cross_k, where + "cross_k", N0, h, d)
+    if _check_4d(cross_v, where + "cross_v", N0, h, d) != S:
+        raise ValueError(f"{where}cross_v: {cross_v.shape} differs from cross_k "
+                         f"{cross_k.shape}")
+    st.cross_k, st.cross_v, st.S_mem = _fptr(cross_k), _fptr(cross_v), S
+    return N0
+
+
+cdef object _decoder_shared(pt_decoder_layer_state *st, const pt_decoder_layer *L, int64_t N,
+                            int64_t N0, pos, keep, cross_rows, memory_keep, pt_mask *m_self,
+                            pt_mask *m_cross):
+    """The fields of st every layer of a step shares, checked against st's
+    caches (_decoder_caches first): the positions written and attended, the
+    self-attention mask, the cross attention's batch index and mask (into
+    m_self, m_cross); N0 the rows of the encoder's keys and values.
+    Returns the arrays st points into, to be kept alive for the call."""
+    cdef int64_t h = L.heads, S, r, j, row
+    positions = np.empty(N, np.int64)
+    st.S = _step_positions(pos, keep, N, h, st.t_max, positions, m_self, &st.self_keep)
+    st.pos = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>positions)
+    st.cross_index = NULL
+    st.cross_mask = NULL
+    if not L.cross:
+        return positions
+    cdef int64_t[::1] pkv
+    cdef const int64_t[:] prows
+    S = st.S_mem
+    if not isinstance(cross_rows, np.ndarray) or cross_rows.dtype != np.int64 or \
+            cross_rows.shape != (N,):
+        raise ValueError(f"cross_rows: an ({N},) int64 array expected, got "
+                         f"{getattr(cross_rows, 'dtype', type(cross_rows))} "
+                         f"{np.shape(cross_rows)}")
+    # batch r*h + j of the cross attention: head j of row cross_rows[r]
+    kv = np.empty(N * h, np.int64)
+    pkv = kv
+    prows = cross_rows
+    for r in range(N):
+        row = prows[r]
+        if row < 0 or row >= N0:
+            raise ValueError(f"cross_rows: {row} is not a row of the encoder output "
+                             f"(0..{N0 - 1})")
+        for j in range(h):
+            pkv[r * h + j] = row * h + j
+    if memory_keep is not None:
+        if not isinstance(memory_keep, np.ndarray) or memory_keep.shape != (N, 1, 1, S):
+            raise ValueError(f"memory_keep: ({N}, 1, 1, {S}) expected, got "
+                             f"{np.shape(memory_keep)}")
+        if N * S:
+            _fill_mask(m_cross, memory_keep, (S, 0, 0, 1), (N, h, 1, S), "memory_keep")
+            st.cross_mask = m_cross
+    st.cross_index = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>kv)
+    return positions, kv
 
 
 cdef class LlamaLayerStep:
@@ -233,7 +288,9 @@ cdef class LlamaLayerStep:
     LlamaLayerStep(heads, kv_heads, rope_layout, inv_freq, weights, norms):
     weights the four (packed matrix, bias) pairs qkv_proj, o_proj,
     gate_up_proj, down_proj; norms two (weight, eps)."""
-    cdef pt_llama_layer L
+    cdef pt_llama_layer L, bound
+    cdef const pt_kernel_table *bound_kt
+    cdef int bound_bf16, bound_i8
     cdef object weights, norms, inv_freq
 
     def __cinit__(self, int64_t heads, int64_t kv_heads, str rope_layout, inv_freq, weights,
@@ -267,6 +324,16 @@ cdef class LlamaLayerStep:
             self.L.norm_w[i] = _fptr(w)
             self.L.eps[i] = eps
 
+    cdef const pt_llama_layer *_bound(self, const pt_kernel_table *kt) except NULL:
+        """The layer as path kt takes it, kept (see DecoderLayerStep._bound)."""
+        if kt != self.bound_kt or self.bound_bf16 != _bf16_wanted or \
+                self.bound_i8 != _int8_wanted:
+            self.bound_kt = NULL
+            self.bound = self.L
+            self._bind(&self.bound, kt)
+            self.bound_kt, self.bound_bf16, self.bound_i8 = kt, _bf16_wanted, _int8_wanted
+        return &self.bound
+
     cdef int _bind(self, pt_llama_layer *L, const pt_kernel_table *kt) except -1:
         """L's weights as path kt takes them (L: the call's own copy)."""
         cdef int64_t E = L.E, F = L.ff, D = L.head_dim, Hq = L.heads, Hkv = L.kv_heads
@@ -283,55 +350,14 @@ cdef class LlamaLayerStep:
         Hkv, T, D) at its position, attention over positions 0..S-1 -- S =
         pos + 1 with every row at the same position and keep None, else
         keep (N, S) bool, False past each row's own position."""
-        cdef int64_t E = self.L.E, Hq = self.L.heads, Hkv = self.L.kv_heads
-        cdef int64_t D = self.L.head_dim
-        _check(x, "x")
-        if x.ndim != 2 or x.shape[1] != E:
-            raise ValueError(f"x: (N, {E}) expected, got {x.shape}")
-        cdef int64_t N = x.shape[0]
-        cdef int64_t T = _check_4d(cache_k, "cache_k", N, Hkv, D)
-        if _check_4d(cache_v, "cache_v", N, Hkv, D) != T:
-            raise ValueError(f"cache_v: {cache_v.shape} differs from cache_k {cache_k.shape}")
-        if not isinstance(pos, np.ndarray) or pos.dtype != np.int64 or pos.shape != (N,) or \
-                not pos.flags.c_contiguous:
-            raise ValueError(f"pos: a C-contiguous ({N},) int64 array expected, got "
-                             f"{getattr(pos, 'dtype', type(pos))} {np.shape(pos)}")
-        cdef const int64_t[::1] pp = pos
-        cdef int64_t n, j, S = pp[0] + 1 if N else 1
+        cdef int64_t N = _step_rows(x, self.L.E)
         cdef pt_mask m
         cdef pt_llama_layer_state st
-        st.keep = NULL
-        if keep is not None:
-            if not isinstance(keep, np.ndarray) or keep.dtype != np.bool_ or keep.ndim != 2 or \
-                    keep.shape[0] != N or not keep.flags.c_contiguous:
-                raise ValueError(f"keep: a C-contiguous ({N}, S) bool array expected, got "
-                                 f"{getattr(keep, 'dtype', type(keep))} {np.shape(keep)}")
-            S = keep.shape[1]
-            if N * S:
-                _fill_mask(&m, keep.reshape(N, 1, 1, S), (S, 0, 0, 1), (N, Hq, 1, S), "keep")
-                st.keep = &m
-        if S < 1 or S > T:
-            raise ValueError(f"{S} positions attended do not fit the cache's {T}")
-        for n in range(N):
-            if pp[n] < 0 or pp[n] >= S or (keep is None and pp[n] != S - 1):
-                raise ValueError(f"pos: row {n} at {pp[n]} is outside the {S} positions "
-                                 f"attended" + ("" if keep is not None else
-                                                " (rows at different positions need keep)"))
-        # batch n*Hq + j of the attention: query head j of row n, kv head j // group
-        kv = np.empty(N * Hq, np.int64)
-        cdef int64_t[::1] pkv = kv
-        cdef int64_t group = Hq // Hkv
-        for n in range(N):
-            for j in range(Hq):
-                pkv[n * Hq + j] = n * Hkv + j // group
+        _llama_cache(&st, &self.L, N, cache_k, cache_v, "")
+        alive = _llama_shared(&st, &self.L, N, pos, keep, &m)
         # one read of the path: a switch by another thread mid-call changes nothing here
         cdef const pt_kernel_table *kt = KT
-        cdef pt_llama_layer L = self.L
-        self._bind(&L, kt)
-        st.k, st.v, st.t_max = _fptr(cache_k), _fptr(cache_v), T
-        st.pos = &pp[0] if N else NULL
-        st.S = S
-        st.kv_index = &pkv[0] if N else NULL
+        cdef pt_llama_layer L = self._bound(kt)[0]
         out = x.copy()
         cdef float *px = _fptr(out)
         cdef int nt = _nthreads, status
@@ -340,3 +366,34 @@ cdef class LlamaLayerStep:
         if status != PT_OK:
             _raise_status(status, "LlamaLayerStep.step")
         return out
+
+
+cdef int _llama_cache(pt_llama_layer_state *st, const pt_llama_layer *L, int64_t N, cache_k,
+                      cache_v, str where) except -1:
+    """st's cache buffers for one layer, checked: (N, Hkv, T, D) each."""
+    cdef int64_t T = _check_4d(cache_k, where + "cache_k", N, L.kv_heads, L.head_dim)
+    if _check_4d(cache_v, where + "cache_v", N, L.kv_heads, L.head_dim) != T:
+        raise ValueError(f"{where}cache_v: {cache_v.shape} differs from cache_k "
+                         f"{cache_k.shape}")
+    st.k, st.v, st.t_max = _fptr(cache_k), _fptr(cache_v), T
+    return 0
+
+
+cdef object _llama_shared(pt_llama_layer_state *st, const pt_llama_layer *L, int64_t N, pos,
+                          keep, pt_mask *m):
+    """The fields of st every layer of a step shares, checked against st's
+    cache (_llama_cache first): positions, mask, and the grouped-query
+    index -- batch n*Hq + j of the attention, query head j of row n, reads
+    kv head j // (Hq / Hkv).  Returns the arrays st points into."""
+    cdef int64_t Hq = L.heads, Hkv = L.kv_heads, n, j
+    positions = np.empty(N, np.int64)
+    st.S = _step_positions(pos, keep, N, Hq, st.t_max, positions, m, &st.keep)
+    st.pos = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>positions)
+    kv = np.empty(N * Hq, np.int64)
+    cdef int64_t[::1] pkv = kv
+    cdef int64_t group = Hq // Hkv
+    for n in range(N):
+        for j in range(Hq):
+            pkv[n * Hq + j] = n * Hkv + j // group
+    st.kv_index = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>kv)
+    return positions, kv

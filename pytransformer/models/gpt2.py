@@ -22,7 +22,7 @@ protocol of :mod:`pytransformer.generation`.
 import numpy as np
 
 from .. import ops
-from ..nn import DecoderCache, Embedding, LayerNorm, Linear, TransformerEncoderLayer
+from ..nn import DecoderCache, Embedding, LayerNorm, Linear, TransformerEncoderLayer, stack_step
 from ..nn.module import NO_INIT, clones
 from ..ops.attention import look_ahead_mask
 from ..ops.checks import check_int, check_token_ids
@@ -210,13 +210,14 @@ class GPT2LMHeadModel(CausalLM):
         tokens, pos = self._step_tokens(tokens, state)
         x = self.wte.weight[tokens] + self.wpe.weight[pos]
         keep = state.keep()
+        stack = stack_step(self, self.h, self.ln_f, self.lm_head)
+        if stack is not None:   # blocks, ln_f and lm_head in one C call: the same bits
+            logits = stack.step(x, *state.layers(), pos, keep)
+            state.advance()
+            return logits
         at = pos if keep is not None else int(pos[0]) if pos.size else 0
-        for i, block in enumerate(self.h):
+        for i, block in enumerate(self.h):   # the reference: each block composed in Python
             k, v = state.layer(i)
-            step = block._step_kernel() if block.fused_step else None
-            if step is not None:   # the block's step in one C call: the same bits
-                x = step.step(x, k, v, at, keep=keep)
-                continue
             x = block.add_norm(x, lambda h: block.self_attn.step_self_attention(h, k, v, at,
                                                                                 keep),
                                block.norm1.step)

@@ -298,9 +298,9 @@ class Seq2SeqTransformer(nn.Module):
             raise ValueError(f"tokens: {tokens.shape[0]} ids for a decoding state of "
                              f"{state.batch_size} sequences")
         x = self.embed_tgt(tokens[:, None], offset=state.length)[:, 0]
-        h = self.transformer.decoder.forward_step(x, state,
-                                                  tgt_key_padding_mask=tokens == self.pad_id)
-        return self.generator.step(h)
+        return self.transformer.decoder.forward_step(x, state,
+                                                     tgt_key_padding_mask=tokens == self.pad_id,
+                                                     head=self.generator)
 
     def generate(self, src, max_new_tokens, bos_id, eos_id, pad_id=None, method="greedy",
                  beam_size=4, length_penalty=1.0, num_return_sequences=1, temperature=1.0,

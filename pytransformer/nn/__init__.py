@@ -28,7 +28,8 @@ whenever they are loaded).
 """
 from .attention import MultiheadAttention, attention_mask
 from .cache import DecoderCache, KVCache
-from .layers import Embedding, LayerNorm, Linear, RMSNorm, check_token_ids, gelu_tanh
+from .layers import (Embedding, LayerNorm, Linear, RMSNorm, check_token_ids, gelu_tanh,
+                     stack_step)
 from .module import NO_INIT, Module, ModuleList, torch_state_dict, xavier_uniform
 from .transformer import (Transformer, TransformerDecoder, TransformerDecoderLayer,
                           TransformerEncoder, TransformerEncoderLayer)

@@ -84,6 +84,13 @@ class KVCache:
         n = self.batch_size
         return self._self_k[i][:n], self._self_v[i][:n], self._cross_k[i], self._cross_v[i]
 
+    def layers(self):
+        """Every layer's (self_k, self_v, cross_k, cross_v) for the rows in
+        use, as four lists (a whole stack's step takes them at once)."""
+        n = self.batch_size
+        return ([k[:n] for k in self._self_k], [v[:n] for v in self._self_v], self._cross_k,
+                self._cross_v)
+
     @property
     def memory_rows(self):
         """(N,) int64: the row of cross_k / cross_v each row in use reads."""
@@ -156,6 +163,11 @@ class DecoderCache:
     def layer(self, i):
         n = self.batch_size
         return self._k[i][:n], self._v[i][:n]
+
+    def layers(self):
+        """Every layer's (k, v) for the rows in use, as two lists."""
+        n = self.batch_size
+        return [k[:n] for k in self._k], [v[:n] for v in self._v]
 
     def keep(self):
         lengths = self.lengths

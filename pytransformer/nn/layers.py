@@ -9,9 +9,10 @@ import numpy as np
 from .. import _kernels, ops
 from ..ops.checks import check_float, check_int, check_token_ids
 from ..ops.rowwise import _FLOAT32_EPS
-from .module import NO_INIT, Module, _rng, _uniform
+from .module import GENERATION, NO_INIT, Module, _rng, _uniform
 
-__all__ = ["Linear", "LayerNorm", "RMSNorm", "Embedding", "gelu_tanh", "check_token_ids"]
+__all__ = ["Linear", "LayerNorm", "RMSNorm", "Embedding", "gelu_tanh", "check_token_ids",
+           "stack_step"]
 
 
 class Linear(Module):
@@ -247,3 +248,33 @@ def torch_activation(layer):
         return "silu"
     raise ValueError(f"from_torch: activation {act!r} is not supported (relu, gelu or silu "
                      f"only)")
+
+
+def stack_step(owner, layers, norm, head):
+    """A decoder stack's whole decoding step as one C call
+    (_kernels.StackStep): its ``layers``' fused steps (each layer's
+    ``_step_kernel()``), then ``norm`` (a LayerNorm, an RMSNorm or None) and
+    ``head`` (the Linear to the vocabulary, or None).  None where a layer
+    runs its step in Python (``fused_step`` off, or no C step for it) or the
+    norm or head has no kernel: the caller then composes the step itself.
+    Kept in ``owner`` while no module changes (module.GENERATION) and the
+    same norm and head are asked for."""
+    fused = all(layer.fused_step for layer in layers)
+    now = (GENERATION[0], fused, id(norm), id(head))
+    kept = owner.__dict__.get("_stack")
+    if kept is not None and kept[0] == now:
+        return kept[1]   # the norm and head are kept with it: their ids are not reused
+    stack = None
+    steps = [layer._step_kernel() for layer in layers] if fused else [None]
+    packed = None if head is None else head._packs.get("weight")
+    if type(norm) is LayerNorm:
+        spec = ("layer", norm.weight, norm.bias, norm.eps)
+    elif type(norm) is RMSNorm:
+        spec = ("rms", norm.weight, _FLOAT32_EPS if norm.eps is None else norm.eps)
+    else:
+        spec = False if norm is not None else None
+    if steps and None not in steps and spec is not False and \
+            (head is None or isinstance(packed, _kernels.STEP_MATRIX_TYPES)):
+        stack = _kernels.StackStep(steps, spec, None if head is None else (packed, head.bias))
+    owner.__dict__["_stack"] = ((GENERATION[0], fused, id(norm), id(head)), stack, (norm, head))
+    return stack

@@ -60,6 +60,14 @@ def xavier_uniform(rng, shape):
 
 # ------------------------------------------------------------------- Module --
 
+#: How many times an attribute of any Module has been set: a parameter, a
+#: sub-module, a packed weight, compute_type, eps.  What a fused decoding
+#: step was built from (nn.stack_step, a layer's _step_kernel) is unchanged
+#: while this is; a decoding step sets none, so its fused step is found in
+#: one comparison.
+GENERATION = [0]
+
+
 class Module:
     """A tree of parameters (numpy float32 arrays) and sub-modules.
 
@@ -81,11 +89,13 @@ class Module:
     def _store(self, name, value):
         """Parameter ``name`` = value, registered, and kept as a plain
         attribute too: reading it then costs no __getattr__ call."""
+        GENERATION[0] += 1
         self._parameters[name] = value
         object.__setattr__(self, name, value)
 
     def __setattr__(self, name, value):
         params = self.__dict__.get("_parameters")
+        GENERATION[0] += 1
         if params is None:
             raise AttributeError("Module.__init__() must be called before assigning "
                                  "attributes")
@@ -242,7 +252,7 @@ class Module:
         # Packed GEMM operands are C objects: copy the parameters and repack.
         new = type(self).__new__(type(self))
         for k, v in self.__dict__.items():
-            if k == "_packs":
+            if k in ("_packs", "_fused", "_stack"):   # C objects, made again on use
                 continue
             object.__setattr__(new, k, copy.deepcopy(v, memo))
         for p in new._parameters.values():

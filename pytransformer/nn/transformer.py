@@ -6,8 +6,9 @@ from .. import _kernels, ops
 from ..ops.attention import look_ahead_mask
 from .attention import MultiheadAttention, _detect_is_causal_mask
 from .cache import KVCache
-from .layers import LayerNorm, Linear, resolve_activation, torch_activation
-from .module import FUSED_STEP, NO_INIT, Module, ModuleList, _NoInit, _rng, clones, xavier_uniform
+from .layers import LayerNorm, Linear, resolve_activation, stack_step, torch_activation
+from .module import (FUSED_STEP, GENERATION, NO_INIT, Module, ModuleList, _NoInit, _rng, clones,
+                     xavier_uniform)
 
 __all__ = ["TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder",
            "TransformerDecoder", "Transformer"]
@@ -85,6 +86,9 @@ class _TransformerLayer(Module):
     def _step_kernel(self):
         """The layer as one C step, or None where the Python step must run.
         Made once and kept while the weights it holds are the layer's."""
+        kept = self.__dict__.get("_fused")
+        if kept is not None and kept[2] == GENERATION[0]:
+            return kept[1]   # no module changed since it was checked
         sa = self.self_attn
         ca = self.multihead_attn if self.cross_attention else None
         norms = (self.norm1, self.norm2, self.norm3) if ca is not None else \
@@ -98,8 +102,8 @@ class _TransformerLayer(Module):
                id(self.linear2._packs.get("weight")), id(self.linear2.bias),
                self._act_name, self.norm_first) + \
             tuple(v for n in norms for v in (id(n.weight), id(n.bias), n.eps))
-        kept = self.__dict__.get("_fused")
         if kept is not None and kept[0] == key:
+            self.__dict__["_fused"] = (key, kept[1], GENERATION[0])
             return kept[1]   # the step holds the objects: their ids are not reused
         step = None
         if self._act_fn is None and sa._qkv_same_embed_dim and \
@@ -117,7 +121,7 @@ class _TransformerLayer(Module):
         # the ids again: the packs made just now
         key = (id(sa._packs.get("qkv")),) + key[1:3] + \
             ((None if ca is None else id(ca._packs.get("q"))),) + key[4:]
-        self.__dict__["_fused"] = (key, step)
+        self.__dict__["_fused"] = (key, step, GENERATION[0])
         return step
 
     @classmethod
@@ -300,12 +304,18 @@ class TransformerDecoder(Module):
         heads = [(layer.self_attn.num_heads, layer.self_attn.head_dim) for layer in self.layers]
         return KVCache(N, int(max_len), heads, cross, keep, capacity)
 
-    def forward_step(self, x, cache, tgt_key_padding_mask=None):
+    def forward_step(self, x, cache, tgt_key_padding_mask=None, head=None):
         """One new target position per sequence: x (N, E), the embedded tokens
         at position ``cache.length``, -> (N, E) decoder output (after the final
-        norm); the cache then holds one more position.  tgt_key_padding_mask
-        (N,) bool: True where this position is padding (later positions will
-        not attend to it, as in :meth:`forward`)."""
+        norm), or ``head``'s output for it where a head (the Linear to the
+        vocabulary) is given; the cache then holds one more position.
+        tgt_key_padding_mask (N,) bool: True where this position is padding
+        (later positions will not attend to it, as in :meth:`forward`).
+
+        Where every layer has its C step (TransformerDecoderLayer.fused_step)
+        and no target position is padded, the whole step -- layers, norm and
+        head -- is one C call (nn.stack_step), bit for bit the layer-by-layer
+        composition below."""
         x = ops.as_float32(x, "x")
         if x.ndim != 2 or x.shape[0] != cache.batch_size:
             raise ValueError(f"x: expected shape ({cache.batch_size}, E), got {x.shape}")
@@ -318,12 +328,21 @@ class TransformerDecoder(Module):
                              f"{np.shape(tgt_key_padding_mask)}")
         cache.self_keep[:, cache.length] = ~pad
         cache.target_padded = cache.target_padded or bool(pad.any())
+        norm = self.norm if self.norm is None or isinstance(self.norm, LayerNorm) else False
+        stack = None if cache.target_padded or norm is False or not len(self.layers) else \
+            stack_step(self, self.layers, norm, head)
+        if stack is not None:
+            k, v, mk, mv = cache.layers()
+            out = stack.step(x, k, v, cache.length, None, mk, mv, cache.memory_rows,
+                             cache.memory_keep)
+            cache.length += 1
+            return out
         for i, layer in enumerate(self.layers):
             x = layer.forward_step(x, cache, i)
         cache.length += 1
-        if self.norm is None:
-            return x
-        return self.norm.step(x) if isinstance(self.norm, LayerNorm) else self.norm(x)
+        if self.norm is not None:
+            x = self.norm.step(x) if isinstance(self.norm, LayerNorm) else self.norm(x)
+        return x if head is None else head.step(x)
 
     @classmethod
     def _from_torch_config(cls, m):

@@ -20,7 +20,7 @@ if [[ "${SANITIZE:-0}" == 1 ]]; then
 fi
 isa_flags=(""  "-mavx2 -mfma -mf16c"
            "-mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx2 -mfma -mf16c")
-once=(runtime/cpu.c runtime/mem.c layers/decoder_layer.c layers/llama_layer.c)   # layers/: composed through the table
+once=(runtime/cpu.c runtime/mem.c layers/decoder_layer.c layers/llama_layer.c layers/stack.c)   # layers/: composed through the table
 dot=(gemm/gemm_bf16_dot.c runtime/peak_bf16.c)   # once, avx512 + -mavx512bf16
 amx=(gemm/gemm_bf16_amx.c gemm/gemm_i8_amx.c runtime/peak_amx.c)  # once, avx512 + AMX flags
 vnni=(gemm/gemm_i8_vnni.c runtime/peak_vnni.c)     # once, avx512 + -mavx512vnni

@@ -6,13 +6,17 @@
  * pt_attention_ref) in double-checked float, with its key and value written
  * at pos and nothing else of the cache touched; with a padded source read
  * through an index (sequences sharing encoder rows); PT_ERR_NOMEM with x
- * untouched when its scratch cannot be had.  (Bit-identity with the Python
- * composition is tested in tests/nn/test_fused_step.py.) */
+ * untouched when its scratch cannot be had.  The whole stack's step
+ * (layers/stack.c): two layers, the final norm and the output projection,
+ * bit for bit the layer steps, layer norm and GEMM called one after the
+ * other.  (Bit-identity with the Python composition is tested in
+ * tests/nn/test_fused_step.py.) */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "harness.h"
 #include "layers/decoder_layer.h"
+#include "layers/stack.h"
 #include "runtime/mem.h"
 
 enum { E = 40, H = 5, D = 8, F = 72, N = 3, T = 7, N0 = 2, S_MEM = 6 };
@@ -200,11 +204,80 @@ static void test_step(const pt_kernel_table *k, int norm_first, int cross, int s
     release(&W);
 }
 
+/* Two post-LN layers with cross attention (the paper's decoder, each with
+ * its own cache), the final norm and a head E -> V: pt_stack_step against
+ * the same calls made one by one. */
+static void test_stack(const pt_kernel_table *k, int nt) {
+    enum { V = 11 };
+    weights W;
+    make(&W, k);
+    pt_decoder_layer L[2] = {layer(&W, 0, 1), layer(&W, 0, 1)};
+    const int64_t cache = N * H * T * D;
+    int64_t pos[N] = {2, 2, 2}, rows[N] = {1, 0, 1}, kv[N * H];
+    for (int n = 0; n < N; n++)
+        for (int j = 0; j < H; j++) kv[n * H + j] = rows[n] * H + j;
+    float *ck = filled(N0 * H * S_MEM * D, 60, 1.0f), *cv = filled(N0 * H * S_MEM * D, 61, 1.0f);
+    float *caches[2][2][2];    /* [stack or one by one][layer][k or v] */
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++) {
+            caches[0][i][j] = filled(cache, 62 + 2 * i + j, 1.0f);
+            caches[1][i][j] = malloc(sizeof(float) * cache);
+            memcpy(caches[1][i][j], caches[0][i][j], sizeof(float) * cache);
+        }
+    pt_decoder_layer_state st[2][2];
+    for (int c = 0; c < 2; c++)
+        for (int i = 0; i < 2; i++) {
+            pt_decoder_layer_state s = {caches[c][i][0], caches[c][i][1], T, pos, 3, NULL, ck, cv,
+                                        S_MEM, kv, NULL};
+            st[c][i] = s;
+        }
+    float *hw = filled(E * V, 70, 0.3f), *hb = filled(V, 71, 0.1f);
+    pt_packed_b *hp = k->sgemm_pack_b(hw, E, 1, E, V);
+    pt_stack S;
+    memset(&S, 0, sizeof S);
+    S.kind = PT_STACK_DECODER, S.n_layers = 2, S.E = E, S.dec = L, S.dec_st = st[0];
+    S.norm = PT_NORM_LAYER, S.norm_w = W.nw[0], S.norm_b = W.nb[1], S.eps = 1e-5f;
+    S.has_head = 1;
+    S.head.kind = PT_MAT_F32, S.head.packed = hp, S.head.K = E, S.head.N = V, S.head.bias = hb;
+    float *x = filled(N * E, 72, 1.0f), want[N * E], h[N * E], logits[N * V], wl[N * V];
+    memcpy(want, x, sizeof want);
+    int status = pt_stack_step(k, &S, x, N, logits, nt);
+    int ok = 1;
+    for (int i = 0; i < 2; i++) ok &= pt_decoder_layer_step(k, &L[i], &st[1][i], want, N, nt) == 0;
+    k->layer_norm(h, want, W.nw[0], W.nb[1], N, E, 1e-5f, nt);
+    ok &= k->sgemm_packed(wl, V, h, E, N, hp, hb, PT_ACT_NONE, nt) == 0;
+    int same_caches = 1;
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++)
+            same_caches &= !memcmp(caches[0][i][j], caches[1][i][j], sizeof(float) * cache);
+    pt_test_check(status == PT_OK && ok && !memcmp(x, h, sizeof h) &&
+                  !memcmp(logits, wl, sizeof wl) && same_caches,
+                  "%s threads=%d: the stack's step differs from its calls one by one "
+                  "(status %d; hidden %s, logits %s, caches %s)", k->name, nt, status,
+                  memcmp(x, h, sizeof h) ? "differ" : "same",
+                  memcmp(logits, wl, sizeof wl) ? "differ" : "same",
+                  same_caches ? "same" : "differ");
+    /* out of memory in the first layer: an error before anything is written */
+    memcpy(want, x, sizeof want);
+    pt_mem_fail_after(0);
+    status = pt_stack_step(k, &S, x, N, logits, nt);
+    pt_mem_fail_after(-1);
+    pt_test_check(status == PT_ERR_NOMEM && !memcmp(x, want, sizeof want),
+                  "%s: the stack out of memory gave %d", k->name, status);
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++) free(caches[0][i][j]), free(caches[1][i][j]);
+    free(ck), free(cv), free(hw), free(hb), free(x);
+    pt_packed_b_free(hp);
+    release(&W);
+}
+
 int main(void) {
     for (const pt_kernel_table **p = pt_test_paths(); *p; p++)
         for (int nf = 0; nf < 2; nf++)
             for (int cross = 0; cross < 2; cross++)
                 for (int stag = 0; stag < 2; stag++)
                     for (int nt = 1; nt <= 2; nt++) test_step(*p, nf, cross, stag, nt);
+    for (const pt_kernel_table **p = pt_test_paths(); *p; p++)
+        for (int nt = 1; nt <= 2; nt++) test_stack(*p, nt);
     return pt_test_summary();
 }

@@ -271,6 +271,7 @@ def test_the_c_block_step_is_the_python_step_bit_for_bit(models, python_step, th
         np.testing.assert_array_equal(t0, t1)
         assert np.array_equal(s0, s1)
     assert all(block.__dict__["_fused"][1] is not None for block in ours.h)
+    assert ours.__dict__["_stack"][1] is not None   # the whole stack as one C call
 
 
 def test_batched_greedy_equals_transformers_alone(models):

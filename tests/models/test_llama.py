@@ -216,6 +216,7 @@ def test_the_c_layer_step_is_the_python_step_bit_for_bit(models, python_step, th
         np.testing.assert_array_equal(ref[0], fused[0])
         assert np.array_equal(ref[1], fused[1])
     assert all(layer.__dict__["_fused"][1] is not None for layer in ours.layers)
+    assert ours.__dict__["_stack"][1] is not None   # the whole stack as one C call
 
 
 @pytest.mark.parametrize("compute_type", ["bfloat16", "int8"])

@@ -220,3 +220,4 @@ def test_the_c_layer_step_on_the_files_blocks(ours, monkeypatch):
         out[fused] = np.stack(steps)
     assert np.array_equal(out[False], out[True])
     assert ours.layers[0].__dict__["_fused"][1] is not None
+    assert ours.__dict__["_stack"][1] is not None   # the whole stack as one C call

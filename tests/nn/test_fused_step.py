@@ -1,6 +1,8 @@
 """The decoder layer's step as one C call (_kernels.DecoderLayerStep, used by
-nn.TransformerDecoderLayer.forward_step) against the Python composition of
-the same step, the reference it must equal bit for bit: logits step by step,
+nn.TransformerDecoderLayer.forward_step), and the whole stack's step --
+layers, final norm, generator -- as one (_kernels.StackStep, used by
+nn.TransformerDecoder.forward_step), against the Python composition of
+the same step, the reference both must equal bit for bit: logits step by step,
 greedy and beam search, post-LN and pre-LN, each fused activation, padded
 sources, every kernel path at 1 and 2 threads, every compute type; the
 Python step where the C one does not apply (padded targets); the weights
@@ -48,6 +50,30 @@ def test_logits_bit_identical(isa, threads, both, norm_first, activation):
     assert np.isfinite(fused).all()
     assert all(layer.__dict__["_fused"][1] is not None     # the C step ran
                for layer in model.transformer.decoder.layers)
+    assert model.transformer.decoder.__dict__["_stack"][1] is not None   # as one stack
+
+
+def test_layer_by_layer_c_steps_bit_identical(threads, both):
+    """Each layer's C step called on its own (TransformerDecoderLayer.forward_step,
+    as a stack the C step does not take would call it)."""
+    rng = np.random.default_rng(6)
+    model = Seq2SeqTransformer(**CFG, norm_first=True, seed=4)
+    dec = model.transformer.decoder
+    src = sources(rng)
+    xs = rng.standard_normal((5, 3, CFG["d_model"])).astype(np.float32)
+
+    def run():
+        cache = dec.init_cache(model.encode(src), src == PAD, max_len=5)
+        out = []
+        for x in xs:
+            for i, layer in enumerate(dec.layers):
+                x = layer.forward_step(x, cache, i)
+            cache.length += 1
+            out.append(x)
+        return np.stack(out)
+    ref, fused = both(run)
+    assert np.array_equal(ref, fused)
+    assert dec.layers[0].__dict__["_fused"][1] is not None
 
 
 @pytest.mark.parametrize("compute_type", ["float32", "bfloat16", "int8"])
@@ -175,3 +201,68 @@ def test_follows_the_kernel_path_step_by_step(both):
         return np.stack(out)
     ref, fused = both(run)
     assert np.array_equal(ref, fused)
+
+
+def _stack_and_args():
+    model = Seq2SeqTransformer(**CFG, seed=2)
+    src = sources(np.random.default_rng(8))
+    state = model.start_decoding(src, 4)
+    model.decode_step(np.full(3, BOS), state)
+    stack = model.transformer.decoder.__dict__["_stack"][1]
+    k, v, mk, mv = state.layers()
+    x = np.ones((3, CFG["d_model"]), np.float32)
+    return stack, [x, k, v, state.length, None, mk, mv, state.memory_rows, state.memory_keep]
+
+
+@pytest.mark.parametrize("i, bad", [
+    (0, np.ones((3, 41), np.float32)),                   # x of the wrong width
+    (1, []),                                             # no cache per layer
+    (2, [np.ones((3, 5, 3, 8), np.float32)] * 2),        # values unlike the keys
+    (3, 7),                                              # past the cache
+    (5, None),                                           # no encoder keys for the cross attention
+    (6, [np.ones((3, 5, 7, 8), np.float32)] * 2),        # encoder values of another length
+    (7, np.array([0, 1, 3])),                            # not a row of the encoder output
+])
+def test_stack_refuses_bad_inputs(i, bad):
+    stack, args = _stack_and_args()
+    assert stack.step(*args).shape == (3, CFG["tgt_vocab_size"])
+    args[i] = bad
+    with pytest.raises(ValueError):
+        stack.step(*args)
+
+
+def test_stack_refuses_mixed_layers():
+    model = Seq2SeqTransformer(**CFG, seed=2)
+    step = model.transformer.decoder.layers[0]._step_kernel()
+    other = nn.TransformerDecoderLayer(16, 2, 24, batch_first=True,
+                                       rng=np.random.default_rng(0))._step_kernel()
+    with pytest.raises(ValueError):
+        _kernels.StackStep([step, other])                # two shapes
+    with pytest.raises(TypeError):
+        _kernels.StackStep([step, "layer"])
+    with pytest.raises(ValueError):
+        _kernels.StackStep([])
+    with pytest.raises(ValueError):
+        _kernels.StackStep([step], ("batch", None, None, 1e-5))
+
+
+def test_the_stack_is_found_again_while_nothing_changes(both):
+    """A decoding step sets no module attribute (module.GENERATION stays): the
+    stack step made at the first step serves every later one; a change to
+    any module (here the final norm's eps) makes a new one that follows it."""
+    from pytransformer.nn.module import GENERATION
+    model = Seq2SeqTransformer(**CFG, seed=11)
+    dec = model.transformer.decoder
+    dec.norm = nn.LayerNorm(CFG["d_model"])
+    src = sources(np.random.default_rng(9))
+    state = model.start_decoding(src, 6)
+    model.decode_step(np.full(3, BOS), state)
+    stack, generation = dec.__dict__["_stack"][1], GENERATION[0]
+    for t in range(3):
+        model.decode_step(np.full(3, BOS + t), state)
+        assert dec.__dict__["_stack"][1] is stack and GENERATION[0] == generation
+    dec.norm.eps = 0.5
+    tokens = np.full((3, 4), BOS)
+    ref, fused = both(lambda: stepped_logits(model, src, tokens))
+    assert np.array_equal(ref, fused)
+    assert dec.__dict__["_stack"][1] is not stack
