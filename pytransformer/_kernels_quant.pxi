@@ -12,7 +12,8 @@ cdef class QuantizedMatrix:
     'Q4_1'; in_features a multiple of 32).  ``matmul`` multiplies float32
     rows by the dequantized weights without materialising them: the
     result is the float32 GEMM of the matrix gguf's dequantizer gives, up to
-    the order of the float32 sums.  The blocks are re-laid once, 16 rows
+    float32 rounding (each block's scale is applied to its sum of q * x,
+    gemm_q.c).  The blocks are re-laid once, 16 rows
     interleaved (gemm_q.h: the same bytes, one layout for every kernel
     path); ``blocks`` stays as given (a view of a memory-mapped file serves)
     for the naive twin.  The same interface as PackedMatrix."""

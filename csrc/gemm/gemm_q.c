@@ -5,15 +5,26 @@
  * the lanes of a vector: per block of 32 k, the 16 rows' scales are one
  * fp16 vector (converted by one instruction), and one 16-byte load gives
  * the quants of all 16 rows at one k -- for Q4, at k and at k + 16, low and
- * high nibble, as ggml's blocks pair them.  Each weight is dequantized in
- * its lane exactly as ggml does and multiplied by a[k], broadcast.  No
- * horizontal sums: a vector of 16 results is stored whole.
+ * high nibble, as ggml's blocks pair them.  No horizontal sums: a vector of
+ * 16 results is stored whole.
  *
- * Sums: each output lane keeps QACC accumulators, k of a block going to
- * accumulator (k mod 16) mod QACC, blocks in order; at the end
- * ((acc0 + acc1) + (acc2 + acc3)).  The same on every call whatever M, the
- * rows sharing a pass or the thread split; only the path (its FMA or the
- * scalar multiply-add) decides the bits.
+ * The block's scale is factored out of its sum (ggml's dequantization is
+ * w = q*d, (q - 8)*d or q*d + m):
+ *
+ *   sum_k w_k a_k = d * sum_k q_k a_k + m' * sum_k a_k,   m' = 0, -8d or m,
+ *
+ * so each weight costs one conversion and one FMA, and the row's sum of a
+ * over the block is taken once per call, not once per output.  The same
+ * function as the dequantized matrix's, up to fp32 rounding (the tests
+ * hold it to the twin's bound).  A row whose blocks hold a non-finite scale
+ * gives NaN (pt_qgemm_pack notes it), as the dequantized sum does wherever
+ * products of both signs, or a zero quant, meet the infinity.
+ *
+ * Sums: per output lane and block, QACC partial sums, k of the block to sum
+ * (k mod 16) mod QACC; then acc += d * ((s0 + s1) + (s2 + s3)) and, for Q4,
+ * acc += m' * (the block's sum of a, k in order).  The same on every call
+ * whatever M, the rows sharing a pass or the thread split; only the path
+ * (its FMA or the scalar multiply-add) decides the bits.
  */
 #include <math.h>
 #include <string.h>
@@ -24,7 +35,7 @@
 #define QG 16                  /* rows of W per group: the packed layout's lanes */
 #define QGV (QG / PT_VL)       /* vectors per group */
 #define Q_PF 8                 /* blocks prefetched ahead: decoding streams W from memory */
-#define QACC 4                 /* accumulators per output */
+#define QACC 4                 /* partial sums per output and block */
 /* unrolled, so that each accumulator index is a constant: registers */
 #if defined(__GNUC__) && !defined(__clang__)
 #define PT_Q_UNROLL _Pragma("GCC unroll 32")
@@ -36,8 +47,8 @@
 #define QR 4                   /* rows of A per pass at most */
 #define QNG 2                  /* groups per pass at most (one or two rows) */
 #else
-#define QR 1                   /* AVX2: 8 accumulators of 16 ymm */
-#define QNG 1
+#define QR 1                   /* AVX2: 8 partial sums of 16 ymm (more rows were slower, */
+#define QNG 1                  /* in the many-rows pass too) */
 #endif
 
 /* fp16 bits -> float, exactly (subnormals, inf, NaN made quiet). */
@@ -92,60 +103,70 @@ static inline pt_vf q_scales(const uint8_t *p) { return q_half(p); }
 
 #if PT_ISA == PT_ISA_SCALAR
 #define QMADD(a, b, c) ((c) + (a) * (b))   /* as the fp32 scalar kernels */
-#define QDEQ(q, d, m) fmaf(q, d, m)        /* q * d is exact: one rounding, as ggml */
 #else
 #define QMADD(a, b, c) pt_vfmadd(a, b, c)
-#define QDEQ(q, d, m) pt_vfmadd(q, d, m)
 #endif
 
 /* Bytes of one packed block of QG rows (scales, then quants). */
 static inline int64_t q_packed_block(int qtype) { return (int64_t)QG * pt_q_block_bytes(qtype); }
 
-/* Vector v of a packed block's scales: d, and m for Q4_1 (zero otherwise). */
+/* Vector v of a packed block's scales: d, and the weight of the block's sum
+ * of a -- m for Q4_1, -8d for Q4_0 (exact), zero for Q8_0. */
 PT_ALWAYS_INLINE void q_block_scales(const int T, const uint8_t *blk, int v, pt_vf *d, pt_vf *m) {
     *d = q_scales(blk + 2 * PT_VL * v);
-    *m = T == PT_Q4_1 ? q_scales(blk + 2 * QG + 2 * PT_VL * v) : pt_vzero();
+    *m = T == PT_Q4_1 ? q_scales(blk + 2 * QG + 2 * PT_VL * v)
+         : T == PT_Q4_0 ? pt_vmul(*d, pt_vset1(-8.0f)) : pt_vzero();
 }
 
-/* A Q4 byte's two weights, k = j (low nibble) and k = j + 16 (high), as ggml
- * dequantizes them: (q - 8) * d exactly, or q * d + m rounded once. */
-PT_ALWAYS_INLINE void q4_weights(const int T, q_vi x, pt_vf d, pt_vf m, pt_vf *wl, pt_vf *wh) {
-    if (T == PT_Q4_0) {
-        *wl = pt_vmul(pt_vsub(q_lo(x), pt_vset1(8.0f)), d);
-        *wh = pt_vmul(pt_vsub(q_hi(x), pt_vset1(8.0f)), d);
-    } else {
-        *wl = QDEQ(q_lo(x), d, m);
-        *wh = QDEQ(q_hi(x), d, m);
-    }
+_Static_assert(QACC == 4, "q_fold sums four partial sums");
+
+/* The end of a block: its QACC partial sums of q * a in their fixed tree,
+ * times d, then (Q4) its sum of a, xs, times m. */
+PT_ALWAYS_INLINE pt_vf q_fold(const int T, pt_vf acc, const pt_vf *s, pt_vf d, pt_vf m,
+                              float xs) {
+    acc = QMADD(d, pt_vadd(pt_vadd(s[0], s[1]), pt_vadd(s[2], s[3])), acc);
+    return T == PT_Q8_0 ? acc : QMADD(m, pt_vset1(xs), acc);
 }
 
-_Static_assert(QACC == 4, "q_store sums four accumulators");
+/* Each row's sum of a over each block of 32 (X: M x nblk), in order;
+ * Q4 weights it by m. */
+static void q_block_sums(float *X, const float *A, int64_t lda, int64_t M, int64_t nblk) {
+    for (int64_t r = 0; r < M; r++)
+        for (int64_t b = 0; b < nblk; b++) {
+            const float *a = A + r * lda + 32 * b;
+            float x = 0.0f;
+            for (int k = 0; k < 32; k++) x += a[k];
+            X[r * nblk + b] = x;
+        }
+}
 
-/* One output vector: the QACC accumulators summed in their fixed tree, then
- * bias and act, stored to the `live` columns of c (row n of W first). */
-PT_ALWAYS_INLINE void q_store(float *c, pt_vf a0, pt_vf a1, pt_vf a2, pt_vf a3, int64_t n,
-                              int64_t live, const float *bias, int act) {
-    pt_vf y = pt_vadd(pt_vadd(a0, a1), pt_vadd(a2, a3));
+/* One output vector, bias and act, stored to the `live` columns of c (row
+ * n of W first); a row with a non-finite scale made NaN (poison). */
+PT_ALWAYS_INLINE void q_store(float *c, pt_vf y, int64_t n, int64_t live, const float *bias,
+                              const float *poison, int act) {
     if (live >= PT_VL) {
+        if (poison) y = pt_vadd(y, pt_vload(poison + n));
         if (bias) y = pt_vadd(y, pt_vload(bias + n));
         pt_vstore(c, apply_act(y, act));
     } else {
+        if (poison) y = pt_vadd(y, pt_vload_tail(poison + n, (size_t)live, 0.0f));
         if (bias) y = pt_vadd(y, pt_vload_tail(bias + n, (size_t)live, 0.0f));
         pt_vstore_tail(c, apply_act(y, act), (size_t)live);
     }
 }
 
 /* NG consecutive groups of QG rows (from group g0) times R_ rows of A, over
- * all K; C rows ldc apart, columns from n0 = g0 * QG, nvalid of them. */
+ * all K; C rows ldc apart, columns from n0 = g0 * QG, nvalid of them; X the
+ * rows' block sums. */
 PT_ALWAYS_INLINE void q_groups(const int T, const int R_, const int NG, float *C, int64_t ldc,
-                               const float *A, int64_t lda, const uint8_t *P, int64_t nblk,
-                               int64_t g0, int64_t nvalid, const float *bias, int act) {
+                               const float *A, int64_t lda, const float *X, const uint8_t *P,
+                               int64_t nblk, int64_t g0, int64_t nvalid, const float *bias,
+                               const float *poison, int act) {
     const int64_t pb = q_packed_block(T), gbytes = nblk * pb;
-    pt_vf acc[QR][QNG][QGV][QACC];
+    pt_vf acc[QR][QNG][QGV];
     for (int r = 0; r < R_; r++)
         for (int g = 0; g < NG; g++)
-            for (int v = 0; v < QGV; v++)
-                for (int c = 0; c < QACC; c++) acc[r][g][v][c] = pt_vzero();
+            for (int v = 0; v < QGV; v++) acc[r][g][v] = pt_vzero();
     for (int64_t b = 0; b < nblk; b++) {
         for (int g = 0; g < NG; g++) {
             const uint8_t *blk = P + (g0 + g) * gbytes + b * pb;
@@ -154,31 +175,40 @@ PT_ALWAYS_INLINE void q_groups(const int T, const int R_, const int NG, float *C
             for (int64_t l = 0; l < pb; l += 64)
                 _mm_prefetch((const char *)blk + Q_PF * pb + l, _MM_HINT_T0);
 #endif
-            pt_vf d[QGV], m[QGV];
-            for (int v = 0; v < QGV; v++) q_block_scales(T, blk, v, &d[v], &m[v]);
             const uint8_t *qs = blk + (T == PT_Q4_1 ? 4 * QG : 2 * QG);
+            pt_vf s[QR][QGV][QACC];
+            for (int r = 0; r < R_; r++)
+                for (int v = 0; v < QGV; v++)
+                    for (int c = 0; c < QACC; c++) s[r][v][c] = pt_vzero();
             if (T == PT_Q8_0) {
                 PT_Q_UNROLL
                 for (int k = 0; k < 32; k++)
                     for (int v = 0; v < QGV; v++) {
-                        pt_vf w = pt_vmul(q_s8f(qs + k * QG + v * PT_VL), d[v]);
+                        pt_vf q = q_s8f(qs + k * QG + v * PT_VL);
                         for (int r = 0; r < R_; r++)
-                            acc[r][g][v][k % 16 % QACC] = QMADD(
-                                w, pt_vset1(A[r * lda + 32 * b + k]), acc[r][g][v][k % 16 % QACC]);
+                            s[r][v][k % 16 % QACC] = QMADD(
+                                q, pt_vset1(A[r * lda + 32 * b + k]), s[r][v][k % 16 % QACC]);
                     }
             } else {
                 PT_Q_UNROLL
                 for (int j = 0; j < 16; j++)
                     for (int v = 0; v < QGV; v++) {
-                        pt_vf wl, wh;
-                        q4_weights(T, q_u8(qs + j * QG + v * PT_VL), d[v], m[v], &wl, &wh);
+                        q_vi x = q_u8(qs + j * QG + v * PT_VL);
+                        pt_vf ql = q_lo(x), qh = q_hi(x);
                         for (int r = 0; r < R_; r++) {
                             const float *a = A + r * lda + 32 * b;
-                            pt_vf *s = &acc[r][g][v][j % QACC];
-                            *s = QMADD(wl, pt_vset1(a[j]), *s);
-                            *s = QMADD(wh, pt_vset1(a[j + 16]), *s);
+                            pt_vf *p = &s[r][v][j % QACC];
+                            *p = QMADD(ql, pt_vset1(a[j]), *p);
+                            *p = QMADD(qh, pt_vset1(a[j + 16]), *p);
                         }
                     }
+            }
+            for (int v = 0; v < QGV; v++) {
+                pt_vf d, m;
+                q_block_scales(T, blk, v, &d, &m);
+                for (int r = 0; r < R_; r++)
+                    acc[r][g][v] = q_fold(T, acc[r][g][v], s[r][v], d, m,
+                                          T == PT_Q8_0 ? 0.0f : X[r * nblk + b]);
             }
         }
     }
@@ -186,79 +216,82 @@ PT_ALWAYS_INLINE void q_groups(const int T, const int R_, const int NG, float *C
         for (int g = 0; g < NG; g++)
             for (int v = 0; v < QGV; v++) {
                 int64_t n = (g0 + g) * QG + v * PT_VL, live = nvalid - (n - g0 * QG);
-                if (live > 0)
-                    q_store(C + r * ldc + n, acc[r][g][v][0], acc[r][g][v][1], acc[r][g][v][2],
-                            acc[r][g][v][3], n, live, bias, act);
+                if (live > 0) q_store(C + r * ldc + n, acc[r][g][v], n, live, bias, poison, act);
             }
 }
 
-/* R_ rows' accumulators (S, QACC x QG floats a row) through one dequantized
- * block Wf: each Wf vector loaded once for the R_ rows. */
+/* R_ rows through one block of quants Qf (as floats, 32 x QG): each Qf
+ * vector loaded once for the R_ rows; the rows' totals (S, QG floats a
+ * row) folded as q_groups folds them. */
 PT_ALWAYS_INLINE void q_rows_block(const int T, const int R_, const float *a, int64_t lda,
-                                   float *S, const float *Wf) {
+                                   const float *X, int64_t nblk, float *S, const float *Qf,
+                                   const pt_vf *d, const pt_vf *m) {
     for (int v = 0; v < QGV; v++) {
-        pt_vf acc[QR][QACC];
+        pt_vf s[QR][QACC];
         for (int r = 0; r < R_; r++)
-            for (int c = 0; c < QACC; c++) acc[r][c] = pt_vload(S + r * QACC * QG + c * QG + v * PT_VL);
+            for (int c = 0; c < QACC; c++) s[r][c] = pt_vzero();
         if (T == PT_Q8_0) {
             PT_Q_UNROLL
             for (int k = 0; k < 32; k++) {
-                pt_vf w = pt_vload(Wf + k * QG + v * PT_VL);
+                pt_vf q = pt_vload(Qf + k * QG + v * PT_VL);
                 for (int r = 0; r < R_; r++)
-                    acc[r][k % 16 % QACC] = QMADD(w, pt_vset1(a[r * lda + k]), acc[r][k % 16 % QACC]);
+                    s[r][k % 16 % QACC] = QMADD(q, pt_vset1(a[r * lda + k]), s[r][k % 16 % QACC]);
             }
         } else {
             PT_Q_UNROLL
             for (int j = 0; j < 16; j++) {
-                pt_vf wl = pt_vload(Wf + j * QG + v * PT_VL), wh = pt_vload(Wf + (j + 16) * QG + v * PT_VL);
+                pt_vf ql = pt_vload(Qf + j * QG + v * PT_VL), qh = pt_vload(Qf + (j + 16) * QG + v * PT_VL);
                 for (int r = 0; r < R_; r++) {
-                    acc[r][j % QACC] = QMADD(wl, pt_vset1(a[r * lda + j]), acc[r][j % QACC]);
-                    acc[r][j % QACC] = QMADD(wh, pt_vset1(a[r * lda + j + 16]), acc[r][j % QACC]);
+                    s[r][j % QACC] = QMADD(ql, pt_vset1(a[r * lda + j]), s[r][j % QACC]);
+                    s[r][j % QACC] = QMADD(qh, pt_vset1(a[r * lda + j + 16]), s[r][j % QACC]);
                 }
             }
         }
-        for (int r = 0; r < R_; r++)
-            for (int c = 0; c < QACC; c++) pt_vstore(S + r * QACC * QG + c * QG + v * PT_VL, acc[r][c]);
+        for (int r = 0; r < R_; r++) {
+            float *sr = S + r * QG + v * PT_VL;
+            pt_vstore(sr, q_fold(T, pt_vload(sr), s[r], d[v], m[v],
+                                 T == PT_Q8_0 ? 0.0f : X[r * nblk]));
+        }
     }
 }
 
-/* Many rows (prefill): group by group, each block of 16 rows dequantized
- * once into Wf (32 x QG floats, as q_groups computes them) and multiplied
- * into every row, whose QACC accumulators wait in S (M x QACC x QG floats)
- * between blocks.  Each accumulator sees the same multiply-adds in the same
- * order as in q_groups: the same bits. */
+/* Many rows (prefill): group by group, each block of 16 rows' quants
+ * converted once into Qf (32 x QG floats) and multiplied into every row,
+ * whose totals wait in S (M x QG floats) between blocks.  Each total sees
+ * the same operations in the same order as in q_groups: the same bits. */
 PT_ALWAYS_INLINE void q_group_rows(const int T, float *C, int64_t ldc, const float *A,
-                                   int64_t lda, int64_t M, const uint8_t *P, int64_t nblk,
-                                   int64_t g, int64_t nvalid, const float *bias, int act,
-                                   float *S, float *Wf) {
+                                   int64_t lda, const float *X, int64_t M, const uint8_t *P,
+                                   int64_t nblk, int64_t g, int64_t nvalid, const float *bias,
+                                   const float *poison, int act, float *S, float *Qf) {
     const int64_t pb = q_packed_block(T);
-    for (int64_t i = 0; i < M * QACC * QG; i++) S[i] = 0.0f;
+    for (int64_t i = 0; i < M * QG; i++) S[i] = 0.0f;
     for (int64_t b = 0; b < nblk; b++) {
         const uint8_t *blk = P + g * nblk * pb + b * pb;
         const uint8_t *qs = blk + (T == PT_Q4_1 ? 4 * QG : 2 * QG);
+        pt_vf d[QGV], m[QGV];
         for (int v = 0; v < QGV; v++) {
-            pt_vf d, m;
-            q_block_scales(T, blk, v, &d, &m);
+            q_block_scales(T, blk, v, &d[v], &m[v]);
             if (T == PT_Q8_0) {
                 for (int k = 0; k < 32; k++)
-                    pt_vstore(Wf + k * QG + v * PT_VL, pt_vmul(q_s8f(qs + k * QG + v * PT_VL), d));
+                    pt_vstore(Qf + k * QG + v * PT_VL, q_s8f(qs + k * QG + v * PT_VL));
             } else {
                 for (int j = 0; j < 16; j++) {
-                    pt_vf wl, wh;
-                    q4_weights(T, q_u8(qs + j * QG + v * PT_VL), d, m, &wl, &wh);
-                    pt_vstore(Wf + j * QG + v * PT_VL, wl);
-                    pt_vstore(Wf + (j + 16) * QG + v * PT_VL, wh);
+                    q_vi x = q_u8(qs + j * QG + v * PT_VL);
+                    pt_vstore(Qf + j * QG + v * PT_VL, q_lo(x));
+                    pt_vstore(Qf + (j + 16) * QG + v * PT_VL, q_hi(x));
                 }
             }
         }
         for (int64_t r = 0; r < M; r += QR) {
             int rows = M - r < QR ? (int)(M - r) : QR;
+            const float *a = A + r * lda + 32 * b, *x = X + r * nblk + b;
+            float *sr = S + r * QG;
             switch (rows) {
-            case 1: q_rows_block(T, 1, A + r * lda + 32 * b, lda, S + r * QACC * QG, Wf); break;
+            case 1: q_rows_block(T, 1, a, lda, x, nblk, sr, Qf, d, m); break;
 #if QR > 1
-            case 2: q_rows_block(T, 2, A + r * lda + 32 * b, lda, S + r * QACC * QG, Wf); break;
-            case 3: q_rows_block(T, 3, A + r * lda + 32 * b, lda, S + r * QACC * QG, Wf); break;
-            case 4: q_rows_block(T, 4, A + r * lda + 32 * b, lda, S + r * QACC * QG, Wf); break;
+            case 2: q_rows_block(T, 2, a, lda, x, nblk, sr, Qf, d, m); break;
+            case 3: q_rows_block(T, 3, a, lda, x, nblk, sr, Qf, d, m); break;
+            case 4: q_rows_block(T, 4, a, lda, x, nblk, sr, Qf, d, m); break;
 #endif
             default: break;
             }
@@ -267,33 +300,34 @@ PT_ALWAYS_INLINE void q_group_rows(const int T, float *C, int64_t ldc, const flo
     for (int64_t r = 0; r < M; r++)
         for (int v = 0; v < QGV; v++) {
             int64_t n = g * QG + v * PT_VL, live = nvalid - v * PT_VL;
-            const float *sr = S + r * QACC * QG + v * PT_VL;
             if (live > 0)
-                q_store(C + r * ldc + n, pt_vload(sr), pt_vload(sr + QG), pt_vload(sr + 2 * QG),
-                        pt_vload(sr + 3 * QG), n, live, bias, act);
+                q_store(C + r * ldc + n, pt_vload(S + r * QG + v * PT_VL), n, live, bias,
+                        poison, act);
         }
 }
 
 /* Groups [ga, gb) of every row of A: passes of up to QR rows; NG = 2
  * groups at a time where the accumulators fit (one row: for enough chains). */
 PT_ALWAYS_INLINE void q_range(const int T, float *C, int64_t ldc, const float *A, int64_t lda,
-                              int64_t M, const uint8_t *P, int64_t nblk, int64_t N, int64_t ga,
-                              int64_t gb, const float *bias, int act, float *S) {
+                              const float *X, int64_t M, const uint8_t *P, int64_t nblk,
+                              int64_t N, int64_t ga, int64_t gb, const float *bias,
+                              const float *poison, int act, float *S) {
     if (S) {                                  /* many rows: q_group_rows */
         for (int64_t g = ga; g < gb; g++)
-            q_group_rows(T, C, ldc, A, lda, M, P, nblk, g, N - g * QG < QG ? N - g * QG : QG,
-                         bias, act, S, S + M * QACC * QG);
+            q_group_rows(T, C, ldc, A, lda, X, M, P, nblk, g, N - g * QG < QG ? N - g * QG : QG,
+                         bias, poison, act, S, S + M * QG);
         return;
     }
     for (int64_t i = 0; i < M; i += QR) {
         int rows = M - i < QR ? (int)(M - i) : QR;
         float *c = C + i * ldc;
-        const float *a = A + i * lda;
+        const float *a = A + i * lda, *x = X + i * nblk;
         for (int64_t g = ga; g < gb;) {
             int ng = QNG > 1 && rows <= 2 && g + 1 < gb ? 2 : 1;
             int64_t nvalid = N - g * QG < ng * QG ? N - g * QG : ng * QG;
-#define PT_Q_CASE(R, G) \
-    if (rows == R && ng == G) q_groups(T, R, G, c, ldc, a, lda, P, nblk, g, nvalid, bias, act);
+#define PT_Q_CASE(R, G)                                                                    \
+    if (rows == R && ng == G)                                                              \
+        q_groups(T, R, G, c, ldc, a, lda, x, P, nblk, g, nvalid, bias, poison, act);
             PT_Q_CASE(1, 1)
 #if QR > 1
             PT_Q_CASE(1, 2) PT_Q_CASE(2, 1) PT_Q_CASE(2, 2) PT_Q_CASE(3, 1) PT_Q_CASE(4, 1)
@@ -305,35 +339,51 @@ PT_ALWAYS_INLINE void q_range(const int T, float *C, int64_t ldc, const float *A
 }
 
 static void q_dispatch(const pt_packed_q *W, float *C, int64_t ldc, const float *A, int64_t lda,
-                       int64_t M, int64_t ga, int64_t gb, const float *bias, int act, float *S) {
+                       const float *X, int64_t M, int64_t ga, int64_t gb, const float *bias,
+                       int act, float *S) {
     int64_t nblk = W->K / 32;
+    const float *pz = W->poison;
     switch (W->qtype) {
-    case PT_Q8_0: q_range(PT_Q8_0, C, ldc, A, lda, M, W->data, nblk, W->N, ga, gb, bias, act, S); break;
-    case PT_Q4_0: q_range(PT_Q4_0, C, ldc, A, lda, M, W->data, nblk, W->N, ga, gb, bias, act, S); break;
-    case PT_Q4_1: q_range(PT_Q4_1, C, ldc, A, lda, M, W->data, nblk, W->N, ga, gb, bias, act, S); break;
+    case PT_Q8_0: q_range(PT_Q8_0, C, ldc, A, lda, X, M, W->data, nblk, W->N, ga, gb, bias, pz, act, S); break;
+    case PT_Q4_0: q_range(PT_Q4_0, C, ldc, A, lda, X, M, W->data, nblk, W->N, ga, gb, bias, pz, act, S); break;
+    case PT_Q4_1: q_range(PT_Q4_1, C, ldc, A, lda, X, M, W->data, nblk, W->N, ga, gb, bias, pz, act, S); break;
     default: break;
     }
 }
 
-/* From this many rows on, each block is dequantized once for all of them. */
+/* Below this many bytes of W times rows / 4, one thread: a second one's wake-up
+ * costs more than its share (576 x 576 Q4_1, 207 KB, took 17 us on one
+ * thread and 10 on two on Zen 3). */
+#define PT_Q_SERIAL_BYTES 131072.0
+/* From this many rows on, each block's quants are converted once for all of them. */
 #define Q_ROWS_BUFFERED 8
+#define Q_SUMS_ON_STACK 512   /* block sums of a few rows: no allocation */
 
 /* Threads split the groups of W, a contiguous range each. */
 int PT_FN(pt_qgemm_packed)(float *C, int64_t ldc, const float *A, int64_t lda, int64_t M,
                            const pt_packed_q *W, const float *bias, int act, int nthreads) {
     if (!W || !pt_q_block_bytes(W->qtype)) return PT_ERR_ARG;
     if (M <= 0 || W->N <= 0) return PT_OK;
-    int64_t groups = (W->N + QG - 1) / QG;
+    int64_t groups = (W->N + QG - 1) / QG, nblk = W->K / 32;
     if (nthreads < 1) nthreads = 1;
-    if ((double)W->size * (double)(M < 4 ? 1 : M / 4) < 262144.0) nthreads = 1;
+    if ((double)W->size * (double)(M < 4 ? 1 : M / 4) < PT_Q_SERIAL_BYTES) nthreads = 1;
     if (nthreads > groups) nthreads = (int)groups;
-    /* per thread: the rows' accumulators and a dequantized block */
-    size_t per = M >= Q_ROWS_BUFFERED ? (size_t)(M * QACC * QG + 32 * QG) : 0;
-    float *S = per ? pt_alloc(sizeof(float) * per * (size_t)nthreads) : NULL;
-    if (per && !S) return PT_ERR_NOMEM;   /* before C is touched */
+    /* shared: the rows' block sums (Q4); per thread: the rows' totals and a
+     * block of quants as floats */
+    size_t nx = W->qtype == PT_Q8_0 ? 0 : (size_t)(M * nblk);
+    size_t per = M >= Q_ROWS_BUFFERED ? (size_t)(M * QG + 32 * QG) : 0;
+    float xs_stack[Q_SUMS_ON_STACK];
+    float *buf = NULL, *X = xs_stack;
+    if (per || nx > Q_SUMS_ON_STACK) {
+        buf = pt_alloc(sizeof(float) * (per * (size_t)nthreads + nx));
+        if (!buf) return PT_ERR_NOMEM;   /* before C is touched */
+        if (nx > Q_SUMS_ON_STACK) X = buf + per * (size_t)nthreads;
+    }
+    float *S = per ? buf : NULL;
+    if (nx) q_block_sums(X, A, lda, M, nblk);
     if (nthreads == 1) {
-        q_dispatch(W, C, ldc, A, lda, M, 0, groups, bias, act, S);
-        pt_free(S);
+        q_dispatch(W, C, ldc, A, lda, X, M, 0, groups, bias, act, S);
+        pt_free(buf);
         return PT_OK;
     }
 #pragma omp parallel num_threads(nthreads)
@@ -344,9 +394,10 @@ int PT_FN(pt_qgemm_packed)(float *C, int64_t ldc, const float *A, int64_t lda, i
         nt = omp_get_num_threads();
 #endif
         int64_t ga = groups * t / nt, gb = groups * (t + 1) / nt;
-        if (ga < gb) q_dispatch(W, C, ldc, A, lda, M, ga, gb, bias, act, S ? S + per * t : NULL);
+        if (ga < gb)
+            q_dispatch(W, C, ldc, A, lda, X, M, ga, gb, bias, act, S ? S + per * t : NULL);
     }
-    pt_free(S);
+    pt_free(buf);
     return PT_OK;
 }
 
@@ -372,20 +423,36 @@ pt_packed_q *pt_qgemm_pack(const uint8_t *W, int64_t ldw, int qtype, int64_t N, 
     if (!p->data) { pt_free(p); return NULL; }
     memset(p->data, 0, p->size);
     int nscale = qtype == PT_Q4_1 ? 2 : 1, nq = bb - 2 * nscale;   /* quant bytes per row */
+    int nonfinite = 0;   /* a scale that is inf or NaN (fp16 exponent all ones) */
     for (int64_t g = 0; g < groups; g++)
         for (int64_t b = 0; b < nblk; b++) {
             uint8_t *dst = p->data + (g * nblk + b) * pb;
             for (int r = 0; r < QG && g * QG + r < N; r++) {
                 const uint8_t *src = W + (g * QG + r) * ldw + b * bb;
-                for (int s = 0; s < nscale; s++) memcpy(dst + s * 2 * QG + 2 * r, src + 2 * s, 2);
+                for (int s = 0; s < nscale; s++) {
+                    memcpy(dst + s * 2 * QG + 2 * r, src + 2 * s, 2);
+                    nonfinite |= (src[2 * s + 1] & 0x7c) == 0x7c;
+                }
                 for (int j = 0; j < nq; j++) dst[2 * nscale * QG + j * QG + r] = src[2 * nscale + j];
             }
         }
+    if (nonfinite && !(p->poison = pt_alloc_zero(sizeof(float) * (size_t)(groups * QG)))) {
+        pt_packed_q_free(p);
+        return NULL;
+    }
+    for (int64_t n = 0; nonfinite && n < N; n++)
+        for (int64_t b = 0; b < nblk; b++)
+            for (int s = 0; s < nscale; s++)
+                if ((W[n * ldw + b * bb + 2 * s + 1] & 0x7c) == 0x7c) p->poison[n] = NAN;
     return p;
 }
 
 void pt_packed_q_free(pt_packed_q *p) {
-    if (p) { pt_weights_free((float *)p->data, p->size ? p->size : 1); pt_free(p); }
+    if (p) {
+        pt_weights_free((float *)p->data, p->size ? p->size : 1);
+        pt_free(p->poison);
+        pt_free(p);
+    }
 }
 
 int pt_qgemm_ref(float *C, int64_t ldc, const float *A, int64_t lda, int64_t M,

@@ -9,11 +9,11 @@
  *   Q4_0 (18 bytes): fp16 d, 16 bytes of nibbles   w = (q - 8) * d
  *   Q4_1 (20 bytes): fp16 d, fp16 m, 16 bytes      w = q * d + m
  * with q of element j < 16 in the low nibble of byte j and of element 16 + j
- * in its high nibble (ggml's order).  Each weight is dequantized exactly as
- * ggml's dequantize_row_* does (q * d is exact in float; Q4_1's one rounding
- * is that of q * d + m), so the product is the float32 GEMM of the
- * dequantized matrix, up to the order of the fp32 sums.  Activations stay
- * float32: nothing is quantized at run time.
+ * in its high nibble (ggml's order), as ggml's dequantize_row_* reads them.
+ * The product is that of the dequantized matrix up to fp32 rounding: the
+ * kernels sum q * a per block and apply the block's d (and m) once
+ * (gemm_q.c), and a row whose blocks hold an inf or NaN scale gives NaN.
+ * Activations stay float32: nothing is quantized at run time.
  *
  * The weights are re-laid once by pt_qgemm_pack (the same bytes, moved):
  * ceil(N/16) groups of 16 rows; group g holds its K/32 blocks in order, each
@@ -45,6 +45,8 @@ typedef struct {
     int64_t K, N;     /* in_features, out_features */
     size_t size;      /* bytes of data */
     uint8_t *data;    /* the groups, 64-byte aligned */
+    float *poison;    /* NULL, or per row (ceil(N/16) * 16): NaN where the row
+                         holds a non-finite scale, else 0 */
 } pt_packed_q;
 
 /* Bytes per block of 32 weights of `qtype`, 0 for an unknown type. */
@@ -52,7 +54,7 @@ int pt_q_block_bytes(int qtype);
 
 /* W: N rows of K/32 GGUF blocks, row n at W + n * ldw bytes.  NULL for an
  * unknown type, K not a multiple of 32, ldw shorter than a row, or out of
- * memory. */
+ * memory.  Rows with a non-finite scale are noted (poison). */
 pt_packed_q *pt_qgemm_pack(const uint8_t *W, int64_t ldw, int qtype, int64_t N, int64_t K);
 void pt_packed_q_free(pt_packed_q *p);
 
