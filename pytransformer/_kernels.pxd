@@ -229,7 +229,6 @@ cdef extern from "layers/llama_layer.h":
         const int64_t *pos
         int64_t S
         const pt_mask *keep
-        const int64_t *kv_index
     int pt_llama_layer_step(const pt_kernel_table *kt, const pt_llama_layer *L,
                             const pt_llama_layer_state *st, float *x, int64_t N,
                             int nthreads) nogil

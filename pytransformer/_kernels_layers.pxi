@@ -382,18 +382,9 @@ cdef int _llama_cache(pt_llama_layer_state *st, const pt_llama_layer *L, int64_t
 cdef object _llama_shared(pt_llama_layer_state *st, const pt_llama_layer *L, int64_t N, pos,
                           keep, pt_mask *m):
     """The fields of st every layer of a step shares, checked against st's
-    cache (_llama_cache first): positions, mask, and the grouped-query
-    index -- batch n*Hq + j of the attention, query head j of row n, reads
-    kv head j // (Hq / Hkv).  Returns the arrays st points into."""
-    cdef int64_t Hq = L.heads, Hkv = L.kv_heads, n, j
+    cache (_llama_cache first): positions and mask (score row n*Hq + j:
+    query head j of sequence n).  Returns the array st points into."""
     positions = np.empty(N, np.int64)
-    st.S = _step_positions(pos, keep, N, Hq, st.t_max, positions, m, &st.keep)
+    st.S = _step_positions(pos, keep, N, L.heads, st.t_max, positions, m, &st.keep)
     st.pos = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>positions)
-    kv = np.empty(N * Hq, np.int64)
-    cdef int64_t[::1] pkv = kv
-    cdef int64_t group = Hq // Hkv
-    for n in range(N):
-        for j in range(Hq):
-            pkv[n * Hq + j] = n * Hkv + j // group
-    st.kv_index = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>kv)
-    return positions, kv
+    return positions

@@ -116,7 +116,6 @@ cdef class StackStep:
                 else:
                     _share(lst[i].t_max, lst[0].S, where)
                     lst[i].pos, lst[i].S, lst[i].keep = lst[0].pos, lst[0].S, lst[0].keep
-                    lst[i].kv_index = lst[0].kv_index
             else:
                 d = <DecoderLayerStep>self.layers[i]
                 dec[i] = d._bound(kt)[0]

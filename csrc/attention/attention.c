@@ -27,23 +27,29 @@
 #include "runtime/vmath.h"
 
 /* Register tiles.  QK: QK_MR query rows x QK_NV vectors of keys (16 or 12
- * accumulators); PV: PV_MR rows x PV_NV vectors of the value dim. */
+ * accumulators), a few rows over up to QK_NP panels; PV: PV_MR rows x PV_NV
+ * vectors of the value dim, one row x PV_NV1.  (A tile's shape changes the
+ * speed, never a bit: each result is one chain whatever the tile.) */
 #if PT_ISA == PT_ISA_AVX512
 #define QK_MR 8
 #define QK_NV 2
 #define PV_MR 4
 #define PV_NV 4
+#define PV_NV1 4   /* one row (decoding): vectors per tile */
 #elif PT_ISA == PT_ISA_AVX2
 #define QK_MR 6
 #define QK_NV 2
 #define PV_MR 4
 #define PV_NV 3
+#define PV_NV1 8
 #else
 #define QK_MR 4
 #define QK_NV 4
 #define PV_MR 4
 #define PV_NV 4
+#define PV_NV1 4
 #endif
+#define QK_NP 4    /* key panels per tile at most (a single query row) */
 #define QK_W (QK_NV * PT_VL)
 #define BQ PT_ATTN_BQ
 #define BK PT_ATTN_BK
@@ -171,12 +177,12 @@ static void pack_k(float *kp, const float *k /* (nk, E) */, int64_t nk, int64_t 
  * the speed, never a bit of the result. */
 PT_ALWAYS_INLINE void qk_tile(float *s, const float *qp /* (E, QK_MR) */,
                               const float *kp /* np x (E, QK_W) */, int64_t E, int mr, int np) {
-    pt_vf acc[QK_MR][2][QK_NV];
+    pt_vf acc[QK_MR][QK_NP][QK_NV];
     for (int r = 0; r < mr; r++)
         for (int p = 0; p < np; p++)
             for (int c = 0; c < QK_NV; c++) acc[r][p][c] = pt_vzero();
     for (int64_t e = 0; e < E; e++) {
-        pt_vf kv[2][QK_NV];
+        pt_vf kv[QK_NP][QK_NV];
         for (int p = 0; p < np; p++)
             for (int c = 0; c < QK_NV; c++)
                 kv[p][c] = pt_vload(kp + p * E * QK_W + e * QK_W + c * PT_VL);
@@ -194,8 +200,9 @@ PT_ALWAYS_INLINE void qk_tile(float *s, const float *qp /* (E, QK_MR) */,
 
 /* Scores of the nq packed query rows against npanels key panels.  Full row
  * tiles take one panel at a time (QK_MR x QK_NV accumulators); the last,
- * partial tile -- all there is when decoding one token -- takes panels two at
- * a time when its rows are few, to keep enough FMA chains in flight. */
+ * partial tile -- all there is when decoding one token -- takes panels two
+ * (one row: four) at a time when its rows are few, to keep enough FMA
+ * chains in flight. */
 static void qk_block(float *s, const float *qp, const float *kp, int64_t E, int64_t nq,
                      int64_t npanels) {
     int64_t t = 0;
@@ -208,7 +215,8 @@ static void qk_block(float *s, const float *qp, const float *kp, int64_t E, int6
     float *st = s + t * QK_MR * BK;
     const float *qt = qp + t * E * QK_MR;
     for (int64_t p = 0; p < npanels;) {
-        const int two = 2 * mr <= QK_MR && p + 1 < npanels;
+        const int four = mr == 1 && p + 3 < npanels;
+        const int two = !four && 2 * mr <= QK_MR && p + 1 < npanels;
         const float *kt = kp + p * E * QK_W;
         float *sp = st + p * QK_W;
 #define QK_ROWS(n)                                          \
@@ -217,7 +225,11 @@ static void qk_block(float *s, const float *qp, const float *kp, int64_t E, int6
         else qk_tile(sp, qt, kt, E, n, 1);                  \
         break;
         switch (mr) {
-            QK_ROWS(1)
+        case 1:
+            if (four) qk_tile(sp, qt, kt, E, 1, 4);
+            else if (two) qk_tile(sp, qt, kt, E, 1, 2);
+            else qk_tile(sp, qt, kt, E, 1, 1);
+            break;
             QK_ROWS(2)
             QK_ROWS(3)
 #if QK_MR > 4
@@ -230,7 +242,7 @@ static void qk_block(float *s, const float *qp, const float *kp, int64_t E, int6
 #endif
         }
 #undef QK_ROWS
-        p += two ? 2 : 1;
+        p += four ? 4 : two ? 2 : 1;
     }
 }
 
@@ -240,13 +252,13 @@ static void qk_block(float *s, const float *qp, const float *kp, int64_t E, int6
 PT_ALWAYS_INLINE void pv_tile(float *o, int64_t ldo, const float *p /* (mr, BK) */,
                               const float *v, int64_t ldv, int64_t nk, const float *alpha,
                               const int *active, int mr, int nv) {
-    pt_vf acc[PV_MR][PV_NV];
+    pt_vf acc[PV_MR][PV_NV > PV_NV1 ? PV_NV : PV_NV1];
     for (int r = 0; r < mr; r++) {
         pt_vf a = pt_vset1(alpha[r]);
         for (int c = 0; c < nv; c++) acc[r][c] = pt_vmul(pt_vload(o + r * ldo + c * PT_VL), a);
     }
     for (int64_t j = 0; j < nk; j++) {
-        pt_vf vv[PV_NV];
+        pt_vf vv[PV_NV > PV_NV1 ? PV_NV : PV_NV1];
         for (int c = 0; c < nv; c++) vv[c] = pt_vload(v + j * ldv + c * PT_VL);
         for (int r = 0; r < mr; r++) {
             pt_vf pb = pt_vset1(p[r * BK + j]);
@@ -280,8 +292,22 @@ static void pv_block(float *o, int64_t evp, const float *p, const float *v, int6
         int any = 0;
         for (int r = 0; r < mr; r++) any |= active[r0 + r];
         if (!any) continue;
+        if (mr == 1) { /* one row: PV_NV1 vectors a tile, for enough chains */
+            for (int64_t c0 = 0; c0 < nvec; c0 += PV_NV1) {
+                float *ot = o + r0 * evp + c0 * PT_VL;
+                const float *pt = p + r0 * BK, *vt = v + c0 * PT_VL;
+                switch (nvec - c0 < PV_NV1 ? (int)(nvec - c0) : PV_NV1) {
+#define PV_ONE(n) case n: pv_tile(ot, evp, pt, vt, ldv, nk, alpha + r0, active + r0, 1, n); break;
+                PV_ONE(1) PV_ONE(2) PV_ONE(3) PV_ONE(4)
+#if PV_NV1 > 4
+                PV_ONE(5) PV_ONE(6) PV_ONE(7) PV_ONE(8)
+#endif
+#undef PV_ONE
+                }
+            }
+            continue;
+        }
         switch (mr) {
-        case 1: PV_COLS(1) break;
         case 2: PV_COLS(2) break;
         case 3: PV_COLS(3) break;
         default: PV_COLS(PV_MR) break;

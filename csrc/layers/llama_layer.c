@@ -21,9 +21,14 @@ static int attention(const pt_kernel_table *kt, const pt_llama_layer *L,
         memcpy(q + n * Hq * D, qkv + n * ld, sizeof(float) * (size_t)(Hq * D));
     pt_step_write_kv(st->k, st->v, T, st->pos, qkv + Hq * D, qkv + (Hq + Hkv) * D, ld, N, Hkv,
                      D);
+    /* grouped-query attention: the Hq / Hkv query heads of a kv head are
+     * the rows of one batch (q holds them one after another), so its keys
+     * are read -- and packed -- once for the group.  Rows are independent:
+     * the bits are those of one head at a time.  Score row n*Hq + j is
+     * query head j of sequence n either way, as keep addresses it. */
     float scale = (float)(1.0 / sqrt((double)D));
-    status = kt->attention(o, q, NULL, st->k, st->kv_index, T * D, st->v, st->kv_index, T * D,
-                           N * Hq, 1, st->S, D, D, scale, st->keep, 0, nthreads);
+    status = kt->attention(o, q, NULL, st->k, NULL, T * D, st->v, NULL, T * D, N * Hkv,
+                           Hq / Hkv, st->S, D, D, scale, st->keep, 0, nthreads);
     if (status != PT_OK) return status;
     return pt_step_linear(kt, &L->o, out, o, N, PT_ACT_NONE, nthreads);
 }

@@ -37,15 +37,13 @@ typedef struct {
  * n * Hkv * t_max * D.  pos (N): the position each sequence writes now; S:
  * the positions attended (0..S-1); keep: (N, Hq) batches of one query over
  * S keys (False past a row's own position), or NULL when every row is at
- * position S - 1.  kv_index (N * Hq): the cache batch query head j of
- * sequence n reads. */
+ * position S - 1. */
 typedef struct {
     float *k, *v;
     int64_t t_max;
     const int64_t *pos;
     int64_t S;
     const pt_mask *keep;
-    const int64_t *kv_index;
 } pt_llama_layer_state;
 
 /* x (N x E, C-contiguous) <- the layer's output.  PT_OK; PT_ERR_NOMEM before

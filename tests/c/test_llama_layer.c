@@ -58,7 +58,7 @@ static void test_step(const pt_kernel_table *k, int layout, int nt) {
     memset(&mask, 0, sizeof mask);
     mask.data = keep, mask.is_bool = 1, mask.ndim = 2, mask.stride_last = 1;
     mask.shape[0] = N, mask.shape[1] = HQ, mask.stride[0] = S, mask.stride[1] = 0;
-    pt_llama_layer_state st = {ck, cv, T, pos, S, &mask, kv};
+    pt_llama_layer_state st = {ck, cv, T, pos, S, &mask};
     float *x = filled(N * E, 40, 1.0f, 0.0f), want[N * E];
     memcpy(want, x, sizeof want);
     int status = pt_llama_layer_step(k, &L, &st, x, N, nt);
