@@ -6,6 +6,22 @@
 STEP_MATRIX_TYPES = (PackedMatrix, PackedMatrixBF16, PackedMatrixI8, QuantizedMatrix)
 
 
+cdef struct path_key:
+    # what a step's weights were bound for: the kernel path and the bf16 /
+    # int8 kernels chosen then (kt NULL: not bound)
+    const pt_kernel_table *kt
+    int bf16, i8
+
+
+cdef inline bint _bound_for(const path_key *k, const pt_kernel_table *kt) noexcept:
+    """Whether weights bound at k serve path kt and today's bf16 / int8 kernels."""
+    return k.kt == kt and k.bf16 == _bf16_wanted and k.i8 == _int8_wanted
+
+
+cdef inline void _mark_bound(path_key *k, const pt_kernel_table *kt) noexcept:
+    k.kt, k.bf16, k.i8 = kt, _bf16_wanted, _int8_wanted
+
+
 cdef int _fill_step_matrix(pt_step_matrix *m, const pt_kernel_table *kt, object w,
                            object bias, int64_t K, int64_t N, str name) except -1:
     """m <- the packed weight w (K -> N) and its bias, for path kt."""
@@ -105,8 +121,7 @@ cdef class DecoderLayerStep:
     two.  The objects are kept, so the weights stay alive while the step
     exists."""
     cdef pt_decoder_layer L, bound
-    cdef const pt_kernel_table *bound_kt
-    cdef int bound_bf16, bound_i8
+    cdef path_key bound_at
     cdef object weights, norms
 
     def __cinit__(self, int64_t heads, bint norm_first, activation, weights, norms):
@@ -148,12 +163,11 @@ cdef class DecoderLayerStep:
         it: bound at the first call for them and kept (a weight's pack for a
         path, once made, stays while the weight lives).  A call copies it
         with the GIL held, so calls from several threads never share it."""
-        if kt != self.bound_kt or self.bound_bf16 != _bf16_wanted or \
-                self.bound_i8 != _int8_wanted:
-            self.bound_kt = NULL
+        if not _bound_for(&self.bound_at, kt):
+            self.bound_at.kt = NULL
             self.bound = self.L
             self._bind(&self.bound, kt)
-            self.bound_kt, self.bound_bf16, self.bound_i8 = kt, _bf16_wanted, _int8_wanted
+            _mark_bound(&self.bound_at, kt)
         return &self.bound
 
     cdef int _bind(self, pt_decoder_layer *L, const pt_kernel_table *kt) except -1:
@@ -289,8 +303,7 @@ cdef class LlamaLayerStep:
     weights the four (packed matrix, bias) pairs qkv_proj, o_proj,
     gate_up_proj, down_proj; norms two (weight, eps)."""
     cdef pt_llama_layer L, bound
-    cdef const pt_kernel_table *bound_kt
-    cdef int bound_bf16, bound_i8
+    cdef path_key bound_at
     cdef object weights, norms, inv_freq
 
     def __cinit__(self, int64_t heads, int64_t kv_heads, str rope_layout, inv_freq, weights,
@@ -326,12 +339,11 @@ cdef class LlamaLayerStep:
 
     cdef const pt_llama_layer *_bound(self, const pt_kernel_table *kt) except NULL:
         """The layer as path kt takes it, kept (see DecoderLayerStep._bound)."""
-        if kt != self.bound_kt or self.bound_bf16 != _bf16_wanted or \
-                self.bound_i8 != _int8_wanted:
-            self.bound_kt = NULL
+        if not _bound_for(&self.bound_at, kt):
+            self.bound_at.kt = NULL
             self.bound = self.L
             self._bind(&self.bound, kt)
-            self.bound_kt, self.bound_bf16, self.bound_i8 = kt, _bf16_wanted, _int8_wanted
+            _mark_bound(&self.bound_at, kt)
         return &self.bound
 
     cdef int _bind(self, pt_llama_layer *L, const pt_kernel_table *kt) except -1:

@@ -21,9 +21,8 @@ cdef class StackStep:
     cdef object layers, norm, head
     cdef pt_stack S
     cdef int64_t n
-    cdef pt_step_matrix head_bound          # the head as head_kt takes it
-    cdef const pt_kernel_table *head_kt
-    cdef int head_bf16, head_i8
+    cdef pt_step_matrix head_bound          # the head as head_at's path takes it
+    cdef path_key head_at
 
     def __cinit__(self, layers, norm=None, head=None):
         layers = tuple(layers)
@@ -136,13 +135,12 @@ cdef class StackStep:
                         dst[0].cross_mask
         S.dec, S.dec_st, S.llama, S.llama_st = dec, dst, lla, lst
         if S.has_head:   # bound once per path, as the layers are (DecoderLayerStep._bound)
-            if kt != self.head_kt or self.head_bf16 != _bf16_wanted or \
-                    self.head_i8 != _int8_wanted:
-                self.head_kt = NULL
+            if not _bound_for(&self.head_at, kt):
+                self.head_at.kt = NULL
                 self.head_bound = S.head
                 _fill_step_matrix(&self.head_bound, kt, self.head[0], self.head[1], S.E,
                                   S.head.N, "head")
-                self.head_kt, self.head_bf16, self.head_i8 = kt, _bf16_wanted, _int8_wanted
+                _mark_bound(&self.head_at, kt)
             S.head = self.head_bound
             out = np.empty((N, S.head.N), np.float32)
         hidden = x.copy()

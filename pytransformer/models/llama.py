@@ -39,7 +39,7 @@ import numpy as np
 
 from .. import _kernels, ops
 from ..nn import DecoderCache, Embedding, Linear, Module, RMSNorm, stack_step
-from ..nn.module import FUSED_STEP, GENERATION, NO_INIT, ModuleList
+from ..nn.module import FUSED_STEP, NO_INIT, ModuleList, kept_step
 from ..ops.attention import look_ahead_mask
 from ..ops.checks import check_float, check_int, check_token_ids
 from ..ops.rowwise import _FLOAT32_EPS
@@ -274,27 +274,26 @@ class LlamaDecoderLayer(Module):
     def _step_kernel(self):
         """The layer as one C step, or None where the Python step must run.
         Made once and kept while the weights it holds are the layer's."""
-        kept = self.__dict__.get("_fused")
-        if kept is not None and kept[2] == GENERATION[0]:
-            return kept[1]   # no module changed since it was checked
         a, mlp, n1, n2 = self.self_attn, self.mlp, self.input_layernorm, \
             self.post_attention_layernorm
         lin = (a.qkv_proj, a.o_proj, mlp.gate_up_proj, mlp.down_proj)
-        key = tuple(id(m._packs.get("weight")) for m in lin) + tuple(id(m.bias) for m in lin) + (
-            id(n1.weight), n1.eps, id(n2.weight), n2.eps, a.rope_theta, a.rope_layout)
-        if kept is not None and kept[0] == key:
-            self.__dict__["_fused"] = (key, kept[1], GENERATION[0])
-            return kept[1]   # the step holds the objects: their ids are not reused
-        step = None
-        weights = [(m._packs.get("weight"), m.bias) for m in lin]
-        if all(isinstance(w, _kernels.STEP_MATRIX_TYPES) for w, _ in weights) and \
-                n1.weight is not None and n2.weight is not None:
-            step = _kernels.LlamaLayerStep(
+
+        def key():
+            return tuple(id(m._packs.get("weight")) for m in lin) + \
+                tuple(id(m.bias) for m in lin) + \
+                (id(n1.weight), n1.eps, id(n2.weight), n2.eps, a.rope_theta, a.rope_layout)
+
+        def make():
+            weights = [(m._packs.get("weight"), m.bias) for m in lin]
+            if not all(isinstance(w, _kernels.STEP_MATRIX_TYPES) for w, _ in weights) or \
+                    n1.weight is None or n2.weight is None:
+                return None
+            return _kernels.LlamaLayerStep(
                 a.num_heads, a.num_key_value_heads, a.rope_layout,
                 ops.rope_inv_freq(a.head_dim, a.rope_theta), weights,
                 [(n.weight, _FLOAT32_EPS if n.eps is None else n.eps) for n in (n1, n2)])
-        self.__dict__["_fused"] = (key, step, GENERATION[0])
-        return step
+
+        return kept_step(self, key, make)
 
     def step(self, x, cache_k, cache_v, pos, keep=None):
         """forward for one new position per sequence (N, E), kernel-ready."""

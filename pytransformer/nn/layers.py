@@ -276,5 +276,5 @@ def stack_step(owner, layers, norm, head):
     if steps and None not in steps and spec is not False and \
             (head is None or isinstance(packed, _kernels.STEP_MATRIX_TYPES)):
         stack = _kernels.StackStep(steps, spec, None if head is None else (packed, head.bias))
-    owner.__dict__["_stack"] = ((GENERATION[0], fused, id(norm), id(head)), stack, (norm, head))
+    owner.__dict__["_stack"] = ((GENERATION[0],) + now[1:], stack, (norm, head))
     return stack

@@ -7,7 +7,7 @@ from ..ops.attention import look_ahead_mask
 from .attention import MultiheadAttention, _detect_is_causal_mask
 from .cache import KVCache
 from .layers import LayerNorm, Linear, resolve_activation, stack_step, torch_activation
-from .module import (FUSED_STEP, GENERATION, NO_INIT, Module, ModuleList, _NoInit, _rng, clones,
+from .module import (FUSED_STEP, NO_INIT, Module, ModuleList, _NoInit, _rng, clones, kept_step,
                      xavier_uniform)
 
 __all__ = ["TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder",
@@ -86,43 +86,38 @@ class _TransformerLayer(Module):
     def _step_kernel(self):
         """The layer as one C step, or None where the Python step must run.
         Made once and kept while the weights it holds are the layer's."""
-        kept = self.__dict__.get("_fused")
-        if kept is not None and kept[2] == GENERATION[0]:
-            return kept[1]   # no module changed since it was checked
         sa = self.self_attn
         ca = self.multihead_attn if self.cross_attention else None
         norms = (self.norm1, self.norm2, self.norm3) if ca is not None else \
             (self.norm1, self.norm2)
-        key = (id(sa._packs.get("qkv")), id(sa.out_proj._packs.get("weight")),
-               id(sa.out_proj.bias),
-               None if ca is None else id(ca._packs.get("q")),
-               None if ca is None else id(ca.out_proj._packs.get("weight")),
-               None if ca is None else id(ca.out_proj.bias),
-               id(self.linear1._packs.get("weight")), id(self.linear1.bias),
-               id(self.linear2._packs.get("weight")), id(self.linear2.bias),
-               self._act_name, self.norm_first) + \
-            tuple(v for n in norms for v in (id(n.weight), id(n.bias), n.eps))
-        if kept is not None and kept[0] == key:
-            self.__dict__["_fused"] = (key, kept[1], GENERATION[0])
-            return kept[1]   # the step holds the objects: their ids are not reused
-        step = None
-        if self._act_fn is None and sa._qkv_same_embed_dim and \
-                (ca is None or ca._qkv_same_embed_dim):
+
+        def key():
+            return (id(sa._packs.get("qkv")), id(sa.out_proj._packs.get("weight")),
+                    id(sa.out_proj.bias),
+                    None if ca is None else id(ca._packs.get("q")),
+                    None if ca is None else id(ca.out_proj._packs.get("weight")),
+                    None if ca is None else id(ca.out_proj.bias),
+                    id(self.linear1._packs.get("weight")), id(self.linear1.bias),
+                    id(self.linear2._packs.get("weight")), id(self.linear2.bias),
+                    self._act_name, self.norm_first) + \
+                tuple(v for n in norms for v in (id(n.weight), id(n.bias), n.eps))
+
+        def make():
+            if self._act_fn is not None or not sa._qkv_same_embed_dim or \
+                    (ca is not None and not ca._qkv_same_embed_dim):
+                return None
             weights = (sa._packed("qkv"), (sa.out_proj._packs["weight"], sa.out_proj.bias),
                        None if ca is None else ca._packed("q"),
                        None if ca is None else (ca.out_proj._packs["weight"], ca.out_proj.bias),
                        (self.linear1._packs["weight"], self.linear1.bias),
                        (self.linear2._packs["weight"], self.linear2.bias))
-            if all(isinstance(w[0], _kernels.STEP_MATRIX_TYPES) for w in weights
-                   if w is not None):
-                step = _kernels.DecoderLayerStep(sa.num_heads, self.norm_first,
-                                                 self._act_name, weights,
-                                                 [(n.weight, n.bias, n.eps) for n in norms])
-        # the ids again: the packs made just now
-        key = (id(sa._packs.get("qkv")),) + key[1:3] + \
-            ((None if ca is None else id(ca._packs.get("q"))),) + key[4:]
-        self.__dict__["_fused"] = (key, step, GENERATION[0])
-        return step
+            if not all(isinstance(w[0], _kernels.STEP_MATRIX_TYPES) for w in weights
+                       if w is not None):
+                return None
+            return _kernels.DecoderLayerStep(sa.num_heads, self.norm_first, self._act_name,
+                                             weights, [(n.weight, n.bias, n.eps) for n in norms])
+
+        return kept_step(self, key, make)
 
     @classmethod
     def _from_torch_config(cls, m):
