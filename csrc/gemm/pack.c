@@ -5,6 +5,7 @@
 #include "gemm/gemm.h"
 #include "gemm/pack.h"
 #include "runtime/mem.h"
+#include "runtime/transpose.h"
 
 #if PT_ISA == PT_ISA_AVX512
 /* dst[k][i] = src[i][k] for i < rows, k < kn (both <= 16); dst[k][rows..15]
@@ -57,6 +58,19 @@ void pack_b_panel(float *dst, const float *B, int64_t ldb, int trans_b, int64_t 
                 transpose16_avx512(dst + k0 * NR + jb, NR, B + (j0 + jb) * ldb + k0, ldb,
                                    (int)(nr - jb < 16 ? nr - jb : 16), kn);
         }
+        return;
+#endif
+#if PT_ISA == PT_ISA_AVX2
+        /* whole 8 x 8 blocks in registers, the edges below */
+        int64_t k8 = K / 8 * 8, j8 = nr / 8 * 8;
+        for (int64_t k0 = 0; k0 < k8; k0 += 8) {
+            for (int64_t jb = 0; jb < j8; jb += 8)
+                pt_transpose8x8(dst + k0 * NR + jb, NR, B + (j0 + jb) * ldb + k0, ldb);
+            for (int64_t j = j8; j < nr; j++)
+                for (int64_t k = 0; k < 8; k++) dst[(k0 + k) * NR + j] = B[(j0 + j) * ldb + k0 + k];
+        }
+        for (int64_t j = 0; j < nr; j++)
+            for (int64_t k = k8; k < K; k++) dst[k * NR + j] = B[(j0 + j) * ldb + k];
         return;
 #endif
         for (int64_t k0 = 0; k0 < K; k0 += 16) {
