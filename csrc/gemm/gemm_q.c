@@ -221,38 +221,44 @@ PT_ALWAYS_INLINE void q_groups(const int T, const int R_, const int NG, float *C
 }
 
 /* R_ rows through one block of quants Qf (as floats, 32 x QG): each Qf
- * vector loaded once for the R_ rows; the rows' totals (S, QG floats a
- * row) folded as q_groups folds them. */
+ * vector loaded once for the R_ rows, the QGV vectors of a row side by side
+ * (QGV x QACC chains a row); the rows' totals (S, QG floats a row) folded as
+ * q_groups folds them. */
 PT_ALWAYS_INLINE void q_rows_block(const int T, const int R_, const float *a, int64_t lda,
                                    const float *X, int64_t nblk, float *S, const float *Qf,
                                    const pt_vf *d, const pt_vf *m) {
-    for (int v = 0; v < QGV; v++) {
-        pt_vf s[QR][QACC];
-        for (int r = 0; r < R_; r++)
-            for (int c = 0; c < QACC; c++) s[r][c] = pt_vzero();
-        if (T == PT_Q8_0) {
-            PT_Q_UNROLL
-            for (int k = 0; k < 32; k++) {
+    pt_vf s[QR][QGV][QACC];
+    for (int r = 0; r < R_; r++)
+        for (int v = 0; v < QGV; v++)
+            for (int c = 0; c < QACC; c++) s[r][v][c] = pt_vzero();
+    if (T == PT_Q8_0) {
+        PT_Q_UNROLL
+        for (int k = 0; k < 32; k++)
+            for (int v = 0; v < QGV; v++) {
                 pt_vf q = pt_vload(Qf + k * QG + v * PT_VL);
                 for (int r = 0; r < R_; r++)
-                    s[r][k % 16 % QACC] = QMADD(q, pt_vset1(a[r * lda + k]), s[r][k % 16 % QACC]);
+                    s[r][v][k % 16 % QACC] =
+                        QMADD(q, pt_vset1(a[r * lda + k]), s[r][v][k % 16 % QACC]);
             }
-        } else {
-            PT_Q_UNROLL
-            for (int j = 0; j < 16; j++) {
-                pt_vf ql = pt_vload(Qf + j * QG + v * PT_VL), qh = pt_vload(Qf + (j + 16) * QG + v * PT_VL);
+    } else {
+        PT_Q_UNROLL
+        for (int j = 0; j < 16; j++)
+            for (int v = 0; v < QGV; v++) {
+                pt_vf ql = pt_vload(Qf + j * QG + v * PT_VL);
+                pt_vf qh = pt_vload(Qf + (j + 16) * QG + v * PT_VL);
                 for (int r = 0; r < R_; r++) {
-                    s[r][j % QACC] = QMADD(ql, pt_vset1(a[r * lda + j]), s[r][j % QACC]);
-                    s[r][j % QACC] = QMADD(qh, pt_vset1(a[r * lda + j + 16]), s[r][j % QACC]);
+                    pt_vf *p = &s[r][v][j % QACC];
+                    *p = QMADD(ql, pt_vset1(a[r * lda + j]), *p);
+                    *p = QMADD(qh, pt_vset1(a[r * lda + j + 16]), *p);
                 }
             }
-        }
+    }
+    for (int v = 0; v < QGV; v++)
         for (int r = 0; r < R_; r++) {
             float *sr = S + r * QG + v * PT_VL;
-            pt_vstore(sr, q_fold(T, pt_vload(sr), s[r], d[v], m[v],
+            pt_vstore(sr, q_fold(T, pt_vload(sr), s[r][v], d[v], m[v],
                                  T == PT_Q8_0 ? 0.0f : X[r * nblk]));
         }
-    }
 }
 
 /* Many rows (prefill): group by group, each block of 16 rows' quants
