@@ -155,6 +155,49 @@ PT_ALWAYS_INLINE void q_store(float *c, pt_vf y, int64_t n, int64_t live, const 
     }
 }
 
+/* A block's partial sums of q * a for R_ rows (a: the rows at the block's
+ * first k, lda apart), s[r][v][c] for k to c = (k mod 16) mod QACC: the
+ * quants converted here from the packed bytes qs (a few rows), or read from
+ * Qf, converted once for many rows.  One function for both passes, so a
+ * row's bits do not depend on which one it takes. */
+PT_ALWAYS_INLINE void q_partial_sums(const int T, const int R_, const int CONVERTED,
+                                     const float *a, int64_t lda, const uint8_t *qs,
+                                     const float *Qf, pt_vf s[QR][QGV][QACC]) {
+    for (int r = 0; r < R_; r++)
+        for (int v = 0; v < QGV; v++)
+            for (int c = 0; c < QACC; c++) s[r][v][c] = pt_vzero();
+    if (T == PT_Q8_0) {
+        PT_Q_UNROLL
+        for (int k = 0; k < 32; k++)
+            for (int v = 0; v < QGV; v++) {
+                pt_vf q = CONVERTED ? pt_vload(Qf + k * QG + v * PT_VL)
+                                    : q_s8f(qs + k * QG + v * PT_VL);
+                for (int r = 0; r < R_; r++)
+                    s[r][v][k % 16 % QACC] =
+                        QMADD(q, pt_vset1(a[r * lda + k]), s[r][v][k % 16 % QACC]);
+            }
+    } else {
+        PT_Q_UNROLL
+        for (int j = 0; j < 16; j++)
+            for (int v = 0; v < QGV; v++) {
+                pt_vf ql, qh;
+                if (CONVERTED) {
+                    ql = pt_vload(Qf + j * QG + v * PT_VL);
+                    qh = pt_vload(Qf + (j + 16) * QG + v * PT_VL);
+                } else {
+                    q_vi x = q_u8(qs + j * QG + v * PT_VL);
+                    ql = q_lo(x);
+                    qh = q_hi(x);
+                }
+                for (int r = 0; r < R_; r++) {
+                    pt_vf *p = &s[r][v][j % QACC];
+                    *p = QMADD(ql, pt_vset1(a[r * lda + j]), *p);
+                    *p = QMADD(qh, pt_vset1(a[r * lda + j + 16]), *p);
+                }
+            }
+    }
+}
+
 /* NG consecutive groups of QG rows (from group g0) times R_ rows of A, over
  * all K; C rows ldc apart, columns from n0 = g0 * QG, nvalid of them; X the
  * rows' block sums. */
@@ -175,34 +218,9 @@ PT_ALWAYS_INLINE void q_groups(const int T, const int R_, const int NG, float *C
             for (int64_t l = 0; l < pb; l += 64)
                 _mm_prefetch((const char *)blk + Q_PF * pb + l, _MM_HINT_T0);
 #endif
-            const uint8_t *qs = blk + (T == PT_Q4_1 ? 4 * QG : 2 * QG);
             pt_vf s[QR][QGV][QACC];
-            for (int r = 0; r < R_; r++)
-                for (int v = 0; v < QGV; v++)
-                    for (int c = 0; c < QACC; c++) s[r][v][c] = pt_vzero();
-            if (T == PT_Q8_0) {
-                PT_Q_UNROLL
-                for (int k = 0; k < 32; k++)
-                    for (int v = 0; v < QGV; v++) {
-                        pt_vf q = q_s8f(qs + k * QG + v * PT_VL);
-                        for (int r = 0; r < R_; r++)
-                            s[r][v][k % 16 % QACC] = QMADD(
-                                q, pt_vset1(A[r * lda + 32 * b + k]), s[r][v][k % 16 % QACC]);
-                    }
-            } else {
-                PT_Q_UNROLL
-                for (int j = 0; j < 16; j++)
-                    for (int v = 0; v < QGV; v++) {
-                        q_vi x = q_u8(qs + j * QG + v * PT_VL);
-                        pt_vf ql = q_lo(x), qh = q_hi(x);
-                        for (int r = 0; r < R_; r++) {
-                            const float *a = A + r * lda + 32 * b;
-                            pt_vf *p = &s[r][v][j % QACC];
-                            *p = QMADD(ql, pt_vset1(a[j]), *p);
-                            *p = QMADD(qh, pt_vset1(a[j + 16]), *p);
-                        }
-                    }
-            }
+            q_partial_sums(T, R_, 0, A + 32 * b, lda, blk + (T == PT_Q4_1 ? 4 * QG : 2 * QG),
+                           NULL, s);
             for (int v = 0; v < QGV; v++) {
                 pt_vf d, m;
                 q_block_scales(T, blk, v, &d, &m);
@@ -222,37 +240,13 @@ PT_ALWAYS_INLINE void q_groups(const int T, const int R_, const int NG, float *C
 
 /* R_ rows through one block of quants Qf (as floats, 32 x QG): each Qf
  * vector loaded once for the R_ rows, the QGV vectors of a row side by side
- * (QGV x QACC chains a row); the rows' totals (S, QG floats a row) folded as
- * q_groups folds them. */
+ * (QGV x QACC chains a row: on AVX2 one vector at a time was latency-bound);
+ * the rows' totals (S, QG floats a row) folded as q_groups folds them. */
 PT_ALWAYS_INLINE void q_rows_block(const int T, const int R_, const float *a, int64_t lda,
                                    const float *X, int64_t nblk, float *S, const float *Qf,
                                    const pt_vf *d, const pt_vf *m) {
     pt_vf s[QR][QGV][QACC];
-    for (int r = 0; r < R_; r++)
-        for (int v = 0; v < QGV; v++)
-            for (int c = 0; c < QACC; c++) s[r][v][c] = pt_vzero();
-    if (T == PT_Q8_0) {
-        PT_Q_UNROLL
-        for (int k = 0; k < 32; k++)
-            for (int v = 0; v < QGV; v++) {
-                pt_vf q = pt_vload(Qf + k * QG + v * PT_VL);
-                for (int r = 0; r < R_; r++)
-                    s[r][v][k % 16 % QACC] =
-                        QMADD(q, pt_vset1(a[r * lda + k]), s[r][v][k % 16 % QACC]);
-            }
-    } else {
-        PT_Q_UNROLL
-        for (int j = 0; j < 16; j++)
-            for (int v = 0; v < QGV; v++) {
-                pt_vf ql = pt_vload(Qf + j * QG + v * PT_VL);
-                pt_vf qh = pt_vload(Qf + (j + 16) * QG + v * PT_VL);
-                for (int r = 0; r < R_; r++) {
-                    pt_vf *p = &s[r][v][j % QACC];
-                    *p = QMADD(ql, pt_vset1(a[r * lda + j]), *p);
-                    *p = QMADD(qh, pt_vset1(a[r * lda + j + 16]), *p);
-                }
-            }
-    }
+    q_partial_sums(T, R_, 1, a, lda, NULL, Qf, s);
     for (int v = 0; v < QGV; v++)
         for (int r = 0; r < R_; r++) {
             float *sr = S + r * QG + v * PT_VL;
