@@ -47,8 +47,8 @@
 #define QR 4                   /* rows of A per pass at most */
 #define QNG 2                  /* groups per pass at most (one or two rows) */
 #else
-#define QR 1                   /* AVX2: 8 partial sums of 16 ymm (more rows were slower, */
-#define QNG 1                  /* in the many-rows pass too) */
+#define QR 1                   /* AVX2: a row's 8 partial sums; two rows would take all 16 ymm */
+#define QNG 1
 #endif
 
 /* fp16 bits -> float, exactly (subnormals, inf, NaN made quiet). */
@@ -69,6 +69,9 @@ static inline float q_half_bits(uint16_t h) {
 }
 
 static inline float q_half(const uint8_t *p) { return q_half_bits((uint16_t)(p[0] | p[1] << 8)); }
+
+/* An fp16 (little-endian bytes p) that is inf or NaN: its exponent all ones. */
+static inline int q_half_nonfinite(const uint8_t *p) { return (p[1] & 0x7c) == 0x7c; }
 
 /* PT_VL lanes from bytes p[0 .. PT_VL): unsigned or signed, as floats; the
  * low or high nibbles of unsigned bytes; PT_VL fp16 scales. */
@@ -423,7 +426,7 @@ pt_packed_q *pt_qgemm_pack(const uint8_t *W, int64_t ldw, int qtype, int64_t N, 
     if (!p->data) { pt_free(p); return NULL; }
     memset(p->data, 0, p->size);
     int nscale = qtype == PT_Q4_1 ? 2 : 1, nq = bb - 2 * nscale;   /* quant bytes per row */
-    int nonfinite = 0;   /* a scale that is inf or NaN (fp16 exponent all ones) */
+    int nonfinite = 0;   /* a scale that is inf or NaN */
     for (int64_t g = 0; g < groups; g++)
         for (int64_t b = 0; b < nblk; b++) {
             uint8_t *dst = p->data + (g * nblk + b) * pb;
@@ -431,7 +434,7 @@ pt_packed_q *pt_qgemm_pack(const uint8_t *W, int64_t ldw, int qtype, int64_t N, 
                 const uint8_t *src = W + (g * QG + r) * ldw + b * bb;
                 for (int s = 0; s < nscale; s++) {
                     memcpy(dst + s * 2 * QG + 2 * r, src + 2 * s, 2);
-                    nonfinite |= (src[2 * s + 1] & 0x7c) == 0x7c;
+                    nonfinite |= q_half_nonfinite(src + 2 * s);
                 }
                 for (int j = 0; j < nq; j++) dst[2 * nscale * QG + j * QG + r] = src[2 * nscale + j];
             }
@@ -443,7 +446,7 @@ pt_packed_q *pt_qgemm_pack(const uint8_t *W, int64_t ldw, int qtype, int64_t N, 
     for (int64_t n = 0; nonfinite && n < N; n++)
         for (int64_t b = 0; b < nblk; b++)
             for (int s = 0; s < nscale; s++)
-                if ((W[n * ldw + b * bb + 2 * s + 1] & 0x7c) == 0x7c) p->poison[n] = NAN;
+                if (q_half_nonfinite(W + n * ldw + b * bb + 2 * s)) p->poison[n] = NAN;
     return p;
 }
 

@@ -274,26 +274,29 @@ class LlamaDecoderLayer(Module):
     def _step_kernel(self):
         """The layer as one C step, or None where the Python step must run.
         Made once and kept while the weights it holds are the layer's."""
-        a, mlp, n1, n2 = self.self_attn, self.mlp, self.input_layernorm, \
-            self.post_attention_layernorm
-        lin = (a.qkv_proj, a.o_proj, mlp.gate_up_proj, mlp.down_proj)
+        return kept_step(self)
 
-        def key():
-            return tuple(id(m._packs.get("weight")) for m in lin) + \
-                tuple(id(m.bias) for m in lin) + \
-                (id(n1.weight), n1.eps, id(n2.weight), n2.eps, a.rope_theta, a.rope_layout)
+    def _step_linears(self):
+        a, mlp = self.self_attn, self.mlp
+        return a.qkv_proj, a.o_proj, mlp.gate_up_proj, mlp.down_proj
 
-        def make():
-            weights = [(m._packs.get("weight"), m.bias) for m in lin]
-            if not all(isinstance(w, _kernels.STEP_MATRIX_TYPES) for w, _ in weights) or \
-                    n1.weight is None or n2.weight is None:
-                return None
-            return _kernels.LlamaLayerStep(
-                a.num_heads, a.num_key_value_heads, a.rope_layout,
-                ops.rope_inv_freq(a.head_dim, a.rope_theta), weights,
-                [(n.weight, _FLOAT32_EPS if n.eps is None else n.eps) for n in (n1, n2)])
+    def _step_key(self):
+        a, n1, n2 = self.self_attn, self.input_layernorm, self.post_attention_layernorm
+        lin = self._step_linears()
+        return tuple(id(m._packs.get("weight")) for m in lin) + \
+            tuple(id(m.bias) for m in lin) + \
+            (id(n1.weight), n1.eps, id(n2.weight), n2.eps, a.rope_theta, a.rope_layout)
 
-        return kept_step(self, key, make)
+    def _make_step(self):
+        a, n1, n2 = self.self_attn, self.input_layernorm, self.post_attention_layernorm
+        weights = [(m._packs.get("weight"), m.bias) for m in self._step_linears()]
+        if not all(isinstance(w, _kernels.STEP_MATRIX_TYPES) for w, _ in weights) or \
+                n1.weight is None or n2.weight is None:
+            return None
+        return _kernels.LlamaLayerStep(
+            a.num_heads, a.num_key_value_heads, a.rope_layout,
+            ops.rope_inv_freq(a.head_dim, a.rope_theta), weights,
+            [(n.weight, _FLOAT32_EPS if n.eps is None else n.eps) for n in (n1, n2)])
 
     def step(self, x, cache_k, cache_v, pos, keep=None):
         """forward for one new position per sequence (N, E), kernel-ready."""

@@ -68,20 +68,20 @@ def xavier_uniform(rng, shape):
 GENERATION = [0]
 
 
-def kept_step(module, key, make):
+def kept_step(module):
     """A layer's fused step, kept in ``module.__dict__["_fused"]``: found in
     one comparison while no module attribute changed (GENERATION), else
-    while ``key()`` -- the ids of the packed weights, biases and norms it
-    holds, its settings -- is unchanged, else made anew by ``make()`` (None:
-    the layer has no C step).  The step holds those objects, so their ids
-    are not reused while it is kept; the key is taken again after ``make``,
-    which may pack weights."""
+    while ``module._step_key()`` -- the ids of the packed weights, biases
+    and norms it holds, its settings -- is unchanged, else made anew by
+    ``module._make_step()`` (None: the layer has no C step).  The step holds
+    those objects, so their ids are not reused while it is kept; the key is
+    taken again after making it, which may pack weights."""
     kept = module.__dict__.get("_fused")
     if kept is not None and kept[2] == GENERATION[0]:
         return kept[1]
-    k = key()
-    step = kept[1] if kept is not None and kept[0] == k else make()
-    module.__dict__["_fused"] = (key(), step, GENERATION[0])
+    key = module._step_key()
+    step = kept[1] if kept is not None and kept[0] == key else module._make_step()
+    module.__dict__["_fused"] = (module._step_key(), step, GENERATION[0])
     return step
 
 

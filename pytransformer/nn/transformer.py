@@ -86,38 +86,42 @@ class _TransformerLayer(Module):
     def _step_kernel(self):
         """The layer as one C step, or None where the Python step must run.
         Made once and kept while the weights it holds are the layer's."""
+        return kept_step(self)
+
+    def _step_parts(self):
         sa = self.self_attn
         ca = self.multihead_attn if self.cross_attention else None
         norms = (self.norm1, self.norm2, self.norm3) if ca is not None else \
             (self.norm1, self.norm2)
+        return sa, ca, norms
 
-        def key():
-            return (id(sa._packs.get("qkv")), id(sa.out_proj._packs.get("weight")),
-                    id(sa.out_proj.bias),
-                    None if ca is None else id(ca._packs.get("q")),
-                    None if ca is None else id(ca.out_proj._packs.get("weight")),
-                    None if ca is None else id(ca.out_proj.bias),
-                    id(self.linear1._packs.get("weight")), id(self.linear1.bias),
-                    id(self.linear2._packs.get("weight")), id(self.linear2.bias),
-                    self._act_name, self.norm_first) + \
-                tuple(v for n in norms for v in (id(n.weight), id(n.bias), n.eps))
+    def _step_key(self):
+        sa, ca, norms = self._step_parts()
+        return (id(sa._packs.get("qkv")), id(sa.out_proj._packs.get("weight")),
+                id(sa.out_proj.bias),
+                None if ca is None else id(ca._packs.get("q")),
+                None if ca is None else id(ca.out_proj._packs.get("weight")),
+                None if ca is None else id(ca.out_proj.bias),
+                id(self.linear1._packs.get("weight")), id(self.linear1.bias),
+                id(self.linear2._packs.get("weight")), id(self.linear2.bias),
+                self._act_name, self.norm_first) + \
+            tuple(v for n in norms for v in (id(n.weight), id(n.bias), n.eps))
 
-        def make():
-            if self._act_fn is not None or not sa._qkv_same_embed_dim or \
-                    (ca is not None and not ca._qkv_same_embed_dim):
-                return None
-            weights = (sa._packed("qkv"), (sa.out_proj._packs["weight"], sa.out_proj.bias),
-                       None if ca is None else ca._packed("q"),
-                       None if ca is None else (ca.out_proj._packs["weight"], ca.out_proj.bias),
-                       (self.linear1._packs["weight"], self.linear1.bias),
-                       (self.linear2._packs["weight"], self.linear2.bias))
-            if not all(isinstance(w[0], _kernels.STEP_MATRIX_TYPES) for w in weights
-                       if w is not None):
-                return None
-            return _kernels.DecoderLayerStep(sa.num_heads, self.norm_first, self._act_name,
-                                             weights, [(n.weight, n.bias, n.eps) for n in norms])
-
-        return kept_step(self, key, make)
+    def _make_step(self):
+        sa, ca, norms = self._step_parts()
+        if self._act_fn is not None or not sa._qkv_same_embed_dim or \
+                (ca is not None and not ca._qkv_same_embed_dim):
+            return None
+        weights = (sa._packed("qkv"), (sa.out_proj._packs["weight"], sa.out_proj.bias),
+                   None if ca is None else ca._packed("q"),
+                   None if ca is None else (ca.out_proj._packs["weight"], ca.out_proj.bias),
+                   (self.linear1._packs["weight"], self.linear1.bias),
+                   (self.linear2._packs["weight"], self.linear2.bias))
+        if not all(isinstance(w[0], _kernels.STEP_MATRIX_TYPES) for w in weights
+                   if w is not None):
+            return None
+        return _kernels.DecoderLayerStep(sa.num_heads, self.norm_first, self._act_name,
+                                         weights, [(n.weight, n.bias, n.eps) for n in norms])
 
     @classmethod
     def _from_torch_config(cls, m):
